@@ -1,0 +1,37 @@
+"""Sink backends, selected by the SINK setting.
+
+A backend's module (and so its cloud SDK) is imported only when that backend is chosen:
+a drain writing to S3 never imports oss2 or tablestore, and vice versa.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from shared.sinks.base import Sink, SinkError, WriteReport
+
+if TYPE_CHECKING:
+    from shared.settings import Settings
+
+# SINK value -> "module:Class". Each class has `from_settings(settings) -> Sink`.
+BACKENDS = {
+    "file": "shared.sinks.file:FileSink",
+    "sqlite": "shared.sinks.sqlite:SqliteSink",
+    "s3": "shared.sinks.s3:S3Sink",
+    "oss": "shared.sinks.oss:OssSink",
+    "dynamodb": "shared.sinks.dynamodb:DynamoDBSink",
+    "tablestore": "shared.sinks.tablestore:TablestoreSink",
+}
+
+
+def sink_class(name: str) -> type[Sink]:
+    module_name, _, class_name = BACKENDS[name].partition(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def make_sink(settings: "Settings") -> Sink:
+    """The configured sink, its SDK imported now and not before."""
+    return sink_class(settings.sink).from_settings(settings)
+
+
+__all__ = ["Sink", "SinkError", "WriteReport", "make_sink", "sink_class", "BACKENDS"]

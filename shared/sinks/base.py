@@ -1,0 +1,313 @@
+"""The sink interface and the two algorithms every backend shares.
+
+Like Powertools' idempotency persistence layer, the abstract bases own the whole
+algorithm (grouping, naming, serialising, size checks, the merge rule) and each backend
+implements a few small storage primitives and nothing else:
+
+- `ObjectSink` backends (file, s3, oss) implement `_put_object`, `_get_object`, `_list_objects`.
+- `TableSink` backends (sqlite, dynamodb, tablestore) implement `_upsert`, `_put_unless_receipt`,
+  `_get_item`, `_scan_items`.
+
+A write either succeeds for the whole batch or raises `SinkError`; the drain deletes
+messages only after `write` returned (DESIGN.md invariant 1). Writes are idempotent
+(invariant 2): object names derive from the batch's keys, table rows are keyed by them.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar, Iterable, Iterator, Optional, Sequence
+
+from shared.records import SOURCE_RECEIPT, DeadLetter, MnsMeta, Record, canonical_json
+
+
+class SinkError(Exception):
+    """The sink did not durably store a batch. Nothing of that batch may be deleted."""
+
+    def __init__(self, backend: str, reason: str):
+        super().__init__(f"{backend} sink: {reason}")
+        self.backend = backend
+        self.reason = reason
+
+
+@dataclass
+class WriteReport:
+    """What one `Sink.write` stored."""
+
+    records: int = 0
+    dead_letters: int = 0  # includes records diverted because they were too large
+    write_calls: int = 0  # objects put, or batch-write calls made
+
+    def add(self, other: "WriteReport") -> None:
+        self.records += other.records
+        self.dead_letters += other.dead_letters
+        self.write_calls += other.write_calls
+
+
+class Sink(ABC):
+    """Durable, idempotent storage of records and dead letters."""
+
+    name: ClassVar[str] = "sink"
+
+    @abstractmethod
+    def write(self, records: Sequence[Record], dead_letters: Sequence[DeadLetter]) -> WriteReport:
+        """Store the whole batch or raise SinkError."""
+
+    @abstractmethod
+    def iter_records(self, message_types: Optional[Iterable[str]] = None) -> Iterator[Record]:
+        """Every stored record (read side: tests, reconcile, reports). Object sinks may repeat keys."""
+
+    @abstractmethod
+    def iter_dead_letters(self) -> Iterator[dict[str, Any]]:
+        """Every stored dead-letter entry as its stored dict."""
+
+    def close(self) -> None:
+        """Release connections; the default has nothing to release."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def batch_name(keys: Iterable[str]) -> str:
+    """A deterministic object name for a set of keys: a retried batch rewrites the same object."""
+    digest = hashlib.sha256("\n".join(sorted(set(keys))).encode("utf-8")).hexdigest()
+    return f"part-{digest[:24]}"
+
+
+def _dedupe_last(items: Iterable[Any]) -> list[Any]:
+    """One entry per key (the last one wins), sorted by key so content is deterministic."""
+    by_key = {item.key: item for item in items}
+    return [by_key[k] for k in sorted(by_key)]
+
+
+class ObjectSink(Sink):
+    """Records as JSONL objects in Hive-style partitions, one object per batch and partition.
+
+    Layout: `<prefix>type=<MessageType>/dt=YYYY-MM-DD/[hour=HH/]part-<hash>.jsonl[.gz]`,
+    dead letters under `<prefix>dead_letters/type=<MessageType>/dt=.../`.
+    """
+
+    compress: ClassVar[bool] = True
+    hour_partitions: ClassVar[bool] = True
+
+    def __init__(self, prefix: str = ""):
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+
+    # -- backend primitives -------------------------------------------------
+    @abstractmethod
+    def _put_object(self, path: str, data: bytes) -> None:
+        """Store `data` at `path` (overwriting). Raise SinkError on failure."""
+
+    @abstractmethod
+    def _get_object(self, path: str) -> bytes:
+        """Return the bytes stored at `path`."""
+
+    @abstractmethod
+    def _list_objects(self, prefix: str) -> Iterator[str]:
+        """Every object path under `prefix`."""
+
+    # -- the algorithm ------------------------------------------------------
+    @property
+    def suffix(self) -> str:
+        return ".jsonl.gz" if self.compress else ".jsonl"
+
+    def _partition(self, root: str, message_type: str, date: str, hour: str) -> str:
+        path = f"{self.prefix}{root}type={message_type}/dt={date}/"
+        return path + (f"hour={hour}/" if self.hour_partitions else "")
+
+    def _encode(self, entries: Sequence[dict[str, Any]]) -> bytes:
+        text = "".join(json.dumps(e, ensure_ascii=False, sort_keys=True) + "\n" for e in entries)
+        raw = text.encode("utf-8")
+        # mtime=0 keeps the bytes identical for an identical batch (deterministic retries).
+        return gzip.compress(raw, mtime=0) if self.compress else raw
+
+    def _decode(self, data: bytes) -> Iterator[dict[str, Any]]:
+        if self.compress:
+            data = gzip.decompress(data)
+        for line in data.decode("utf-8").splitlines():
+            if line.strip():
+                yield json.loads(line)
+
+    def object_paths(self, records: Sequence[Record], dead_letters: Sequence[DeadLetter]) -> dict[str, list]:
+        """Group a batch into the objects it becomes: path -> entries (deterministic)."""
+        groups: dict[tuple[str, str, str, str], list] = {}
+        for item in _dedupe_last(records):
+            groups.setdefault(("", item.message_type, item.event_date, item.event_hour), []).append(item)
+        for item in _dedupe_last(dead_letters):
+            groups.setdefault(("dead_letters/", item.message_type, item.event_date, item.event_hour), []).append(item)
+        out = {}
+        for (root, mtype, date, hour), items in sorted(groups.items()):
+            path = self._partition(root, mtype, date, hour) + batch_name(i.key for i in items) + self.suffix
+            out[path] = items
+        return out
+
+    def write(self, records: Sequence[Record], dead_letters: Sequence[DeadLetter]) -> WriteReport:
+        report = WriteReport()
+        for path, items in self.object_paths(records, dead_letters).items():
+            self._put_object(path, self._encode([i.as_dict() for i in items]))
+            report.write_calls += 1
+        report.records = len({r.key for r in records})
+        report.dead_letters = len({d.key for d in dead_letters})
+        return report
+
+    def iter_records(self, message_types: Optional[Iterable[str]] = None) -> Iterator[Record]:
+        wanted = set(message_types) if message_types else None
+        for path in sorted(self._list_objects(self.prefix + "type=")):
+            mtype = path[len(self.prefix) + len("type="):].split("/", 1)[0]
+            if wanted is not None and mtype not in wanted:
+                continue
+            for entry in self._decode(self._get_object(path)):
+                yield Record.from_dict(entry)
+
+    def iter_dead_letters(self) -> Iterator[dict[str, Any]]:
+        for path in sorted(self._list_objects(self.prefix + "dead_letters/")):
+            yield from self._decode(self._get_object(path))
+
+
+class TableSink(Sink):
+    """Records as rows keyed by their business key; dead letters as rows keyed `DLQ#...`.
+
+    Merge rule (one row per business key): a receipt always overwrites (a redelivery is
+    the same fact; a receipt is the authority over a reconciled send record); a send
+    record from reconcile is written only where no receipt row exists yet.
+    """
+
+    # Largest item the backend accepts, in bytes of its stored form (None: no limit).
+    max_item_bytes: ClassVar[Optional[int]] = None
+
+    def __init__(self, ttl_days: Optional[int] = None):
+        self.ttl_days = ttl_days
+
+    # -- backend primitives -------------------------------------------------
+    @abstractmethod
+    def _upsert(self, items: Sequence[dict[str, Any]]) -> int:
+        """Write (overwrite) all items; return the number of backend write calls. Raise SinkError."""
+
+    @abstractmethod
+    def _put_unless_receipt(self, item: dict[str, Any]) -> bool:
+        """Write `item` unless a row with its key and source=receipt exists. True if written."""
+
+    @abstractmethod
+    def _get_item(self, key: str) -> Optional[dict[str, Any]]:
+        """The stored item for `key`, or None."""
+
+    @abstractmethod
+    def _scan_items(self) -> Iterator[dict[str, Any]]:
+        """Every stored item (records and dead letters)."""
+
+    # -- the algorithm ------------------------------------------------------
+    def record_item(self, record: Record, now: float) -> dict[str, Any]:
+        item = {
+            "key": record.key,
+            "kind": "record",
+            "message_type": record.message_type,
+            "source": record.source,
+            "event_time": record.event_time,
+            "event_date": record.event_date,
+            "body": canonical_json(record.body),
+            "message_id": record.mns.message_id,
+            "enqueue_time": int(record.mns.enqueue_time),
+            "dequeue_count": int(record.mns.dequeue_count),
+            "stored_at": int(now),
+        }
+        return self._with_ttl(item, now)
+
+    def dead_letter_item(self, dead: DeadLetter, now: float) -> dict[str, Any]:
+        item = {
+            "key": dead.key,
+            "kind": "dead_letter",
+            "message_type": dead.message_type,
+            "source": SOURCE_RECEIPT,
+            "event_time": dead.event_time,
+            "event_date": dead.event_date,
+            "error": dead.error,
+            "raw_body": dead.raw_body,
+            "message_id": dead.mns.message_id,
+            "enqueue_time": int(dead.mns.enqueue_time),
+            "dequeue_count": int(dead.mns.dequeue_count),
+            "stored_at": int(now),
+        }
+        return self._with_ttl(item, now)
+
+    def _with_ttl(self, item: dict[str, Any], now: float) -> dict[str, Any]:
+        if self.ttl_days:
+            item["ttl"] = int(now) + self.ttl_days * 86400
+        return item
+
+    def item_size(self, item: dict[str, Any]) -> int:
+        return sum(len(str(k).encode()) + len(str(v).encode()) for k, v in item.items())
+
+    def write(self, records: Sequence[Record], dead_letters: Sequence[DeadLetter], now: Optional[float] = None) -> WriteReport:
+        import time
+
+        now = time.time() if now is None else now
+        report = WriteReport()
+        receipts, reconciled, dead = [], [], [self.dead_letter_item(d, now) for d in _dedupe_last(dead_letters)]
+        for record in _dedupe_last(records):
+            item = self.record_item(record, now)
+            if self.max_item_bytes and self.item_size(item) > self.max_item_bytes:
+                # Too big for one row: keep it whole as a dead letter rather than truncate it.
+                dead.append(self.dead_letter_item(_oversized(record, self.name, self.max_item_bytes), now))
+                continue
+            (receipts if record.source == SOURCE_RECEIPT else reconciled).append(item)
+        for item in dead:
+            if self.max_item_bytes and self.item_size(item) > self.max_item_bytes:
+                raise SinkError(self.name, f"dead letter {item['key']} exceeds the {self.max_item_bytes}-byte item limit")
+        if receipts or dead:
+            report.write_calls += self._upsert(receipts + dead)
+        for item in reconciled:
+            self._put_unless_receipt(item)
+            report.write_calls += 1
+        report.records = len(receipts) + len(reconciled)
+        report.dead_letters = len(dead)
+        return report
+
+    def get(self, key: str) -> Optional[dict[str, Any]]:
+        return self._get_item(key)
+
+    def iter_records(self, message_types: Optional[Iterable[str]] = None) -> Iterator[Record]:
+        wanted = set(message_types) if message_types else None
+        for item in self._scan_items():
+            if item.get("kind") != "record" or (wanted is not None and item["message_type"] not in wanted):
+                continue
+            yield item_to_record(item)
+
+    def iter_dead_letters(self) -> Iterator[dict[str, Any]]:
+        for item in self._scan_items():
+            if item.get("kind") == "dead_letter":
+                yield item
+
+
+def item_to_record(item: dict[str, Any]) -> Record:
+    body = item["body"]
+    return Record(
+        message_type=item["message_type"],
+        key=item["key"],
+        body=json.loads(body) if isinstance(body, str) else body,
+        event_time=item["event_time"],
+        source=item.get("source", SOURCE_RECEIPT),
+        mns=MnsMeta(
+            message_id=item.get("message_id") or "",
+            enqueue_time=int(item.get("enqueue_time") or 0),
+            dequeue_count=int(item.get("dequeue_count") or 0),
+        ),
+    )
+
+
+def _oversized(record: Record, backend: str, limit: int) -> DeadLetter:
+    import base64
+
+    raw = base64.b64encode(canonical_json(record.body).encode("utf-8")).decode("ascii")
+    return DeadLetter(
+        message_type=record.message_type,
+        raw_body=raw,
+        error=f"record {record.key} is larger than the {backend} item limit ({limit} bytes); stored whole here",
+        event_time=record.event_time,
+        mns=record.mns,
+    )
