@@ -185,11 +185,17 @@ class Settings(BaseModel):
             raise _missing("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "ALIBABA_CLOUD_ACCESS_KEY_ID and ..._SECRET go together")
         return self
 
+    def queue_name(self, message_type: str) -> Optional[str]:
+        """The MNS queue of a message type: named explicitly, or Alicom-Queue-<uid>-<type>."""
+        named = dict(p.split("=", 1) for p in self.queue_names_raw)
+        if message_type in named:
+            return named[message_type]
+        return f"Alicom-Queue-{self.uid}-{message_type}" if self.uid else None
+
     @property
     def queue_names(self) -> dict[str, str]:
         """Message type -> MNS queue name, for the configured types."""
-        named = dict(p.split("=", 1) for p in self.queue_names_raw)
-        return {t: named.get(t) or f"Alicom-Queue-{self.uid}-{t}" for t in self.message_types}
+        return {t: self.queue_name(t) for t in self.message_types}
 
     def safe_view(self) -> dict[str, Any]:
         """The settings without credentials, for logs."""

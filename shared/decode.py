@@ -1,0 +1,156 @@
+"""MNS message body -> `Record`, or -> `DeadLetter` when it cannot be one.
+
+Alicom puts base64 of one UTF-8 JSON object in each message body. Decoding never
+raises: whatever arrives becomes either a record or a dead letter (invariant 4).
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import math
+from datetime import datetime, timezone
+from typing import Any, Union
+from zoneinfo import ZoneInfo
+
+from shared.records import DeadLetter, MnsMeta, Record, canonical_json
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+# Fields that together name the fact a message reports (DESIGN.md invariant 2).
+# VoiceReport / VoiceRecordReport report one call once each, so call_id and the type
+# (already the key's first part) suffice; VoiceCallReport reports every state change.
+KEY_FIELDS: dict[str, tuple[str, ...]] = {
+    "SmsReport": ("biz_id", "phone_number"),
+    "SmsUp": ("phone_number", "sequence_id", "send_time"),
+    "VoiceReport": ("call_id",),
+    "VoiceRecordReport": ("call_id",),
+    "VoiceCallReport": ("call_id", "status_code", "status_time"),
+    "GlobeSmsReport": ("MessageId",),
+}
+
+# Where the time of the reported event is, most specific first (vendor clock: Beijing).
+EVENT_TIME_FIELDS: dict[str, tuple[str, ...]] = {
+    "SmsReport": ("report_time", "send_time"),
+    "SmsUp": ("send_time",),
+    "VoiceReport": ("end_time", "start_time", "originate_time"),
+    "VoiceRecordReport": ("end_time", "start_time", "record_begin_time", "originate_time"),
+    "VoiceCallReport": ("status_time",),
+    "GlobeSmsReport": ("ReceiveDate", "SendDate"),
+}
+
+MAX_KEY_PART = 256
+
+
+class DecodeError(ValueError):
+    """Why a body is not a record; becomes the dead letter's error."""
+
+
+Decoded = Union[Record, DeadLetter]
+
+
+def shanghai_time(epoch_ms: int) -> str:
+    """Epoch milliseconds as the vendor's clock shows it."""
+    try:
+        return datetime.fromtimestamp(epoch_ms / 1000, timezone.utc).astimezone(SHANGHAI).strftime(TIME_FORMAT)
+    except (OverflowError, OSError, ValueError):
+        return "1970-01-01 08:00:00"
+
+
+def decode_message(message_type: str, raw_body: Any, mns: MnsMeta = MnsMeta()) -> Decoded:
+    """Turn one MNS message body into a record or a dead letter. Never raises."""
+    text = raw_body if isinstance(raw_body, str) else _bytes_as_text(raw_body)
+    try:
+        payload = parse_body(text)
+        return to_record(message_type, payload, mns)
+    except DecodeError as exc:
+        error = str(exc)
+    except (RecursionError, MemoryError, ValueError, TypeError) as exc:  # pathological JSON
+        error = f"undecodable body: {type(exc).__name__}"
+    return DeadLetter(message_type=message_type, raw_body=text, error=error, event_time=shanghai_time(mns.enqueue_time), mns=mns)
+
+
+def _bytes_as_text(raw: Any) -> str:
+    if isinstance(raw, (bytes, bytearray)):
+        try:
+            return bytes(raw).decode("utf-8")
+        except UnicodeDecodeError:
+            # Keep every byte: a dead letter must hold exactly what arrived.
+            return "base64:" + base64.b64encode(bytes(raw)).decode("ascii")
+    return str(raw)
+
+
+def _reject_constant(name: str) -> Any:
+    raise DecodeError(f"body JSON has a non-standard number {name}")
+
+
+def parse_body(text: str) -> dict[str, Any]:
+    """base64 -> UTF-8 -> JSON object."""
+    try:
+        raw = base64.b64decode(text.strip().encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError, ValueError):
+        raise DecodeError("body is not base64") from None
+    try:
+        decoded = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DecodeError("body is base64 but not UTF-8 text") from None
+    try:
+        payload = json.loads(decoded, parse_constant=_reject_constant)
+    except DecodeError:
+        raise
+    except json.JSONDecodeError as exc:
+        raise DecodeError(f"body is not JSON ({exc.msg} at {exc.pos})") from None
+    if not isinstance(payload, dict):
+        raise DecodeError(f"body JSON is a {type(payload).__name__}, not an object")
+    return payload
+
+
+def _key_part(payload: dict[str, Any], field: str) -> str:
+    value = payload.get(field)
+    if value is None or value == "":
+        raise DecodeError(f"missing key field {field}")
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise DecodeError(f"key field {field} is a {type(value).__name__}, expected a string or number")
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise DecodeError(f"key field {field} is not a finite number")
+        # sequence_id arrives as a JSON number (the vendor documents a Double): 123456.0 == 123456.
+        value = int(value) if value.is_integer() else repr(value)
+    text = str(value).strip()
+    if not text or len(text) > MAX_KEY_PART:
+        raise DecodeError(f"key field {field} is empty or longer than {MAX_KEY_PART} characters")
+    # '#' separates key parts; escape it (and the escape) so two parts never run together.
+    return text.replace("%", "%25").replace("#", "%23")
+
+
+def business_key(message_type: str, payload: dict[str, Any]) -> str:
+    fields = KEY_FIELDS.get(message_type)
+    if fields is None:
+        # Unknown or unpublished format: the body itself is the identity of the fact.
+        digest = hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()[:32]
+        return f"{message_type}#sha256:{digest}"
+    return "#".join([message_type] + [_key_part(payload, f) for f in fields])
+
+
+def event_time(message_type: str, payload: dict[str, Any], mns: MnsMeta) -> str:
+    """The reported event's Beijing time, normalised; the enqueue time when absent or unparseable."""
+    for field in EVENT_TIME_FIELDS.get(message_type, ()):
+        value = payload.get(field)
+        if isinstance(value, str):
+            try:
+                return datetime.strptime(value.strip()[:19], TIME_FORMAT).strftime(TIME_FORMAT)
+            except ValueError:
+                continue
+    return shanghai_time(mns.enqueue_time)
+
+
+def to_record(message_type: str, payload: dict[str, Any], mns: MnsMeta) -> Record:
+    return Record(
+        message_type=message_type,
+        key=business_key(message_type, payload),
+        body=payload,
+        event_time=event_time(message_type, payload, mns),
+        mns=mns,
+    )

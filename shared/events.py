@@ -1,0 +1,58 @@
+"""Manual and timer payloads the functions accept, validated with a clear error per field."""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from shared.platform import EventError
+from shared.settings import KNOWN_MESSAGE_TYPES
+
+
+class DrainEvent(BaseModel):
+    """What a manual invoke (or a timer payload) may say to narrow one drain run."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    message_types: Optional[tuple[str, ...]] = Field(None, min_length=1)
+    max_messages: Optional[int] = Field(None, ge=1, le=10_000_000)
+    wait_seconds: Optional[int] = Field(None, ge=0, le=30)
+
+    @field_validator("message_types", mode="before")
+    @classmethod
+    def _list(cls, value: Any) -> Any:
+        return tuple(value) if isinstance(value, list) else value
+
+    @field_validator("message_types")
+    @classmethod
+    def _known(cls, value: Optional[tuple[str, ...]]) -> Optional[tuple[str, ...]]:
+        if value is not None:
+            unknown = [t for t in value if t not in KNOWN_MESSAGE_TYPES]
+            if unknown:
+                raise ValueError(f"unknown message type(s) {unknown}; expected some of {list(KNOWN_MESSAGE_TYPES)}")
+        return value
+
+
+FIELD_FORMS = {
+    "message_types": "a non-empty list of message type names, e.g. [\"SmsReport\"]",
+    "max_messages": "a whole number >= 1",
+    "wait_seconds": "a whole number from 0 to 30",
+}
+
+
+def parse_event(model: type[BaseModel], options: dict[str, Any], forms: dict[str, str] = FIELD_FORMS) -> BaseModel:
+    """Validate `options` against `model`; raise EventError naming each bad field."""
+    try:
+        return model.model_validate(options)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors(include_url=False):
+            loc = ".".join(str(p) for p in err.get("loc", ())) or "event"
+            field = str(err.get("loc", ("",))[0])
+            if err.get("type") == "extra_forbidden":
+                problems.append(f"{loc}: unknown field; accepted fields are {sorted(model.model_fields)}")
+                continue
+            msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+            form = forms.get(field)
+            problems.append(f"{loc}: {msg}" + (f"; expected {form}" if form else ""))
+        raise EventError("invalid event: " + "; ".join(problems)) from None

@@ -1,0 +1,79 @@
+"""Wiring: settings -> credentials -> token cache -> sink -> Drain, kept for the warm container.
+
+Function containers are reused between invocations: the token cache (one token per
+message type) and the sink's connections survive, so a warm run makes no token call
+until the token nears expiry.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Mapping, Optional
+
+from shared.clock import SYSTEM_CLOCK, Clock
+from shared.credentials import load_credentials
+from shared.drain import Drain, DrainOptions
+from shared.settings import Settings, load_settings
+from shared.sinks import Sink, make_sink
+from shared.tokens import Credentials, DybaseapiTokenSource, MnsToken, TokenCache
+
+
+@dataclass
+class DrainRuntime:
+    settings: Settings
+    credentials: Credentials
+    tokens: TokenCache
+    sink: Sink
+
+    def open_queue(self, message_type: str, token: MnsToken):
+        from shared.mns_queue import MnsQueue  # the MNS SDK, only where a queue is opened
+
+        return MnsQueue(self.settings.mns_endpoint, self.settings.queue_name(message_type), token,
+                        timeout=self.settings.mns_timeout_seconds)
+
+    def drain(self, clock: Clock = SYSTEM_CLOCK, logger=None, wait_seconds: Optional[int] = None) -> Drain:
+        s = self.settings
+        options = DrainOptions(
+            max_messages=s.max_messages,
+            wait_seconds=s.wait_seconds if wait_seconds is None else wait_seconds,
+            safety_margin=s.safety_margin_seconds,
+            concurrency=s.concurrency,
+            mns_timeout=s.mns_timeout_seconds,
+        )
+        return Drain(self.tokens, self.open_queue, self.sink, options, clock=clock, logger=logger)
+
+
+_cached: Optional[tuple[tuple, DrainRuntime]] = None
+_lock = threading.Lock()
+
+
+def drain_runtime(environ: Optional[Mapping[str, str]] = None, clock: Clock = SYSTEM_CLOCK) -> DrainRuntime:
+    """The runtime for the current environment, built once per container (rebuilt if settings change)."""
+    global _cached
+    settings = load_settings(environ)
+    fingerprint = tuple(sorted(settings.model_dump().items(), key=lambda kv: kv[0]))
+    fingerprint = tuple((k, repr(v)) for k, v in fingerprint)
+    with _lock:
+        if _cached is not None and _cached[0] == fingerprint:
+            return _cached[1]
+        if _cached is not None:
+            _cached[1].sink.close()
+        credentials = load_credentials(settings)
+        source = DybaseapiTokenSource(credentials, settings.token_endpoint, settings.region, settings.mns_timeout_seconds)
+        runtime = DrainRuntime(
+            settings=settings,
+            credentials=credentials,
+            tokens=TokenCache(source, clock, settings.token_refresh_buffer_seconds),
+            sink=make_sink(settings),
+        )
+        _cached = (fingerprint, runtime)
+        return runtime
+
+
+def reset_runtime() -> None:
+    """Forget the cached runtime (tests, and the local demo between runs)."""
+    global _cached
+    with _lock:
+        if _cached is not None:
+            _cached[1].sink.close()
+        _cached = None

@@ -1,0 +1,117 @@
+"""SQLite sink: one row per business key in `records`, dead letters in `dead_letters`.
+
+The local table default. WAL mode and a busy timeout let two drain processes (two
+overlapping schedules) write the same file safely.
+"""
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence
+
+from shared.records import SOURCE_RECEIPT
+from shared.sinks.base import SinkError, TableSink
+
+RECORD_COLUMNS = ("key", "kind", "message_type", "source", "event_time", "event_date", "body",
+                  "message_id", "enqueue_time", "dequeue_count", "stored_at", "ttl")
+DEAD_COLUMNS = ("key", "kind", "message_type", "source", "event_time", "event_date", "error", "raw_body",
+                "message_id", "enqueue_time", "dequeue_count", "stored_at", "ttl")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    key TEXT PRIMARY KEY, kind TEXT NOT NULL, message_type TEXT NOT NULL, source TEXT NOT NULL,
+    event_time TEXT, event_date TEXT, body TEXT NOT NULL, message_id TEXT, enqueue_time INTEGER,
+    dequeue_count INTEGER, stored_at INTEGER, ttl INTEGER
+);
+CREATE INDEX IF NOT EXISTS records_by_date ON records (message_type, event_date);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    key TEXT PRIMARY KEY, kind TEXT NOT NULL, message_type TEXT NOT NULL, source TEXT NOT NULL,
+    event_time TEXT, event_date TEXT, error TEXT NOT NULL, raw_body TEXT NOT NULL, message_id TEXT,
+    enqueue_time INTEGER, dequeue_count INTEGER, stored_at INTEGER, ttl INTEGER
+);
+"""
+
+
+class SqliteSink(TableSink):
+    name = "sqlite"
+
+    def __init__(self, path: str, ttl_days: Optional[int] = None):
+        super().__init__(ttl_days)
+        self.path = str(path)
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        try:
+            self.db = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")  # durable before we delete from the queue
+            self.db.executescript(SCHEMA)
+        except sqlite3.Error as exc:
+            raise SinkError(self.name, f"cannot open {self.path}: {exc}") from None
+
+    @classmethod
+    def from_settings(cls, settings) -> "SqliteSink":
+        return cls(settings.sink_path, ttl_days=settings.sink_ttl_days)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def _execute_many(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
+        with self._lock:
+            try:
+                self.db.execute("BEGIN IMMEDIATE")
+                for sql, params in statements:
+                    self.db.execute(sql, params)
+                self.db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
+                raise SinkError(self.name, f"write to {self.path} failed: {exc}") from None
+
+    @staticmethod
+    def _upsert_sql(table: str, columns: Sequence[str], item: dict[str, Any]) -> tuple[str, list]:
+        cols = ", ".join(columns)
+        marks = ", ".join("?" for _ in columns)
+        return f"INSERT OR REPLACE INTO {table} ({cols}) VALUES ({marks})", [item.get(c) for c in columns]
+
+    def _upsert(self, items: Sequence[dict[str, Any]]) -> int:
+        statements = []
+        for item in items:
+            if item["kind"] == "dead_letter":
+                statements.append(self._upsert_sql("dead_letters", DEAD_COLUMNS, item))
+            else:
+                statements.append(self._upsert_sql("records", RECORD_COLUMNS, item))
+        self._execute_many(statements)
+        return 1
+
+    def _put_unless_receipt(self, item: dict[str, Any]) -> bool:
+        cols = ", ".join(RECORD_COLUMNS)
+        marks = ", ".join("?" for _ in RECORD_COLUMNS)
+        updates = ", ".join(f"{c}=excluded.{c}" for c in RECORD_COLUMNS if c != "key")
+        sql = (f"INSERT INTO records ({cols}) VALUES ({marks}) ON CONFLICT(key) DO UPDATE SET {updates} "
+               f"WHERE records.source != '{SOURCE_RECEIPT}'")
+        with self._lock:
+            try:
+                cursor = self.db.execute(sql, [item.get(c) for c in RECORD_COLUMNS])
+            except sqlite3.Error as exc:
+                raise SinkError(self.name, f"write to {self.path} failed: {exc}") from None
+            return cursor.rowcount > 0
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> Iterator[dict[str, Any]]:
+        with self._lock:
+            cursor = self.db.execute(sql, params)
+            names = [d[0] for d in cursor.description]
+            rows = cursor.fetchall()
+        for row in rows:
+            yield dict(zip(names, row))
+
+    def _get_item(self, key: str) -> Optional[dict[str, Any]]:
+        table = "dead_letters" if key.startswith("DLQ#") else "records"
+        return next(self._rows(f"SELECT * FROM {table} WHERE key = ?", (key,)), None)
+
+    def _scan_items(self) -> Iterator[dict[str, Any]]:
+        yield from self._rows("SELECT * FROM records ORDER BY key")
+        yield from self._rows("SELECT * FROM dead_letters ORDER BY key")
+
+    def count(self, table: str = "records") -> int:
+        return next(self._rows(f"SELECT COUNT(*) AS n FROM {table}"))["n"]
