@@ -1,0 +1,74 @@
+import base64
+
+import pytest
+
+from scripts.receipts import BAD_BODIES, b64json, make_receipts
+from shared.decode import business_key, decode_message
+from shared.records import DeadLetter, MnsMeta, Record
+
+META = MnsMeta(message_id="MID-1", enqueue_time=1795572000000, dequeue_count=1)
+
+
+def test_sms_report_becomes_record_with_key_and_all_fields():
+    body = make_receipts("SmsReport", 1)[0]
+    body["future_field"] = {"nested": True}
+    record = decode_message("SmsReport", b64json(body), META)
+    assert isinstance(record, Record)
+    assert record.key == f"SmsReport#{body['biz_id']}#{body['phone_number']}"
+    assert record.body == body  # unknown fields kept
+    assert record.event_time == body["report_time"]
+    assert record.mns.message_id == "MID-1"
+
+
+@pytest.mark.parametrize("mtype,fields", [
+    ("SmsUp", ("phone_number", "sequence_id", "send_time")),
+    ("VoiceCallReport", ("call_id", "status_code", "status_time")),
+    ("VoiceReport", ("call_id",)),
+])
+def test_business_keys_name_the_fact(mtype, fields):
+    body = make_receipts(mtype, 1)[0]
+    key = decode_message(mtype, b64json(body), META).key
+    assert key == "#".join([mtype] + [str(body[f]) for f in fields])
+
+
+def test_sequence_id_double_and_int_give_same_key():
+    body = make_receipts("SmsUp", 1)[0]
+    as_float = dict(body, sequence_id=float(body["sequence_id"]))
+    assert business_key("SmsUp", body) == business_key("SmsUp", as_float)
+
+
+def test_hash_in_key_field_cannot_collide():
+    a = business_key("SmsReport", {"biz_id": "a#b", "phone_number": "c"})
+    b = business_key("SmsReport", {"biz_id": "a", "phone_number": "b#c"})
+    assert a != b
+
+
+def test_unknown_type_is_kept_with_body_hash_key():
+    body = {"anything": 1, "其他": "值"}
+    record = decode_message("FlowReport", b64json(body), META)
+    assert isinstance(record, Record) and record.body == body
+    assert record.key.startswith("FlowReport#sha256:")
+    assert record.key == decode_message("FlowReport", b64json(dict(reversed(list(body.items())))), META).key
+
+
+@pytest.mark.parametrize("raw,reason", list(zip(BAD_BODIES, [
+    "not base64", "not UTF-8", "not JSON", "not an object", "missing key field biz_id"])))
+def test_bad_bodies_become_dead_letters_with_reason_and_raw_body(raw, reason):
+    dead = decode_message("SmsReport", raw, META)
+    assert isinstance(dead, DeadLetter)
+    assert reason in dead.error
+    assert dead.raw_body == raw
+    assert dead.key == "DLQ#SmsReport#MID-1"
+    assert dead.event_date == "2026-11-25"  # enqueue time in Asia/Shanghai
+
+
+def test_non_finite_numbers_and_wrong_key_types_are_dead_letters():
+    assert isinstance(decode_message("SmsUp", base64.b64encode(b'{"a": NaN}').decode(), META), DeadLetter)
+    bad = dict(make_receipts("SmsReport", 1)[0], biz_id={"x": 1})
+    assert "biz_id" in decode_message("SmsReport", b64json(bad), META).error
+
+
+def test_bytes_that_are_not_utf8_are_kept_exactly():
+    dead = decode_message("SmsReport", b"\xff\x00", META)
+    assert isinstance(dead, DeadLetter)
+    assert base64.b64decode(dead.raw_body.removeprefix("base64:")) == b"\xff\x00"

@@ -1,0 +1,71 @@
+import json
+
+import pytest
+
+from scripts.receipts import b64json, make_receipts
+from shared.decode import decode_message
+from shared.records import SOURCE_SEND_RECORD, MnsMeta, Record
+from shared.sinks.base import SinkError
+from shared.sinks.file import FileSink
+from shared.sinks.sqlite import SqliteSink
+
+
+def batch(n=20, mtype="SmsReport", seed=0):
+    return [decode_message(mtype, b64json(b), MnsMeta(f"M{i}", 1795572000000 + i, 1))
+            for i, b in enumerate(make_receipts(mtype, n, seed))]
+
+
+def test_file_sink_partitions_and_retry_rewrites_same_files(tmp_path):
+    sink = FileSink(tmp_path)
+    records = batch()
+    dead = [decode_message("SmsReport", "garbage!", MnsMeta("BAD1", 1795572000000, 1))]
+    report = sink.write(records, dead)
+    files = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.jsonl"))
+    assert report.records == 20 and report.dead_letters == 1
+    assert all(f.startswith(("type=SmsReport/dt=2026-11-25/", "dead_letters/type=SmsReport/dt=2026-11-25/")) for f in files)
+    contents = {f: (tmp_path / f).read_bytes() for f in files}
+    sink.write(list(reversed(records)), dead)  # a retried batch, in another order
+    again = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.jsonl"))
+    assert again == files
+    assert {f: (tmp_path / f).read_bytes() for f in files} == contents
+    lines = [json.loads(line) for f in files if f.startswith("type=") for line in (tmp_path / f).read_text().splitlines()]
+    assert {line["key"] for line in lines} == {r.key for r in records}  # every line carries its key
+    assert sorted(r.key for r in sink.iter_records()) == sorted(r.key for r in records)
+    assert [d["error"] for d in sink.iter_dead_letters()] == ["body is not base64"]
+
+
+def test_file_sink_refusal_is_a_sink_error(tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    with pytest.raises(SinkError) as err:
+        FileSink(blocker).write(batch(1), [])
+    assert "not-a-dir" in str(err.value)
+
+
+def test_sqlite_one_row_per_key_and_dead_letters_in_their_table(tmp_path):
+    sink = SqliteSink(str(tmp_path / "r.db"))
+    records = batch(30)
+    dead = [decode_message("SmsReport", "garbage!", MnsMeta("BAD1", 1795572000000, 1))]
+    sink.write(records, dead)
+    sink.write(records[:10], dead)  # redelivery
+    assert sink.count("records") == 30
+    assert sink.count("dead_letters") == 1
+    stored = sink.get(records[0].key)
+    assert json.loads(stored["body"]) == records[0].body
+
+
+def reconciled(record: Record, status: str) -> Record:
+    return Record(record.message_type, record.key, dict(record.body, err_code=status), record.event_time, SOURCE_SEND_RECORD)
+
+
+def test_sqlite_merge_rule_receipt_wins_in_both_orders(tmp_path):
+    sink = SqliteSink(str(tmp_path / "r.db"))
+    a, b = batch(2)
+    sink.write([reconciled(a, "FROM-RECONCILE")], [])
+    sink.write([a], [])  # the receipt arrives later: it replaces the reconciled row
+    assert sink.get(a.key)["source"] == "receipt"
+    sink.write([b], [])
+    sink.write([reconciled(b, "FROM-RECONCILE")], [])  # reconcile after the receipt: receipt kept
+    row = sink.get(b.key)
+    assert row["source"] == "receipt" and json.loads(row["body"])["err_code"] == b.body["err_code"]
+    assert sink.count() == 2
