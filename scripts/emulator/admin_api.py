@@ -1,0 +1,137 @@
+"""HTTP admin interface under /_admin (JSON), mirroring the Python API of `Emulator`.
+
+Never faulted, never delayed, never counted in stats. Loopback only, no auth.
+
+  GET    /_admin/health                     {"ok": true, "url": ..}
+  GET    /_admin/queues                     {"queues": {name: state}}
+  POST   /_admin/queues                     {"name" | "message_type", "visibility_timeout"?}
+  GET    /_admin/queues/<name>              state
+  POST   /_admin/queues/<name>/messages     {"body" | "bodies" | "receipt" | "receipts"} -> {"message_ids"}
+  GET    /_admin/stats                      stats
+  DELETE /_admin/stats                      reset (also POST /_admin/stats/reset)
+  GET|PUT /_admin/latency                   {"seconds", "jitter"}
+  GET|PUT|DELETE /_admin/faults             set_faults(**body); DELETE clears
+  POST   /_admin/tokens/expire              expire every issued token now
+  PUT    /_admin/tokens/lifetime            {"seconds"}
+  POST   /_admin/keys                       {"keys": {ak: secret}} or {"ak", "secret"}
+  PUT|DELETE /_admin/rpc-refusal            {"code", "message"?, "actions"?}
+  POST   /_admin/send-records               {"records": [add_send_record kwargs, ...]} or one record
+  PUT|DELETE /_admin/send-details-error     {"code", "phones"?, "message"?}
+  GET    /_admin/functions/<name>/invocations   {"payloads_b64": [...]}
+"""
+from __future__ import annotations
+
+import base64
+import json
+from urllib.parse import unquote
+
+from . import responses as r
+from .exceptions import EmulatorError
+from .request import Request
+
+
+class AdminError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+class AdminResponses:
+    def __init__(self, emulator):
+        self.emu = emulator
+
+    def dispatch(self, req: Request) -> r.Response:
+        parts = [unquote(p) for p in req.path.split("/")[2:] if p]
+        try:
+            body = json.loads(req.body.decode("utf-8")) if req.body.strip() else {}
+            if not isinstance(body, dict):
+                raise AdminError(400, "JSON body must be an object")
+            result = self._route(req.method, parts, body)
+            return r.json_response(200, result if result is not None else {"ok": True})
+        except AdminError as e:
+            return r.json_response(e.status, {"error": str(e)})
+        except EmulatorError as e:
+            return r.json_response(e.status, {"error": e.code, "message": e.message})
+        except (ValueError, TypeError, KeyError) as e:
+            return r.json_response(400, {"error": f"{type(e).__name__}: {e}"})
+        except Exception as e:  # an admin mistake must not kill the connection
+            return r.json_response(500, {"error": f"{type(e).__name__}: {e}"})
+
+    def _route(self, method: str, parts: list[str], body: dict):
+        emu = self.emu
+        head = parts[0] if parts else ""
+        if head == "health" and method == "GET":
+            return {"ok": True, "url": emu.url}
+        if head == "queues":
+            return self._queues(method, parts[1:], body)
+        if head == "stats":
+            if method == "GET":
+                return emu.stats()
+            if method == "DELETE" or (method == "POST" and parts[1:] == ["reset"]):
+                emu.reset_stats()
+                return None
+        if head == "latency":
+            if method == "PUT":
+                emu.set_latency(float(body.get("seconds", 0.0)), float(body.get("jitter", 0.0)))
+            if method in ("GET", "PUT"):
+                return {"seconds": emu.backend.faults.latency, "jitter": emu.backend.faults.jitter}
+        if head == "faults":
+            if method == "PUT":
+                emu.set_faults(**body)
+            elif method == "DELETE":
+                emu.set_faults()
+            if method in ("GET", "PUT", "DELETE"):
+                return emu.backend.faults.config.as_dict()
+        if head == "tokens":
+            if parts[1:] == ["expire"] and method == "POST":
+                emu.expire_tokens()
+                return None
+            if parts[1:] == ["lifetime"] and method == "PUT":
+                emu.set_token_lifetime(float(body["seconds"]))
+                return None
+        if head == "keys" and method == "POST":
+            keys = body.get("keys") or {body["ak"]: body["secret"]}
+            emu.add_customer_keys(keys)
+            return {"added": sorted(keys)}
+        if head == "rpc-refusal" and method in ("PUT", "DELETE"):
+            if method == "DELETE":
+                emu.set_rpc_refusal(None)
+            else:
+                emu.set_rpc_refusal(body["code"], body.get("message"), body.get("actions"))
+            return None
+        if head == "send-records" and method == "POST":
+            records = body.get("records", [body])
+            for rec in records:
+                emu.add_send_record(**rec)
+            return {"added": len(records)}
+        if head == "send-details-error" and method in ("PUT", "DELETE"):
+            if method == "DELETE":
+                emu.set_send_details_error(None)
+            else:
+                emu.set_send_details_error(body["code"], body.get("phones"), body.get("message"))
+            return None
+        if head == "functions" and len(parts) == 3 and parts[2] == "invocations" and method == "GET":
+            return {"payloads_b64": [base64.b64encode(p).decode() for p in emu.invocations(parts[1])]}
+        raise AdminError(404, f"no admin route {method} /_admin/{'/'.join(parts)}")
+
+    def _queues(self, method: str, rest: list[str], body: dict):
+        emu = self.emu
+        if not rest:
+            if method == "GET":
+                return {"queues": {n: emu.queue_state(n) for n in emu.backend.queues.queue_names()}}
+            if method == "POST":
+                name = body.get("name") or emu.queue_name(body["message_type"])
+                emu.create_queue(name, body.get("visibility_timeout"))
+                return {"name": name}
+        name = rest[0]
+        if len(rest) == 1 and method == "GET":
+            return emu.queue_state(name)
+        if rest[1:] == ["messages"] and method == "POST":
+            ids = [emu.enqueue(name, b) for b in body.get("bodies", [])]
+            ids += [emu.enqueue_receipt(name, p) for p in body.get("receipts", [])]
+            if "body" in body:
+                ids.append(emu.enqueue(name, body["body"]))
+            if "receipt" in body:
+                ids.append(emu.enqueue_receipt(name, body["receipt"]))
+            return {"message_ids": ids}
+        raise AdminError(404, f"no admin route {method} /_admin/queues/{'/'.join(rest)}")

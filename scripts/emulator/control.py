@@ -1,0 +1,139 @@
+"""`Emulator`: the Python control surface — start/stop the server and drive its state."""
+from __future__ import annotations
+
+import threading
+
+from .admin_api import AdminResponses
+from .faults import FaultInjector
+from .functions_api import FunctionResponses
+from .mns_api import MnsResponses
+from .models import EmulatorBackend, RpcRefusal, receipt_body
+from .rpc_api import RpcResponses
+from .server import Dispatcher, EmulatorHTTPServer
+
+DEFAULT_AK = "LTAIexampleAK"
+DEFAULT_SECRET = "exampleSecret"
+
+
+class Emulator:
+    """Loopback stand-in for Dybaseapi, MNS, Dysmsapi, Function Compute and Lambda.
+
+    >>> with Emulator(customer_keys={"LTAIexampleAK": "exampleSecret"}) as emu:
+    ...     emu.create_queue(emu.queue_name("SmsReport"))
+    """
+
+    def __init__(self, customer_keys: dict[str, str] | None = None, token_lifetime: float = 3600.0,
+                 visibility_timeout: float = 30.0, latency: float = 0.0, seed: int | None = 0,
+                 uid: str = "1234567890", port: int = 0, jitter: float = 0.0):
+        keys = {DEFAULT_AK: DEFAULT_SECRET} if customer_keys is None else customer_keys
+        self.backend = EmulatorBackend(keys, token_lifetime, visibility_timeout, seed, uid)
+        self.backend.faults = FaultInjector(seed, latency, jitter)
+        self._requested_port = port
+        self._server: EmulatorHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def start(self) -> "Emulator":
+        with self._lock:
+            if self._server is not None:
+                return self
+            dispatcher = Dispatcher(self.backend, MnsResponses(self.backend), RpcResponses(self.backend),
+                                    FunctionResponses(self.backend), AdminResponses(self))
+            self._server = EmulatorHTTPServer(self._requested_port, dispatcher)
+            self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                            name=f"alicom-emulator-{self.port}", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        with self._lock:
+            server, self._server = self._server, None
+            if server is None:
+                return
+            server.shutdown()
+            self.backend.queues.close()
+            server.close_connections()
+            server.server_close()
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> "Emulator":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("emulator not started")
+        return self._server.server_address[1]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def uid(self) -> str:
+        return self.backend.uid
+
+    # -- queues --------------------------------------------------------------------
+
+    def queue_name(self, message_type: str) -> str:
+        return self.backend.queue_name(message_type)
+
+    def create_queue(self, name: str, visibility_timeout: float | None = None) -> str:
+        self.backend.queues.create_queue(name, visibility_timeout)
+        return name
+
+    def enqueue(self, name: str, body: str) -> str:
+        return self.backend.queues.enqueue(name, body)
+
+    def enqueue_receipt(self, name: str, payload: dict) -> str:
+        return self.enqueue(name, receipt_body(payload))
+
+    def queue_state(self, name: str) -> dict:
+        return self.backend.queues.state(name)
+
+    # -- stats, latency, faults ----------------------------------------------------------
+
+    def stats(self) -> dict:
+        return self.backend.stats.snapshot()
+
+    def reset_stats(self) -> None:
+        self.backend.stats.reset()
+
+    def set_latency(self, seconds: float, jitter: float = 0.0) -> None:
+        self.backend.faults.set_latency(seconds, jitter)
+
+    def set_faults(self, server_error: float = 0.0, throttle: float = 0.0, drop: float = 0.0,
+                   drop_after_commit: float = 0.0, slow: float = 0.0, slow_seconds: float = 0.0,
+                   apis=None, throttle_status: int = 429) -> None:
+        """Fault probabilities per request; all zero (the default) turns faults off."""
+        self.backend.faults.set_faults(server_error=server_error, throttle=throttle, drop=drop,
+                                       drop_after_commit=drop_after_commit, slow=slow,
+                                       slow_seconds=slow_seconds, apis=apis,
+                                       throttle_status=throttle_status)
+
+    # -- credentials -------------------------------------------------------------------
+
+    def expire_tokens(self) -> None:
+        self.backend.tokens.expire_all()
+
+    def set_token_lifetime(self, seconds: float) -> None:
+        self.backend.tokens.lifetime = float(seconds)
+
+    def add_customer_key(self, ak: str, secret: str) -> None:
+        self.backend.add_customer_keys({ak: secret})
+
+    def add_customer_keys(self, keys: dict[str, str]) -> None:
+        self.backend.add_customer_keys(keys)
+
+    def set_rpc_refusal(self, code: str | None, message: str | None = None, actions=None) -> None:
+        """Answer RPC calls with HTTP 200 and a non-OK `Code` (None turns it off)."""
+        if code is None:
+            self.backend.rpc_refusal = None
+            return
+        acts = None if actions is None else frozenset([actions] if isinstance(actions, str) else actions)
+        self.backend.rpc_refusal = RpcRefusal(code, message or f"Refused by the emulator: {code}", acts)

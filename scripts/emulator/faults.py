@@ -1,0 +1,131 @@
+"""Injected latency and faults, drawn from a seeded RNG.
+
+A fault is decided *before* a request touches any state, so a faulted request
+changes nothing — except `drop_after_commit`, which runs the request and then
+loses the answer (a delete that happened although the client never heard so).
+
+Kinds:
+  server_error       HTTP 500 InternalError (service's own error body)
+  throttle           HTTP 429 (or `throttle_status`) QpsLimitExceeded / Throttling
+  drop               close the connection without answering, nothing applied
+  drop_after_commit  apply the request, then close without answering
+  slow               sleep `slow_seconds` (meant to exceed the client's socket
+                     timeout), then answer 500 InternalError; nothing applied
+
+Scope (`apis`): None means every non-admin request; otherwise a set of action
+names (e.g. "BatchDeleteMessage") and/or groups: "mns", "rpc", "token"
+(= QueryTokenForMnsQueue), "sms" (= QuerySendDetails), "functions", "fc", "lambda".
+"""
+from __future__ import annotations
+
+import random
+import threading
+from dataclasses import dataclass
+
+FAULT_KINDS = ("server_error", "throttle", "drop", "drop_after_commit", "slow")
+_GROUP_ALIASES = {"token": "QueryTokenForMnsQueue", "sms": "QuerySendDetails"}
+
+
+@dataclass(frozen=True)
+class FaultConfig:
+    server_error: float = 0.0
+    throttle: float = 0.0
+    drop: float = 0.0
+    drop_after_commit: float = 0.0
+    slow: float = 0.0
+    slow_seconds: float = 0.0
+    throttle_status: int = 429
+    apis: frozenset | None = None
+
+    def __post_init__(self):
+        probs = [getattr(self, k) for k in FAULT_KINDS]
+        if any(p < 0 or p > 1 for p in probs) or sum(probs) > 1.0 + 1e-9:
+            raise ValueError("fault probabilities must be in [0, 1] and sum to at most 1")
+        if self.slow and self.slow_seconds <= 0:
+            raise ValueError("slow faults need slow_seconds > 0")
+
+    def applies_to(self, action: str, service: str) -> bool:
+        if self.apis is None:
+            return True
+        return (action in self.apis or service in self.apis
+                or ("functions" in self.apis and service in ("fc", "lambda")))
+
+    def as_dict(self) -> dict:
+        d = {k: getattr(self, k) for k in FAULT_KINDS}
+        d.update(slow_seconds=self.slow_seconds, throttle_status=self.throttle_status,
+                 apis=None if self.apis is None else sorted(self.apis))
+        return d
+
+
+@dataclass(frozen=True)
+class Decision:
+    delay: float = 0.0
+    fault: str | None = None
+    slow_seconds: float = 0.0
+    throttle_status: int = 429
+
+
+NO_FAULT = Decision()
+
+
+def normalize_apis(apis) -> frozenset | None:
+    if apis is None:
+        return None
+    if isinstance(apis, str):
+        apis = [apis]
+    out = set()
+    for a in apis:
+        out.add(a)
+        low = a.lower()
+        if low in ("mns", "rpc", "functions", "fc", "lambda"):
+            out.add(low)
+        if low in _GROUP_ALIASES:
+            out.add(_GROUP_ALIASES[low])
+    return frozenset(out)
+
+
+class FaultInjector:
+    def __init__(self, seed: int | None = 0, latency: float = 0.0, jitter: float = 0.0):
+        self._lock = threading.Lock()
+        # Two RNGs: jitter draws must not shift which requests get faults.
+        self._fault_rng = random.Random(None if seed is None else f"faults-{seed}")
+        self._jitter_rng = random.Random(None if seed is None else f"jitter-{seed}")
+        self.config = FaultConfig()
+        self.set_latency(latency, jitter)
+
+    def set_latency(self, seconds: float, jitter: float = 0.0) -> None:
+        if seconds < 0 or jitter < 0:
+            raise ValueError("latency and jitter must be >= 0")
+        with self._lock:
+            self.latency, self.jitter = float(seconds), float(jitter)
+
+    def set_faults(self, **kwargs) -> None:
+        kwargs["apis"] = normalize_apis(kwargs.get("apis"))
+        config = FaultConfig(**kwargs)
+        with self._lock:
+            self.config = config
+
+    def reseed(self, seed: int | None) -> None:
+        with self._lock:
+            self._fault_rng.seed(None if seed is None else f"faults-{seed}")
+            self._jitter_rng.seed(None if seed is None else f"jitter-{seed}")
+
+    def decide(self, action: str, service: str) -> Decision:
+        """Latency for this request and the fault to inject, if any."""
+        with self._lock:
+            cfg, latency, jitter = self.config, self.latency, self.jitter
+            delay = latency
+            if jitter:
+                delay = max(0.0, latency + self._jitter_rng.uniform(-jitter, jitter))
+            fault = None
+            if cfg.applies_to(action, service) and any(getattr(cfg, k) for k in FAULT_KINDS):
+                r = self._fault_rng.random()
+                acc = 0.0
+                for kind in FAULT_KINDS:
+                    acc += getattr(cfg, kind)
+                    if r < acc:
+                        fault = kind
+                        break
+        if not delay and fault is None:
+            return NO_FAULT
+        return Decision(delay, fault, cfg.slow_seconds, cfg.throttle_status)
