@@ -256,10 +256,35 @@ class Drain:
                 run.empty[mtype] = True
                 stats.stop_reason = stats.stop_reason or "empty"
                 return
-            if not self._store_and_delete(mtype, queue, messages, run):
+            queue = self._store_and_delete(mtype, queue, messages, run)
+            if queue is None:
                 return
 
-    def _store_and_delete(self, mtype: str, queue: Queue, messages: list[ReceivedMessage], run: _Run) -> bool:
+    def _delete(self, mtype: str, queue: Queue, handles: list[str]) -> tuple[DeleteOutcome, Queue]:
+        """Delete stored messages; after an auth refusal retry once with a fresh token.
+
+        Receipt handles outlive the token that received them, so a token that expired
+        between receive and delete must not leave stored messages in the queue.
+        """
+        calls = 0
+        for attempt in range(2):
+            try:
+                outcome = queue.delete(handles)
+                outcome.calls += calls
+                return outcome, queue
+            except QueueError as exc:
+                calls += 1
+                if not exc.auth or attempt == 1:
+                    # Stored but not deleted: they reappear after the visibility timeout and dedupe.
+                    return DeleteOutcome(failed={h: exc.code for h in handles}, calls=calls), queue
+                self.tokens.invalidate(mtype, queue.token)
+                try:
+                    queue = self.open_queue(mtype, self.tokens.get(mtype))
+                except TokenError as token_exc:
+                    return DeleteOutcome(failed={h: token_exc.code for h in handles}, calls=calls), queue
+        raise AssertionError("unreachable")
+
+    def _store_and_delete(self, mtype: str, queue: Queue, messages: list[ReceivedMessage], run: _Run) -> Optional[Queue]:
         stats = run.stats[mtype]
         records: list[Record] = []
         dead: list[DeadLetter] = []
@@ -280,17 +305,18 @@ class Drain:
                 stats.errors["sink"] += 1
             stats.stop_reason = "sink_error"
             run.fail("sink_error", f"{type(exc).__name__}: {exc}")
-            return False
+            return None
         self.timing.observe("write", self.clock.monotonic() - t0)
+        if self.logger is not None:
+            # Keys hold phone numbers: the log formatter masks them (shared/logs.py).
+            self.logger.debug("stored batch", extra={"message_type": mtype, "records": len(records),
+                                                     "first_key": records[0].key if records else None})
+            if dead:
+                self.logger.warning("dead-lettered messages", extra={
+                    "message_type": mtype, "message_ids": [d.mns.message_id for d in dead],
+                    "errors": sorted({d.error for d in dead})})
         t1 = self.clock.monotonic()
-        handles = [m.receipt_handle for m in messages]
-        try:
-            outcome = queue.delete(handles)
-        except QueueError as exc:
-            # Stored but not deleted: they reappear after the visibility timeout and dedupe.
-            outcome = DeleteOutcome(failed={h: exc.code for h in handles}, calls=1)
-            if exc.auth:
-                self.tokens.invalidate(mtype, queue.token)
+        outcome, queue = self._delete(mtype, queue, [m.receipt_handle for m in messages])
         self.timing.observe("delete", self.clock.monotonic() - t1)
         with run.lock:
             stats.stored += report.records
@@ -305,4 +331,4 @@ class Drain:
             self.logger.warning("delete failures (messages will be redelivered and deduplicated)",
                                 extra={"message_type": mtype, "failed": len(outcome.failed),
                                        "codes": sorted(set(outcome.failed.values()))})
-        return True
+        return queue

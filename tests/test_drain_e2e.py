@@ -1,0 +1,201 @@
+"""The drain end to end: real SDKs over real sockets to the loopback emulator, into local sinks."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from functions.drain import handler
+from scripts.receipts import BAD_BODIES, b64json, make_receipts
+from shared.platform import EventError
+from shared.runtime import drain_runtime
+from shared.settings import SettingsError
+from shared.sinks.file import FileSink
+from shared.sinks.sqlite import SqliteSink
+from tests.conftest import TYPES
+from tests.contexts import LambdaContext, fc_context
+
+
+def fill(emulator, per_type: int = 40, bad: bool = True, seed: int = 0) -> dict[str, list[dict]]:
+    sent = {}
+    for mtype in TYPES:
+        bodies = make_receipts(mtype, per_type, seed)
+        for body in bodies:
+            emulator.enqueue_receipt(emulator.queue_name(mtype), body)
+        sent[mtype] = bodies
+    if bad:
+        for raw in BAD_BODIES:
+            emulator.enqueue(emulator.queue_name("SmsReport"), raw)
+    return sent
+
+
+def timer_event(payload: dict | None = None) -> bytes:
+    return json.dumps({"triggerTime": "2026-11-25T05:49:00Z", "triggerName": "drain-every-minute",
+                       "payload": json.dumps(payload) if payload else ""}).encode()
+
+
+def queue_left(emulator) -> int:
+    return sum(emulator.queue_state(emulator.queue_name(t))["visible"] + emulator.queue_state(emulator.queue_name(t))["in_flight"]
+               for t in TYPES)
+
+
+@pytest.mark.parametrize("sink", ["file", "sqlite"])
+def test_mixed_messages_all_stored_dead_letters_kept_queue_empty(emulator, drain_env, tmp_path, sink):
+    path = str(tmp_path / ("receipts" if sink == "file" else "receipts.db"))
+    drain_env(SINK=sink, SINK_PATH=path)
+    sent = fill(emulator, per_type=40)
+    result = handler(timer_event(), fc_context(timeout=60))
+    total = sum(len(v) for v in sent.values())
+    assert result["ok"] and result["stop_reason"] == "empty"
+    assert result["totals"]["stored"] == total
+    assert result["totals"]["dead_lettered"] == len(BAD_BODIES)
+    assert result["totals"]["deleted"] == total + len(BAD_BODIES)
+    assert queue_left(emulator) == 0
+    store = FileSink(path) if sink == "file" else SqliteSink(path)
+    keys = {r.key for r in store.iter_records()}
+    assert len(keys) == total
+    assert {r.message_type for r in store.iter_records()} == set(TYPES)
+    dead = list(store.iter_dead_letters())
+    assert sorted(d["raw_body"] for d in dead) == sorted(BAD_BODIES)
+    # Batches of 16 and one delete per batch: the request count the design promises.
+    calls = result["totals"]["api_calls"]
+    assert calls["BatchDeleteMessage"] == result["totals"]["sink_writes"] or sink == "file"
+    assert calls["BatchReceiveMessage"] <= (total + len(BAD_BODIES)) / 16 + 2 * len(TYPES) * 2 + 4
+
+
+def test_redelivery_and_duplicates_leave_one_row_each(emulator, drain_env, tmp_path):
+    db = str(tmp_path / "r.db")
+    drain_env(SINK="sqlite", SINK_PATH=db)
+    queue = emulator.queue_name("SmsReport")
+    emulator.create_queue(queue, visibility_timeout=1)
+    bodies = make_receipts("SmsReport", 30, seed=3)
+    for body in bodies + bodies[:10]:  # ten duplicates enqueued
+        emulator.enqueue_receipt(queue, body)
+    # First run: stored, but every delete fails, so all 40 come back after the visibility timeout.
+    emulator.set_faults(server_error=1.0, apis=["BatchDeleteMessage"])
+    first = handler({"message_types": ["SmsReport"]}, LambdaContext(timeout=30))
+    assert first["totals"]["stored"] == 40 and first["totals"]["deleted"] == 0
+    emulator.set_faults()
+    time.sleep(1.2)
+    second = handler({"message_types": ["SmsReport"]}, LambdaContext(timeout=30))
+    assert second["totals"]["stored"] == 40 and second["totals"]["deleted"] == 40
+    assert emulator.queue_state(queue)["visible"] + emulator.queue_state(queue)["in_flight"] == 0
+    sink = SqliteSink(db)
+    assert sink.count("records") == 30
+    assert {r.key for r in sink.iter_records()} == {f"SmsReport#{b['biz_id']}#{b['phone_number']}" for b in bodies}
+    assert max(r.mns.dequeue_count for r in sink.iter_records()) >= 2
+
+
+def test_token_expiring_mid_run_is_replaced(emulator, drain_env):
+    drain_env(TOKEN_REFRESH_BUFFER_SECONDS="0", DRAIN_CONCURRENCY="1")
+    emulator.set_token_lifetime(1.0)
+    emulator.set_latency(0.05)
+    queue = emulator.queue_name("SmsReport")
+    for body in make_receipts("SmsReport", 400):
+        emulator.enqueue_receipt(queue, body)
+    result = handler(timer_event({"message_types": ["SmsReport"]}), fc_context(timeout=60))
+    assert result["ok"], result
+    assert result["totals"]["stored"] == 400 and queue_left(emulator) == 0
+    assert result["elapsed_seconds"] > 2.0  # the run outlived its first token
+    assert result["totals"]["api_calls"]["QueryTokenForMnsQueue"] >= 2
+
+
+@pytest.mark.parametrize("tz", ["UTC", "Asia/Shanghai", "America/Los_Angeles"])
+def test_expiry_compared_in_shanghai_time_whatever_the_host_zone(emulator, drain_env, monkeypatch, tz):
+    monkeypatch.setenv("TZ", tz)
+    time.tzset()
+    try:
+        drain_env(TOKEN_REFRESH_BUFFER_SECONDS="120")
+        runtime = drain_runtime()
+        emulator.set_token_lifetime(600)  # 10 minutes left > 2-minute buffer: kept
+        first = runtime.tokens.get("SmsReport")
+        assert runtime.tokens.get("SmsReport") is first
+        assert 590 < first.seconds_left(runtime.tokens.clock.now()) <= 601  # ExpireTime has whole seconds
+        emulator.set_token_lifetime(60)  # 1 minute left < buffer: refreshed on every use
+        runtime.tokens.invalidate("SmsReport")
+        short = runtime.tokens.get("SmsReport")
+        assert runtime.tokens.get("SmsReport") is not short
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+
+
+def test_short_deadline_stops_in_time_and_loses_nothing(emulator, drain_env, tmp_path):
+    db = str(tmp_path / "r.db")
+    drain_env(SINK="sqlite", SINK_PATH=db, DRAIN_SAFETY_MARGIN_SECONDS="0.3", DRAIN_CONCURRENCY="1")
+    emulator.set_latency(0.1)
+    fill(emulator, per_type=150, bad=False)
+    started = time.monotonic()
+    first = handler(timer_event(), fc_context(timeout=2.0))
+    took = time.monotonic() - started
+    assert first["ok"] and first["stop_reason"] == "deadline"
+    assert took < 2.0, f"ran {took:.2f}s into a 2.0s timeout"
+    left = queue_left(emulator)
+    assert left > 0 and first["totals"]["stored"] + left == 600
+    emulator.set_latency(0)
+    second = handler(timer_event(), fc_context(timeout=60))
+    assert second["stop_reason"] == "empty" and queue_left(emulator) == 0
+    assert SqliteSink(db).count("records") == 600
+
+
+def test_max_messages_from_manual_event(emulator, drain_env):
+    fill(emulator, per_type=40, bad=False)
+    result = handler(b'{"max_messages": 20, "message_types": ["SmsUp"]}', fc_context())
+    assert result["totals"]["received"] == 20 and result["stop_reason"] == "max_messages"
+    assert set(result["types"]) == {"SmsUp"}
+    assert emulator.queue_state(emulator.queue_name("SmsUp"))["visible"] == 20
+
+
+def test_sink_failure_deletes_nothing_and_reports(emulator, drain_env, tmp_path):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("not a directory")
+    drain_env(SINK_PATH=str(blocker))
+    for mtype in TYPES:
+        emulator.create_queue(emulator.queue_name(mtype), visibility_timeout=1)
+    fill(emulator, per_type=10, bad=False)
+    result = handler(timer_event(), fc_context())
+    assert not result["ok"] and result["stop_reason"] == "sink_error"
+    assert "blocker" in result["error"]
+    assert result["totals"]["deleted"] == 0
+    assert sum(emulator.queue_state(emulator.queue_name(t))["deleted"] for t in TYPES) == 0
+    drain_env(SINK_PATH=str(tmp_path / "ok"))
+    time.sleep(1.1)  # the in-flight ones come back after the visibility timeout; a later run stores them all
+    later = handler(timer_event(), fc_context())
+    assert later["ok"] and later["totals"]["stored"] == 40 and queue_left(emulator) == 0
+
+
+def test_refused_keys_give_a_clear_error_without_retry_storm(emulator, drain_env):
+    drain_env(ALIBABA_CLOUD_ACCESS_KEY_SECRET="wrong-secret-value")
+    fill(emulator, per_type=5, bad=False)
+    emulator.reset_stats()
+    result = handler(timer_event(), fc_context())
+    assert not result["ok"] and result["stop_reason"] == "token_error"
+    assert "InvalidAccessKeySecret" in result["error"] or "SignatureDoesNotMatch" in result["error"]
+    stats = emulator.stats()
+    assert stats.get("QueryTokenForMnsQueue", 0) <= len(TYPES) * 2
+    assert stats.get("BatchReceiveMessage", 0) == 0
+
+
+def test_missing_setting_fails_at_start_before_any_call(emulator, drain_env, monkeypatch):
+    monkeypatch.delenv("SINK")
+    emulator.reset_stats()
+    with pytest.raises(SettingsError, match="SINK"):
+        handler(timer_event(), fc_context())
+    assert sum(v for k, v in emulator.stats().items() if isinstance(v, int)) == 0
+
+
+def test_bad_manual_event_rejected_before_any_call(emulator, drain_env):
+    emulator.reset_stats()
+    with pytest.raises(EventError, match="max_mesages: unknown field"):
+        handler({"max_mesages": 5}, LambdaContext())
+    assert sum(v for k, v in emulator.stats().items() if isinstance(v, int)) == 0
+
+
+def test_lambda_and_fc_invocations_drain_the_same_way(emulator, drain_env):
+    fill(emulator, per_type=8, bad=False)
+    lam = handler({"message_types": ["SmsReport", "SmsUp"]}, LambdaContext(timeout=30))
+    fc = handler(b'{"message_types": ["VoiceReport", "VoiceCallReport"]}', fc_context(timeout=30))
+    assert lam["request_id"].startswith("aws-") and fc["request_id"].startswith("fc-")
+    assert lam["totals"]["stored"] == 16 and fc["totals"]["stored"] == 16
+    assert queue_left(emulator) == 0
