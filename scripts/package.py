@@ -1,0 +1,338 @@
+"""Build the deployable code directory (and zip) for Lambda or Function Compute, without Docker.
+
+    python -m scripts.package --target aws --out build/aws   # template.yml CodeUri
+    python -m scripts.package --target fc  --out build/fc    # s.yaml code
+
+The build holds `functions/` and `shared/` at its root and the dependencies of
+requirements.txt cross-installed for the target (manylinux2014_x86_64, CPython 3.12 by
+default) with pip's --platform/--python-version: at the root for Lambda, in `python/`
+for Function Compute (s.yaml sets PYTHONPATH=/code/python). Each target leaves out the
+SDKs it never uses; the packages to leave out are named here and everything else,
+version pins included, comes from requirements.txt alone.
+
+A requirement published only as a source distribution (aliyun-python-sdk-dybaseapi,
+oss2, crcmod) cannot be installed with --only-binary: it is built here into a pure-Python
+wheel (C compiler disabled, so crcmod takes its pure-Python fallback) and offered to pip
+from a local wheelhouse. A source package that cannot build pure stops the build with a
+message naming it.
+
+Exit status 0 on success, 1 if the package exceeds the platform's size limit, 2 on any
+other failure; the message says which.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SOURCE_PACKAGES = ("functions", "shared")
+MARKER = ".alicom-package"  # marks a directory this script built, so --out can be replaced safely
+DEFAULT_PLATFORM = "manylinux2014_x86_64"
+DEFAULT_PYTHON = "3.12"
+MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    deps_subdir: str  # where dependencies go inside the build ("" = beside functions/)
+    exclude: tuple[str, ...]  # requirements.txt entries this target does not install
+    forbidden: tuple[str, ...]  # distributions that must not end up in the build at all
+    unzipped_limit: int
+    zipped_limit: Optional[int]
+    limit_source: str
+    zipped_warning: Optional[int] = None
+    zipped_warning_text: str = ""
+
+
+TARGETS = {
+    # Lambda: 250 MB unzipped for function code plus layers (the error reads "Unzipped size
+    # must be smaller than 262144000 bytes"). SAM uploads through S3, so the 50 MB
+    # direct-upload zip limit does not apply.
+    "aws": Target(
+        name="aws",
+        deps_subdir="",
+        exclude=("oss2", "tablestore", "aliyun-fc2"),
+        forbidden=("oss2", "tablestore", "crcmod", "aliyun-fc2"),
+        unzipped_limit=262_144_000,
+        zipped_limit=None,
+        limit_source="AWS Lambda quotas: deployment package 250 MB unzipped (262144000 bytes)",
+    ),
+    # Function Compute 3.0 "Limits" page (alibabacloud.com/help/en/functioncompute/fc-3-0/
+    # product-overview/limits-of-usage): a code package is at most 500 MB as a ZIP uploaded
+    # through the console, a developer tool (Serverless Devs) or OSS, and 100 MB as a
+    # base64 ZIP through the SDK/OpenAPI. No unzipped limit is published; 500 MB unzipped is
+    # enforced here as a conservative stand-in.
+    "fc": Target(
+        name="fc",
+        deps_subdir="python",
+        # boto3 serves only the S3/DynamoDB sinks and Powertools Parameters (AWS only);
+        # Powertools' Logger and Metrics import it lazily, so FC does not need it.
+        exclude=("boto3",),
+        forbidden=("boto3", "botocore", "s3transfer"),
+        unzipped_limit=500 * MB,
+        zipped_limit=500 * MB,
+        limit_source="Function Compute 3.0 limits: 500 MB ZIP via Serverless Devs/console/OSS "
+        "(100 MB via SDK/OpenAPI); 500 MB unzipped assumed",
+        zipped_warning=100 * MB,
+        zipped_warning_text="over 100 MB: upload through s deploy or OSS, not the SDK/OpenAPI",
+    ),
+}
+
+
+class PackagingError(Exception):
+    """The build failed for a reason other than size; the message says what to do."""
+
+
+@dataclass
+class BuildResult:
+    target: str
+    directory: Path
+    zip_path: Optional[Path]
+    unzipped_bytes: int
+    zipped_bytes: Optional[int]
+    python_version: str
+    platform: str
+
+
+# -- requirements ----------------------------------------------------------------------
+
+_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+
+
+def canonical(name: str) -> str:
+    """PEP 503 normalised project name."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def filter_requirements(text: str, exclude: Sequence[str]) -> list[str]:
+    """requirements.txt lines minus the excluded projects; pins are kept exactly as written."""
+    excluded = {canonical(n) for n in exclude}
+    kept = []
+    for raw in text.splitlines():
+        line = raw.split(" #", 1)[0].strip() if not raw.lstrip().startswith("#") else ""
+        if not line:
+            continue
+        if line.startswith("-"):
+            raise PackagingError(f"requirements.txt: option lines are not supported here: {line!r}")
+        match = _NAME.match(line)
+        if not match:
+            raise PackagingError(f"requirements.txt: cannot read a project name in {line!r}")
+        if canonical(match.group(1)) not in excluded:
+            kept.append(line)
+    return kept
+
+
+# -- building ----------------------------------------------------------------------------
+
+def _prepare_out(out: Path) -> None:
+    if out.exists():
+        if not (out / MARKER).exists() and any(out.iterdir()):
+            raise PackagingError(f"{out} exists and is not a build of this script; remove it or choose another --out")
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    (out / MARKER).write_text("built by scripts/package.py; replaced on every build\n")
+
+
+def _copy_sources(out: Path) -> None:
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo")
+    for name in SOURCE_PACKAGES:
+        src = REPO_ROOT / name
+        if not src.is_dir():
+            raise PackagingError(f"{src} is missing; run from a full checkout")
+        shutil.copytree(src, out / name, ignore=ignore)
+
+
+def _pip(args: list[str], env: Optional[dict] = None) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env)
+
+
+def _build_pure_wheel(requirement: str, wheelhouse: Path, target: Target, python_version: str, platform: str) -> Path:
+    """Build one source-only requirement into a py3-none-any wheel, or explain why not."""
+    name = canonical(_NAME.match(requirement).group(1))
+    before = set(wheelhouse.glob("*.whl"))
+    env = dict(os.environ, CC="false", CXX="false", LDSHARED="false")  # no C: pure fallback or fail
+    proc = _pip(["wheel", "--no-cache-dir", "--no-deps", "--no-binary", name, "--wheel-dir", str(wheelhouse), requirement], env=env)
+    built = sorted(set(wheelhouse.glob("*.whl")) - before)
+    if proc.returncode != 0 or not built:
+        raise PackagingError(
+            f"{requirement} has no {platform} wheel for Python {python_version} and its source did not build "
+            f"without a C compiler:\n{_tail(proc.stderr)}\nBuild in the platform image instead "
+            f"({'s build' if target.name == 'fc' else 'sam build --use-container'})."
+        )
+    for wheel in built:
+        if not wheel.name.endswith("-none-any.whl"):
+            wheel.unlink()
+            raise PackagingError(
+                f"{requirement} has no {platform} wheel for Python {python_version} and builds only a "
+                f"platform-specific wheel ({wheel.name}); it cannot be cross-installed without Docker."
+            )
+    return built[0]
+
+
+def _install_dependencies(requirements: list[str], dest: Path, wheelhouse: Path, target: Target,
+                          python_version: str, platform: str) -> None:
+    dest.mkdir(parents=True, exist_ok=True)
+    wheelhouse.mkdir(parents=True, exist_ok=True)
+    req_file = wheelhouse / f"requirements-{target.name}-{os.getpid()}.txt"
+    req_file.write_text("\n".join(requirements) + "\n")
+    args = [
+        "install", "--target", str(dest), "--no-compile", "--upgrade",
+        "--platform", platform, "--python-version", python_version, "--implementation", "cp",
+        "--only-binary=:all:", "--find-links", str(wheelhouse), "-r", str(req_file),
+    ]
+    attempted: set[str] = set()
+    try:
+        for _ in range(20):
+            proc = _pip(args)
+            if proc.returncode == 0:
+                return
+            missing = re.search(r"No matching distribution found for (\S+)", proc.stderr)
+            if not missing:
+                raise PackagingError(f"pip install failed for target {target.name}:\n{_tail(proc.stderr)}")
+            requirement = missing.group(1)
+            if requirement in attempted:
+                raise PackagingError(f"pip still finds no usable distribution of {requirement}:\n{_tail(proc.stderr)}")
+            attempted.add(requirement)
+            _build_pure_wheel(requirement, wheelhouse, target, python_version, platform)
+        raise PackagingError("gave up after 20 source-only requirements")
+    finally:
+        req_file.unlink(missing_ok=True)
+
+
+def _tidy(deps: Path) -> None:
+    """Drop what a function never runs: console scripts and byte-code caches."""
+    shutil.rmtree(deps / "bin", ignore_errors=True)
+    for cache in deps.rglob("__pycache__"):
+        shutil.rmtree(cache, ignore_errors=True)
+
+
+def installed_distributions(deps: Path) -> set[str]:
+    names = set()
+    for info in deps.glob("*.dist-info"):
+        names.add(canonical(info.name[: -len(".dist-info")].rsplit("-", 1)[0]))
+    return names
+
+
+def directory_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
+
+
+def write_zip(directory: Path, zip_path: Path) -> int:
+    """A reproducible zip: sorted entries, fixed timestamps, 0644/0755 modes."""
+    zip_path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(zip_path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
+        for file in sorted(p for p in directory.rglob("*") if p.is_file()):
+            rel = file.relative_to(directory).as_posix()
+            if rel == MARKER:
+                continue
+            info = zipfile.ZipInfo(rel, date_time=(1980, 1, 1, 0, 0, 0))
+            mode = 0o755 if os.access(file, os.X_OK) else 0o644
+            info.external_attr = (0o100000 | mode) << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with file.open("rb") as src, zf.open(info, "w") as dst:
+                shutil.copyfileobj(src, dst, 1024 * 1024)
+    return zip_path.stat().st_size
+
+
+def check_limits(target: Target, unzipped: int, zipped: Optional[int]) -> tuple[list[str], list[str]]:
+    """(errors, warnings) for a package of these sizes on this target."""
+    errors, warnings = [], []
+    if unzipped > target.unzipped_limit:
+        errors.append(
+            f"{target.name} package is {_mb(unzipped)} unzipped, over the {_mb(target.unzipped_limit)} limit "
+            f"({target.limit_source})"
+        )
+    if zipped is not None and target.zipped_limit is not None and zipped > target.zipped_limit:
+        errors.append(
+            f"{target.name} package is {_mb(zipped)} zipped, over the {_mb(target.zipped_limit)} limit "
+            f"({target.limit_source})"
+        )
+    if zipped is not None and target.zipped_warning is not None and zipped > target.zipped_warning:
+        warnings.append(f"{target.name} package is {_mb(zipped)} zipped: {target.zipped_warning_text}")
+    return errors, warnings
+
+
+def build(target_name: str, out: Path, python_version: str = DEFAULT_PYTHON, platform: str = DEFAULT_PLATFORM,
+          make_zip: bool = True, install: bool = True, wheelhouse: Optional[Path] = None,
+          requirements_file: Path = REPO_ROOT / "requirements.txt") -> BuildResult:
+    target = TARGETS[target_name]
+    out = Path(out).resolve()
+    requirements = filter_requirements(requirements_file.read_text(), target.exclude)
+    _prepare_out(out)
+    _copy_sources(out)
+    deps = out / target.deps_subdir if target.deps_subdir else out
+    if target.name == "fc":
+        # Lets `s build --command "pip install -t python -r requirements.txt"` (Docker) redo the
+        # dependency install in FC's own image, to the same place.
+        (out / "requirements.txt").write_text(
+            "# Generated by scripts/package.py from requirements.txt (without: "
+            + ", ".join(target.exclude) + ")\n" + "\n".join(requirements) + "\n"
+        )
+    if install:
+        wheelhouse = Path(wheelhouse) if wheelhouse else out.parent / ".wheelhouse"
+        _install_dependencies(requirements, deps, wheelhouse, target, python_version, platform)
+        _tidy(deps)
+        present = installed_distributions(deps) & {canonical(n) for n in target.forbidden}
+        if present:
+            raise PackagingError(
+                f"{', '.join(sorted(present))} ended up in the {target.name} package although this target "
+                "excludes it: a dependency pulls it in; exclude that dependency too or drop it from the target list"
+            )
+    unzipped = directory_size(out)
+    zip_path = out.with_name(out.name + ".zip") if make_zip else None
+    zipped = write_zip(out, zip_path) if zip_path else None
+    return BuildResult(target.name, out, zip_path, unzipped, zipped, python_version, platform)
+
+
+def _mb(n: int) -> str:
+    return f"{n / MB:.1f} MB"
+
+
+def _tail(text: str, lines: int = 15) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m scripts.package", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--target", choices=sorted(TARGETS), required=True)
+    parser.add_argument("--out", type=Path, required=True, help="build directory (replaced); the zip goes beside it")
+    parser.add_argument("--python-version", default=DEFAULT_PYTHON, help="target CPython version (default %(default)s)")
+    parser.add_argument("--platform", default=DEFAULT_PLATFORM, help="target wheel platform (default %(default)s)")
+    parser.add_argument("--no-zip", action="store_true", help="build the directory only")
+    parser.add_argument("--sources-only", action="store_true",
+                        help="copy functions/ and shared/ (and FC's requirements.txt) without installing dependencies")
+    args = parser.parse_args(argv)
+    target = TARGETS[args.target]
+    try:
+        result = build(args.target, args.out, args.python_version, args.platform,
+                       make_zip=not args.no_zip, install=not args.sources_only)
+    except PackagingError as exc:
+        print(f"package: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"target {result.target}: {result.directory} (CPython {result.python_version}, {result.platform})")
+    print(f"  unzipped: {_mb(result.unzipped_bytes)} ({result.unzipped_bytes:,} bytes)")
+    if result.zipped_bytes is not None:
+        print(f"  zipped:   {_mb(result.zipped_bytes)} ({result.zipped_bytes:,} bytes) -> {result.zip_path}")
+    errors, warnings = check_limits(target, result.unzipped_bytes, result.zipped_bytes)
+    for warning in warnings:
+        print(f"package: warning: {warning}", file=sys.stderr)
+    if errors:
+        for error in errors:
+            print(f"package: error: {error}", file=sys.stderr)
+        return 1
+    print(f"  within limits ({target.limit_source})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
