@@ -1,0 +1,1 @@
+"""Loopback stand-ins for cloud services (moto for S3/DynamoDB, an OSS gateway, a Tablestore fake)."""

@@ -1,0 +1,215 @@
+"""moto in server mode on loopback (S3 and DynamoDB over real sockets), plus a fault proxy.
+
+`MotoServer` wraps `ThreadedMotoServer(ip_address="127.0.0.1", port=0)`; `reset()` is
+`POST /moto-api/reset`, so one server serves a whole test session.
+
+`FaultProxy` sits between a client and moto and forwards every request unchanged, unless
+a rule says otherwise. Rules reproduce what moto never does on its own: a throttled
+`BatchWriteItem` that leaves part of the batch in `UnprocessedItems` (only the processed
+part reaches moto), or a canned error response (e.g. 503 SlowDown) for the next N matching
+requests. Each response is sent in one write.
+
+Fixtures (import them into a test module, or expose them from conftest.py):
+`moto_server` (session), `moto` (per test: reset first), `fault_proxy` (per test).
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import socket
+import threading
+import urllib.request
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable, Optional
+
+import pytest
+from moto.server import ThreadedMotoServer
+
+REGION = "us-east-1"
+CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+
+
+class MotoServer:
+    def __init__(self):
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self.endpoint = ""
+
+    def start(self) -> "MotoServer":
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one log line per request otherwise
+        self._server.start()
+        host, port = self._server.get_host_and_port()
+        self.endpoint = f"http://{host}:{port}"
+        return self
+
+    def reset(self) -> None:
+        request = urllib.request.Request(self.endpoint + "/moto-api/reset", method="POST", data=b"")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            response.read()
+
+    def stop(self) -> None:
+        self._server.stop()
+
+    def client(self, service: str, endpoint: Optional[str] = None):
+        """A plain boto3 client for test setup and checks (not the sink's)."""
+        import boto3
+
+        return boto3.session.Session().client(service, endpoint_url=endpoint or self.endpoint, region_name=REGION, **CREDENTIALS)
+
+
+@dataclass
+class Rule:
+    match: Callable[[str, str, dict], bool]  # (method, path, headers) -> applies?
+    times: int
+    status: int = 0
+    body: bytes = b""
+    headers: Optional[dict] = None
+    unprocess: int = 0  # BatchWriteItem: leave this many items of the batch unprocessed
+
+
+class FaultProxy:
+    """A loopback proxy to moto that can throttle or fail requests on demand."""
+
+    def __init__(self, upstream: str):
+        self.upstream = upstream.split("://", 1)[1]
+        self.rules: list[Rule] = []
+        self.requests: list[tuple[str, str, dict]] = []
+        self.lock = threading.Lock()
+        self._httpd: Optional[ThreadingHTTPServer] = None
+
+    def fail(self, match, times: int, status: int, body: bytes = b"", headers: Optional[dict] = None) -> None:
+        with self.lock:
+            self.rules.append(Rule(match, times, status, body, headers))
+
+    def s3_error(self, method: str, times: int, code: str = "SlowDown", status: int = 503) -> None:
+        body = f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code><Message>Please reduce your request rate.</Message></Error>"
+        self.fail(lambda m, p, h: m == method, times, status, body.encode(), {"Content-Type": "application/xml"})
+
+    def unprocessed(self, times: int, items: int) -> None:
+        """The next `times` BatchWriteItem calls store all but `items` items and return those unprocessed."""
+        with self.lock:
+            self.rules.append(Rule(lambda m, p, h: h.get("x-amz-target", "").endswith(".BatchWriteItem"), times, unprocess=items))
+
+    def _rule(self, method: str, path: str, headers: dict) -> Optional[Rule]:
+        with self.lock:
+            for rule in self.rules:
+                if rule.times > 0 and rule.match(method, path, headers):
+                    rule.times -= 1
+                    return rule
+        return None
+
+    @property
+    def endpoint(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> "FaultProxy":
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _handle(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                proxy.requests.append((self.command, self.path, headers))
+                rule = proxy._rule(self.command, self.path, headers)
+                if rule and rule.status:
+                    return self._reply(rule.status, rule.headers or {}, rule.body)
+                held = []
+                if rule and rule.unprocess:
+                    body, held = _hold_back(body, rule.unprocess)
+                status, out_headers, out_body = proxy._forward(self.command, self.path, headers, body)
+                if held and status == 200:
+                    out_body = _report_unprocessed(out_body, held)
+                self._reply(status, out_headers, out_body)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
+
+            def _reply(self, status, headers, body):
+                lines = [f"HTTP/1.1 {status} {self.responses.get(status, ('Error',))[0]}"]
+                length = {k.lower(): v for k, v in headers.items()}.get("content-length") if self.command == "HEAD" else None
+                headers = {k: v for k, v in headers.items() if k.lower() not in ("content-length", "transfer-encoding", "connection")}
+                # A HEAD answer carries the object's length but no body.
+                lines += [f"{k}: {v}" for k, v in headers.items()] + [f"Content-Length: {length or len(body)}"]
+                payload = b"" if self.command == "HEAD" else body
+                self.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + payload)
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+        return self
+
+    def _forward(self, method: str, path: str, headers: dict, body: bytes):
+        conn = http.client.HTTPConnection(self.upstream, timeout=30)
+        try:
+            headers = {k: v for k, v in headers.items() if k not in ("content-length", "connection", "expect")}
+            conn.request(method, path, body=body, headers=headers)
+            response = conn.getresponse()
+            data = response.read()
+            out = {k: v for k, v in response.getheaders() if k.lower() != "content-length" or method == "HEAD"}
+            return response.status, out, data
+        finally:
+            conn.close()
+
+    def stop(self) -> None:
+        if self._httpd:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+
+
+def _hold_back(body: bytes, count: int) -> tuple[bytes, list]:
+    """Drop the last `count` put requests of a BatchWriteItem body; return the new body and them."""
+    request = json.loads(body)
+    held = []
+    for table, writes in request["RequestItems"].items():
+        take = min(count - len(held), len(writes) - 1)  # moto rejects an empty batch
+        if take > 0:
+            held += [(table, w) for w in writes[-take:]]
+            request["RequestItems"][table] = writes[:-take]
+    return json.dumps(request).encode(), held
+
+
+def _report_unprocessed(body: bytes, held: list) -> bytes:
+    response = json.loads(body or b"{}")
+    unprocessed: dict = {}
+    for table, write in held:
+        unprocessed.setdefault(table, []).append(write)
+    response["UnprocessedItems"] = unprocessed
+    return json.dumps(response).encode()
+
+
+def closed_port_endpoint() -> str:
+    """An http URL on loopback where nothing listens (connection refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+# -- fixtures ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    server = MotoServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def moto(moto_server):
+    """The session's moto server, emptied before the test."""
+    moto_server.reset()
+    return moto_server
+
+
+@pytest.fixture
+def fault_proxy(moto):
+    proxy = FaultProxy(moto.endpoint).start()
+    yield proxy
+    proxy.stop()
