@@ -7,7 +7,7 @@ from .admin_api import AdminResponses
 from .faults import FaultInjector
 from .functions_api import FunctionResponses
 from .mns_api import MnsResponses
-from .models import EmulatorBackend, RpcRefusal, receipt_body
+from .models import EmulatorBackend, RpcRefusal, SendDetailsRefusal, receipt_body
 from .rpc_api import RpcResponses
 from .server import Dispatcher, EmulatorHTTPServer
 
@@ -42,6 +42,7 @@ class Emulator:
             dispatcher = Dispatcher(self.backend, MnsResponses(self.backend), RpcResponses(self.backend),
                                     FunctionResponses(self.backend), AdminResponses(self))
             self._server = EmulatorHTTPServer(self._requested_port, dispatcher)
+            self.backend.queues.open()
             self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                             name=f"alicom-emulator-{self.port}", daemon=True)
             self._thread.start()
@@ -137,3 +138,37 @@ class Emulator:
             return
         acts = None if actions is None else frozenset([actions] if isinstance(actions, str) else actions)
         self.backend.rpc_refusal = RpcRefusal(code, message or f"Refused by the emulator: {code}", acts)
+
+    # -- send records (Dysmsapi QuerySendDetails) ------------------------------------------
+
+    def add_send_record(self, phone: str, send_date: str, biz_id: str, status: int,
+                        err_code: str = "DELIVERED", template_code: str = "SMS_1",
+                        content: str = "test message", send_time: str | None = None,
+                        receive_time: str | None = None, out_id: str = "") -> None:
+        """One row for QuerySendDetails. send_date is 'YYYYMMDD'; times 'yyyy-MM-dd HH:mm:ss'
+        (default: noon of send_date; receive_time defaults to send_time unless status is 1)."""
+        self.backend.send_records.add(phone, send_date, biz_id, status, err_code, template_code,
+                                      content, send_time, receive_time, out_id)
+
+    def set_send_details_error(self, code: str | None, phones=None, message: str | None = None) -> None:
+        """Refuse QuerySendDetails (HTTP 200, this Code) for `phones` (None: all); None turns it off."""
+        if code is None:
+            self.backend.send_records.refusal = None
+            return
+        ph = None if phones is None else frozenset([phones] if isinstance(phones, str) else phones)
+        self.backend.send_records.refusal = SendDetailsRefusal(
+            code, message or f"Refused by the emulator: {code}", ph)
+
+    # -- functions (FC 2.0 / Lambda invoke) ------------------------------------------------
+
+    def register_function(self, name: str, fn) -> None:
+        """`fn(payload: bytes) -> bytes` (may raise). FC looks up "<service>/<name>" first, then name."""
+        self.backend.functions.register(name, fn)
+
+    def invocations(self, name: str) -> list[bytes]:
+        """Payloads the function received, in arrival order (async ones included at arrival)."""
+        return self.backend.functions.invocations(name)
+
+    def wait_async(self, timeout: float = 10.0) -> bool:
+        """Wait until async invocations finished running; True if they all did."""
+        return self.backend.functions.wait_async(timeout)

@@ -5,7 +5,8 @@
 - `TokenStore`: the temporary credentials QueryTokenForMnsQueue hands out,
   each scoped to one message type.
 - `RequestStats`: request counts per API action.
-- `SendRecordStore` and `FunctionRegistry` (phase 2) live further down.
+- `SendRecordStore`: the send records QuerySendDetails pages through.
+- `FunctionRegistry`: Python callables standing in for FC / Lambda functions.
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ from .exceptions import (
 MAX_BATCH = 16
 MAX_WAIT_SECONDS = 30
 MAX_VISIBILITY_TIMEOUT = 43200
+MAX_BODY_BYTES = 65536
 # XML 1.0 cannot carry these characters at all, not even as references.
 _XML_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 _QUEUE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,255}$")
@@ -133,6 +135,8 @@ class QueueBackend:
             raise ValueError("MNS refuses empty message bodies")
         if _XML_FORBIDDEN.search(body):
             raise ValueError("message body holds characters XML cannot carry")
+        if len(body.encode("utf-8")) > MAX_BODY_BYTES:
+            raise ValueError(f"MNS message bodies are at most {MAX_BODY_BYTES} bytes")
         with self._lock:
             q = self._get(name)
             now = self.clock()
@@ -158,6 +162,10 @@ class QueueBackend:
                 "received": q.received,
                 "visibility_timeout": q.visibility_timeout,
             }
+
+    def open(self) -> None:
+        with self._lock:
+            self._closed = False
 
     def close(self) -> None:
         """Wake every long poll so a stopping server does not hang on them."""
@@ -401,6 +409,122 @@ class RequestStats:
             self._counts.clear()
 
 
+# --- Send records (Dysmsapi QuerySendDetails) ----------------------------------------
+
+@dataclass(frozen=True)
+class SendRecord:
+    phone: str
+    send_date: str           # yyyyMMdd (Asia/Shanghai)
+    biz_id: str
+    status: int              # 1 waiting for receipt, 2 failed, 3 delivered
+    err_code: str
+    template_code: str
+    content: str
+    send_time: str           # yyyy-MM-dd HH:mm:ss
+    receive_time: str
+    out_id: str
+
+
+@dataclass(frozen=True)
+class SendDetailsRefusal:
+    code: str
+    message: str
+    phones: frozenset | None = None     # None: every phone number
+
+
+class SendRecordStore:
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._records: list[SendRecord] = []
+        self.refusal: SendDetailsRefusal | None = None
+
+    def add(self, phone: str, send_date: str, biz_id: str, status: int, err_code: str = "DELIVERED",
+            template_code: str = "SMS_1", content: str = "test message", send_time: str | None = None,
+            receive_time: str | None = None, out_id: str = "") -> SendRecord:
+        if not re.fullmatch(r"\d{8}", send_date):
+            raise ValueError("send_date is yyyyMMdd")
+        if status not in (1, 2, 3):
+            raise ValueError("status is 1 (waiting), 2 (failed) or 3 (delivered)")
+        if send_time is None:
+            send_time = f"{send_date[:4]}-{send_date[4:6]}-{send_date[6:]} 12:00:00"
+        if receive_time is None:
+            receive_time = send_time if status in (2, 3) else ""
+        rec = SendRecord(str(phone), send_date, str(biz_id), int(status), err_code, template_code,
+                         content, send_time, receive_time, out_id)
+        with self._lock:
+            self._records.append(rec)
+        return rec
+
+    def query(self, phone: str, send_date: str, biz_id: str | None, page_size: int,
+              page: int) -> tuple[int, list[SendRecord]]:
+        with self._lock:
+            rows = [r for r in self._records if r.phone == phone and r.send_date == send_date
+                    and (not biz_id or r.biz_id == biz_id)]
+        rows.sort(key=lambda r: r.send_time)   # stable: insertion order within a second
+        start = (page - 1) * page_size
+        return len(rows), rows[start:start + page_size]
+
+
+# --- Functions (FC 2.0 and Lambda invoke) ------------------------------------------------
+
+class FunctionRegistry:
+    """Python callables standing in for deployed functions: fn(payload: bytes) -> bytes."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._functions: dict[str, Callable[[bytes], bytes]] = {}
+        self._payloads: dict[str, list[bytes]] = {}
+        self._async: list[threading.Thread] = []
+
+    def register(self, name: str, fn: Callable[[bytes], bytes]) -> None:
+        with self._lock:
+            self._functions[name] = fn
+            self._payloads.setdefault(name, [])
+
+    def resolve(self, *candidates: str) -> str | None:
+        with self._lock:
+            return next((c for c in candidates if c in self._functions), None)
+
+    def invocations(self, name: str) -> list[bytes]:
+        with self._lock:
+            return list(self._payloads.get(name, []))
+
+    def invoke(self, name: str, payload: bytes) -> bytes:
+        """Run synchronously; the function's exception propagates."""
+        with self._lock:
+            fn = self._functions[name]
+            self._payloads[name].append(payload)
+        out = fn(payload)
+        if out is None:
+            return b"null"
+        return out.encode("utf-8") if isinstance(out, str) else bytes(out)
+
+    def invoke_async(self, name: str, payload: bytes) -> None:
+        with self._lock:
+            fn = self._functions[name]
+            self._payloads[name].append(payload)
+
+        def run():
+            try:
+                fn(payload)
+            except Exception:
+                pass  # an async failure is the function's business, as on the real platforms
+
+        t = threading.Thread(target=run, name=f"async-{name}", daemon=True)
+        with self._lock:
+            self._async = [x for x in self._async if x.is_alive()] + [t]
+        t.start()
+
+    def wait_async(self, timeout: float = 10.0) -> bool:
+        """Wait for running async invocations; True if all finished."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            threads = list(self._async)
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in threads)
+
+
 # --- Everything one emulator holds ---------------------------------------------------
 
 @dataclass
@@ -424,6 +548,8 @@ class EmulatorBackend:
         self.tokens = TokenStore(token_lifetime, clock)
         self.stats = RequestStats()
         self.rpc_refusal: RpcRefusal | None = None
+        self.send_records = SendRecordStore()
+        self.functions = FunctionRegistry()
         self._nonces: OrderedDict[str, float] = OrderedDict()
         self._nonce_lock = threading.Lock()
 

@@ -1,8 +1,21 @@
 """POP RPC endpoint (signature 1.0): Dybaseapi QueryTokenForMnsQueue and
-Dysmsapi QuerySendDetails, routed on the `Action` parameter."""
+Dysmsapi QuerySendDetails, routed on the `Action` parameter.
+
+QuerySendDetails answers:
+  - a required parameter missing (PhoneNumber, SendDate, PageSize, CurrentPage):
+    HTTP 400 `Missing<Name>`, as the POP gateway does;
+  - a parameter present but invalid (phone not digits, SendDate not a yyyyMMdd
+    date, PageSize outside 1..50, CurrentPage < 1): HTTP 200, Code
+    `isv.INVALID_PARAMETERS`;
+  - SendDate more than 30 days before today (Asia/Shanghai): HTTP 200, Code
+    `isv.QUERY_DATE_OUT_OF_RANGE` (the emulator's choice: the vendor does not
+    publish the code);
+  - a configured refusal (`set_send_details_error`): HTTP 200 with that Code.
+"""
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from . import responses as r
@@ -13,6 +26,10 @@ from .request import Request
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 API_VERSION = "2017-05-25"
+INVALID_PARAMETERS = "isv.INVALID_PARAMETERS"
+SEND_DATE_TOO_OLD = "isv.QUERY_DATE_OUT_OF_RANGE"
+QUERY_WINDOW_DAYS = 30
+_PHONE = re.compile(r"^\+?\d{5,20}$")
 
 
 def shanghai_time(epoch: float) -> str:
@@ -63,4 +80,38 @@ class RpcResponses:
         }, rid)
 
     def QuerySendDetails(self, params: dict, ak: str, rid: str) -> r.Response:
-        raise RpcError("InvalidAction.NotFound", "QuerySendDetails is not available yet.", 404)
+        for name in ("PhoneNumber", "SendDate", "PageSize", "CurrentPage"):
+            if not params.get(name):
+                raise RpcError(f"Missing{name}", f"{name} is mandatory for this action.", 400)
+        phone, send_date = params["PhoneNumber"], params["SendDate"]
+        refusal = self.backend.send_records.refusal
+        if refusal is not None and (refusal.phones is None or phone in refusal.phones):
+            return r.rpc_ok({"Code": refusal.code, "Message": refusal.message}, rid)
+        try:
+            day = datetime.strptime(send_date, "%Y%m%d").date() if re.fullmatch(r"\d{8}", send_date) else None
+            page_size, page = int(params["PageSize"]), int(params["CurrentPage"])
+        except ValueError:
+            day = page_size = page = None
+        if day is None or page is None or not _PHONE.match(phone) or not 1 <= page_size <= 50 or page < 1:
+            return r.rpc_ok({"Code": INVALID_PARAMETERS, "Message": "Specified parameter is not valid."}, rid)
+        today = datetime.fromtimestamp(self.backend.clock(), SHANGHAI).date()
+        if day < today - timedelta(days=QUERY_WINDOW_DAYS):
+            return r.rpc_ok({"Code": SEND_DATE_TOO_OLD,
+                             "Message": f"SendDate must be within the last {QUERY_WINDOW_DAYS} days."}, rid)
+        total, rows = self.backend.send_records.query(phone, send_date, params.get("BizId"), page_size, page)
+        return r.rpc_ok({
+            "Code": "OK",
+            "Message": "OK",
+            "TotalCount": total,
+            # Rows carry no BizId: only a BizId-filtered query ties them to one send.
+            "SmsSendDetailDTOs": {"SmsSendDetailDTO": [{
+                "PhoneNum": row.phone,
+                "SendStatus": row.status,
+                "ErrCode": row.err_code,
+                "TemplateCode": row.template_code,
+                "Content": row.content,
+                "SendDate": row.send_time,
+                "ReceiveDate": row.receive_time,
+                "OutId": row.out_id,
+            } for row in rows]},
+        }, rid)

@@ -103,7 +103,13 @@ class Handler(BaseHTTPRequestHandler):
             headers = {k.lower(): v for k, v in self.headers.items()}
             host_id = "http://" + headers.get("host", "%s:%d" % self.server.server_address[:2])
             req = Request.from_target(self.command, self.path, headers, body, host_id)
-            self.server.dispatcher.handle(self, req)
+            try:
+                self.server.dispatcher.handle(self, req)
+            except (TimeoutError, ConnectionError):
+                raise
+            except Exception as exc:  # an emulator bug: answer 500 rather than print a traceback
+                self.close_connection = True
+                self.send(r.json_response(500, {"Code": "EmulatorBug", "Message": f"{type(exc).__name__}: {exc}"}))
         except (TimeoutError, ConnectionError, OSError):
             self.close_connection = True
 
