@@ -15,7 +15,7 @@ import email.utils
 import hashlib
 import hmac
 import time
-from typing import Callable, Mapping
+from typing import Mapping
 from urllib.parse import quote, unquote
 
 from .exceptions import FcError, LambdaError, MnsError, RpcError

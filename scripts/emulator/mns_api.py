@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 
 from . import responses as r
 from .auth import check_http_date, parse_mns_authorization, verify_mns_signature
-from .exceptions import MnsError, mns_invalid_argument
+from .exceptions import MnsError, QueueNotExist, mns_invalid_argument
 from .models import EmulatorBackend
 from .request import Request
 
@@ -67,7 +67,7 @@ class MnsResponses:
             # The queues live in Alicom's account: the customer's own key has no access.
             raise MnsError("AccessDenied", ACCESS_DENIED_OTHER_ACCOUNT, 403)
         if not self.backend.queues.has_queue(queue):
-            raise MnsError("QueueNotExist", "The queue name you provided is not exist.", 404)
+            raise QueueNotExist(queue)
 
     # -- operations ----------------------------------------------------------------
 
