@@ -1,0 +1,663 @@
+"""template.yml (SAM) and s.yaml (Serverless Devs fc3) are valid, least-privilege, and agree
+with each other and with the code: the same handlers, schedules and settings variables.
+
+Offline: cfn-lint and samtranslator run locally (a fake managed-policy loader, no AWS
+calls); the fc3 props schema is read from ../shared/schemas beside the repository.
+"""
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Iterator
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+TEMPLATE = REPO / "template.yml"
+S_YAML = REPO / "s.yaml"
+FC3_SCHEMA = REPO.parent / "shared" / "schemas" / "fc3-props.schema.json"
+
+HANDLERS = {"drain": "functions.drain.handler", "reconcile": "functions.reconcile.handler"}
+SAM_FUNCTIONS = {"drain": "DrainFunction", "reconcile": "ReconcileFunction"}
+FC_FUNCTIONS = {"drain": "alicom-drain", "reconcile": "alicom-reconcile"}
+# The product's schedules (issue: drain every minute; reconcile daily 02:00 Beijing time).
+EXPECTED_SCHEDULES = {
+    "drain": ("every", 60),
+    "reconcile": ("cron", ("0", "0", "2", "*", "*", "*", "Asia/Shanghai")),
+}
+PLATFORM_VARIABLES = {"PYTHONPATH", "LD_LIBRARY_PATH", "PATH", "TZ"}
+POWERTOOLS_VARIABLES = {"LOG_LEVEL"}  # plus every POWERTOOLS_* name
+FC3_RUNTIMES = {"python3.10", "python3.12"}
+DATA_SERVICES = ("s3", "dynamodb", "secretsmanager", "ssm", "kms", "sqs")
+SAMPLE_UID = "1234567890123456"
+
+
+# -- loading -----------------------------------------------------------------------------
+
+def load_sam() -> dict[str, Any]:
+    from samtranslator.yaml_helper import yaml_parse  # long-form intrinsics from !Ref/!If tags
+
+    return yaml_parse(TEMPLATE.read_text())
+
+
+def load_s_yaml() -> dict[str, Any]:
+    return yaml.safe_load(S_YAML.read_text())
+
+
+_EXPR = re.compile(r"\$\{([^}]+)\}")
+
+
+def resolve_s(value: Any, variables: dict[str, Any], env: dict[str, str] | None = None) -> Any:
+    """Serverless Devs' ${vars.x}, ${config('AccountID')} and ${env(X)} with sample values."""
+    if isinstance(value, dict):
+        return {k: resolve_s(v, variables, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolve_s(v, variables, env) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def one(match: re.Match) -> str:
+        expr = match.group(1).strip()
+        if expr.startswith("vars."):
+            return str(variables[expr[5:]])
+        if re.fullmatch(r"config\(['\"]AccountID['\"]\)", expr):
+            return SAMPLE_UID
+        env_ref = re.fullmatch(r"env\(['\"]?([A-Za-z_][A-Za-z0-9_]*)['\"]?\)", expr)
+        if env_ref:
+            return (env or {}).get(env_ref.group(1), f"from-env-{env_ref.group(1)}")
+        raise AssertionError(f"s.yaml uses ${{{expr}}}, which this test cannot resolve")
+
+    return _EXPR.sub(one, value)
+
+
+def s_resources(variables_override: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    doc = load_s_yaml()
+    variables = dict(doc.get("vars") or {}, **(variables_override or {}))
+    return {name: resolve_s(res["props"], variables) for name, res in doc["resources"].items()}
+
+
+# -- a small CloudFormation evaluator (parameters, conditions, Ref, If, Sub) ----------------
+
+class Cfn:
+    def __init__(self, template: dict[str, Any], parameters: dict[str, Any] | None = None):
+        self.t = template
+        self.params = {k: str(v.get("Default", "")) for k, v in template.get("Parameters", {}).items()}
+        self.params.update({k: str(v) for k, v in (parameters or {}).items()})
+        self.pseudo = {"AWS::Region": "ap-southeast-1", "AWS::AccountId": "123456789012",
+                       "AWS::StackName": "alicom", "AWS::Partition": "aws", "AWS::NoValue": None}
+
+    def condition(self, name: str) -> bool:
+        return bool(self.eval(self.t["Conditions"][name]))
+
+    def ref(self, name: str) -> Any:
+        if name in self.params:
+            return self.params[name]
+        if name in self.pseudo:
+            return self.pseudo[name]
+        resource = self.t["Resources"][name]
+        if "Condition" in resource:
+            assert self.condition(resource["Condition"]), f"Ref to {name}, which this configuration does not create"
+        kind = resource["Type"]
+        if kind == "AWS::SecretsManager::Secret":
+            return "arn:aws:secretsmanager:ap-southeast-1:123456789012:secret:AlicomCredentialsSecret-AbCdEf"
+        return f"alicom-{name.lower()}-1a2b3c"
+
+    def eval(self, node: Any) -> Any:
+        if isinstance(node, list):
+            return [self.eval(n) for n in node]
+        if not isinstance(node, dict):
+            return node
+        if len(node) == 1:
+            (key, arg), = node.items()
+            if key == "Ref":
+                return self.ref(arg)
+            if key == "Condition":
+                return self.condition(arg)
+            if key == "Fn::If":
+                return self.eval(arg[1] if self.condition(arg[0]) else arg[2])
+            if key == "Fn::Equals":
+                return str(self.eval(arg[0])) == str(self.eval(arg[1]))
+            if key == "Fn::Not":
+                return not self.eval(arg[0])
+            if key == "Fn::And":
+                return all(self.eval(a) for a in arg)
+            if key == "Fn::Or":
+                return any(self.eval(a) for a in arg)
+            if key == "Fn::Sub":
+                text, mapping = (arg, {}) if isinstance(arg, str) else (arg[0], self.eval(arg[1]))
+                return re.sub(r"\$\{([^}!]+)\}", lambda m: str(mapping[m.group(1)] if m.group(1) in mapping
+                                                                 else self.ref(m.group(1))), text)
+            if key == "Fn::GetAtt":
+                return f"arn:aws:fake:::{arg[0] if isinstance(arg, list) else arg}"
+        return {k: self.eval(v) for k, v in node.items()}
+
+
+def sam_environment(function: str, parameters: dict[str, Any] | None = None) -> dict[str, str]:
+    template = load_sam()
+    cfn = Cfn(template, parameters)
+    env = dict(template["Globals"]["Function"]["Environment"]["Variables"])
+    env.update(template["Resources"][SAM_FUNCTIONS[function]]["Properties"].get("Environment", {}).get("Variables", {}))
+    return {k: str(v) for k, v in cfn.eval(env).items()}
+
+
+def sam_env_names() -> dict[str, set[str]]:
+    template = load_sam()
+    common = set(template["Globals"]["Function"]["Environment"]["Variables"])
+    return {f: common | set(template["Resources"][r]["Properties"].get("Environment", {}).get("Variables", {}))
+            for f, r in SAM_FUNCTIONS.items()}
+
+
+def sam_handlers() -> dict[str, str]:
+    resources = load_sam()["Resources"]
+    return {f: resources[r]["Properties"]["Handler"] for f, r in SAM_FUNCTIONS.items()}
+
+
+def fc_handlers() -> dict[str, str]:
+    resources = s_resources()
+    return {f: resources[r]["handler"] for f, r in FC_FUNCTIONS.items()}
+
+
+# -- schedules -----------------------------------------------------------------------------
+
+def normalise_sam_schedule(expression: str, timezone: str) -> tuple:
+    rate = re.fullmatch(r"rate\((\d+) (minute|minutes|hour|hours|day|days)\)", expression)
+    if rate:
+        unit = {"minute": 60, "hour": 3600, "day": 86400}[rate.group(2).rstrip("s")]
+        return ("every", int(rate.group(1)) * unit)
+    cron = re.fullmatch(r"cron\((\S+) (\S+) (\S+) (\S+) (\S+) (\S+)\)", expression)
+    assert cron, f"not a rate() or cron() expression: {expression}"
+    minute, hour, dom, month, dow, year = (f.replace("?", "*") for f in cron.groups())
+    assert year == "*", "a schedule pinned to a year stops running"
+    return ("cron", ("0", minute, hour, dom, month, dow, timezone))
+
+
+def normalise_fc_schedule(expression: str) -> tuple:
+    every = re.fullmatch(r"@every ((?:\d+[hms])+)", expression)
+    if every:
+        seconds = sum(int(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in re.findall(r"(\d+)([hms])", every.group(1)))
+        return ("every", seconds)
+    cron = re.fullmatch(r"(?:CRON_TZ=(\S+) )?(\S+) (\S+) (\S+) (\S+) (\S+) (\S+)", expression)
+    assert cron, f"not an @every or 6-field cron expression: {expression}"
+    tz, *fields = cron.groups()
+    return ("cron", tuple(f.replace("?", "*") for f in fields) + (tz or "UTC",))
+
+
+# -- parameter constraints, as CloudFormation applies them ------------------------------------
+
+def constraint_violations(parameter: dict[str, Any], value: Any) -> list[str]:
+    text = str(value)
+    problems = []
+    if "AllowedValues" in parameter and text not in [str(v) for v in parameter["AllowedValues"]]:
+        problems.append("AllowedValues")
+    if "AllowedPattern" in parameter and not re.fullmatch(parameter["AllowedPattern"], text):
+        problems.append("AllowedPattern")
+    if parameter.get("Type") == "Number":
+        try:
+            number = float(text)
+        except ValueError:
+            return problems + ["Number"]
+        if "MinValue" in parameter and number < float(parameter["MinValue"]):
+            problems.append("MinValue")
+        if "MaxValue" in parameter and number > float(parameter["MaxValue"]):
+            problems.append("MaxValue")
+    if "MinLength" in parameter and len(text) < int(parameter["MinLength"]):
+        problems.append("MinLength")
+    if "MaxLength" in parameter and len(text) > int(parameter["MaxLength"]):
+        problems.append("MaxLength")
+    return problems
+
+
+# -- IAM walking -----------------------------------------------------------------------------
+
+def branches(node: Any) -> Iterator[Any]:
+    """Every value a node can take: both sides of each Fn::If (NoValue dropped)."""
+    if isinstance(node, dict) and set(node) == {"Fn::If"}:
+        for side in node["Fn::If"][1:]:
+            yield from branches(side)
+    elif isinstance(node, dict) and node == {"Ref": "AWS::NoValue"}:
+        return
+    else:
+        yield node
+
+
+def role_statements(transformed: dict[str, Any], role: str) -> list[dict[str, Any]]:
+    statements = []
+    for policy in transformed["Resources"][role]["Properties"].get("Policies", []):
+        for concrete in branches(policy):
+            for statement in concrete["PolicyDocument"]["Statement"]:
+                statements.append(statement)
+    return statements
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+@pytest.fixture(scope="module")
+def transformed() -> dict[str, Any]:
+    from samtranslator.translator.transform import transform
+    from samtranslator.translator.managed_policy_translator import ManagedPolicyLoader
+
+    class OfflineLoader(ManagedPolicyLoader):
+        """SAM asks for AWS managed policy ARNs by name; answer from a fixed map, no IAM call."""
+
+        def __init__(self):
+            pass
+
+        def load(self) -> dict[str, str]:
+            return {"AWSLambdaBasicExecutionRole": "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"}
+
+    template = load_sam()
+    # What `sam package` does: the code is uploaded and CodeUri becomes an S3 URI.
+    template["Globals"]["Function"]["CodeUri"] = "s3://deployment-bucket/alicom-drain.zip"
+    with pytest.MonkeyPatch.context() as mp:
+        # samtranslator reads the region for pseudo parameters from a boto3 session (no call is made).
+        mp.setenv("AWS_DEFAULT_REGION", "ap-southeast-1")
+        return transform(template, {}, OfflineLoader())
+
+
+# ======================================================================================
+# AWS SAM
+# ======================================================================================
+
+def test_cfn_lint_reports_nothing():
+    from cfnlint.api import ManualArgs, lint
+
+    matches = lint(TEMPLATE.read_text(), config=ManualArgs(regions=["us-east-1", "ap-southeast-1", "cn-north-1"]))
+    assert not matches, "cfn-lint:\n" + "\n".join(f"{m.rule.id} line {m.linenumber}: {m.message}" for m in matches)
+
+
+def test_sam_transform_produces_both_functions_schedules_and_roles(transformed):
+    types = {name: r["Type"] for name, r in transformed["Resources"].items()}
+    for function in SAM_FUNCTIONS.values():
+        assert types[function] == "AWS::Lambda::Function"
+        assert types[f"{function}Role"] == "AWS::IAM::Role"
+        assert types[f"{function}Schedule"] == "AWS::Scheduler::Schedule"
+        assert transformed["Resources"][function]["Properties"]["Runtime"] == "python3.12"
+    assert not any(t.startswith("AWS::Serverless::") for t in types.values())
+
+
+def test_no_data_action_on_a_wildcard_resource(transformed):
+    roles = [n for n, r in transformed["Resources"].items() if r["Type"] == "AWS::IAM::Role"]
+    assert not [n for n, r in transformed["Resources"].items() if r["Type"] in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy")]
+    checked = 0
+    for role in roles:
+        for statement in role_statements(transformed, role):
+            actions = as_list(statement["Action"])
+            for action in actions:
+                assert "*" not in action, f"{role}: wildcard action {action}"
+            if statement.get("Effect") != "Allow" or not any(a.split(":")[0] in DATA_SERVICES for a in actions):
+                continue
+            for resource in as_list(statement["Resource"]):
+                for concrete in branches(resource):
+                    checked += 1
+                    assert concrete != "*", f"{role}: {actions} on '*'"
+                    if isinstance(concrete, str):
+                        assert not re.fullmatch(r"arn:[^:]*:[^:]*:[^:]*:[^:]*:\*", concrete), f"{role}: {actions} on {concrete}"
+        managed = transformed["Resources"][role]["Properties"].get("ManagedPolicyArns", [])
+        assert set(managed) <= {"arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"}, managed
+    assert checked >= 10
+
+
+def test_drain_writes_only_and_reconcile_reads_and_writes(transformed):
+    def actions(role):
+        return {a for s in role_statements(transformed, role) for a in as_list(s["Action"])}
+
+    drain, reconcile = actions("DrainFunctionRole"), actions("ReconcileFunctionRole")
+    assert "s3:PutObject" in drain and "dynamodb:BatchWriteItem" in drain
+    assert not {"s3:GetObject", "s3:ListBucket", "dynamodb:Scan", "dynamodb:GetItem"} & drain
+    assert {"s3:GetObject", "s3:PutObject", "s3:ListBucket", "dynamodb:Scan", "dynamodb:GetItem", "dynamodb:PutItem"} <= reconcile
+    assert not [a for a in drain | reconcile if "Delete" in a]
+    for role in ("DrainFunctionRole", "ReconcileFunctionRole"):
+        secret = [s for s in role_statements(transformed, role) if "secretsmanager:GetSecretValue" in as_list(s["Action"])]
+        assert len(secret) == 1 and secret[0]["Resource"] == {
+            "Fn::If": ["CreateSecret", {"Ref": "AlicomCredentialsSecret"}, {"Ref": "AlicomCredentialsSecretArn"}]}
+
+
+@pytest.mark.parametrize("sink,bucket,table", [("s3", "", ""), ("s3", "existing-bucket", ""),
+                                                ("dynamodb", "", ""), ("dynamodb", "", "existing_table")])
+def test_policies_name_exactly_the_configured_bucket_prefix_or_table(sink, bucket, table):
+    template = load_sam()
+    cfn = Cfn(template, {"Sink": sink, "ExistingBucketName": bucket, "ExistingTableName": table, "SinkPrefix": "rx/"})
+    for function in SAM_FUNCTIONS.values():
+        documents = [p for p in cfn.eval(template["Resources"][function]["Properties"]["Policies"]) if p]
+        resources = [r for d in documents for s in d["Statement"] for r in as_list(s["Resource"])
+                     if any(a.startswith(("s3:", "dynamodb:")) for a in as_list(s["Action"]))]
+        assert resources
+        for resource in resources:
+            if sink == "s3":
+                name = bucket or "alicom-sinkbucket-1a2b3c"
+                assert resource in (f"arn:aws:s3:::{name}/rx/*", f"arn:aws:s3:::{name}")
+            else:
+                name = table or "alicom-sinktable-1a2b3c"
+                assert resource.startswith(f"arn:aws:dynamodb:ap-southeast-1:123456789012:table/{name}")
+    created = {n for n, r in template["Resources"].items() if "Condition" not in r or cfn.condition(r["Condition"])}
+    assert ("SinkBucket" in created) == (sink == "s3" and not bucket)
+    assert ("SinkTable" in created) == (sink == "dynamodb" and not table)
+
+
+def test_schedules_concurrency_retries_and_log_retention():
+    template = load_sam()
+    resources = template["Resources"]
+    for function in SAM_FUNCTIONS.values():
+        props = resources[function]["Properties"]
+        event = props["Events"]["Schedule"]
+        assert event["Type"] == "ScheduleV2"
+        schedule = event["Properties"]
+        assert schedule["FlexibleTimeWindow"] == {"Mode": "OFF"}
+        assert schedule["OmitName"] is True
+        assert 0 <= schedule["RetryPolicy"]["MaximumRetryAttempts"] <= 5
+        assert 60 <= schedule["RetryPolicy"]["MaximumEventAgeInSeconds"] <= 3600
+        assert "ReservedConcurrentExecutions" in props
+        log_group = resources[props["LoggingConfig"]["LogGroup"]["Ref"]]
+        assert log_group["Type"] == "AWS::Logs::LogGroup" and log_group["Properties"]["RetentionInDays"]
+    cfn = Cfn(template)
+    assert cfn.eval(resources["DrainFunction"]["Properties"]["ReservedConcurrentExecutions"]) == "1"
+    drain_async = resources["DrainEventInvokeConfig"]["Properties"]
+    assert drain_async["MaximumRetryAttempts"] == 0 and drain_async["MaximumEventAgeInSeconds"] <= 120
+    # No reservation at all when asked (accounts that cannot reserve): NoValue, never 0.
+    assert Cfn(template, {"DrainReservedConcurrency": 0}).eval(
+        resources["DrainFunction"]["Properties"]["ReservedConcurrentExecutions"]) is None
+    assert Cfn(template, {"AsyncFailureDestination": "sqs"}).eval(drain_async["DestinationConfig"]) == {
+        "OnFailure": {"Destination": "arn:aws:fake:::FailureQueue"}}
+
+
+IMPOSSIBLE = [
+    ("DrainTimeout", 901, "MaxValue"),
+    ("ReconcileTimeout", 901, "MaxValue"),
+    ("DrainTimeout", 5, "MinValue"),
+    ("Sink", "ftp", "AllowedValues"),
+    ("Sink", "oss", "AllowedValues"),
+    ("DrainScheduleExpression", "every 5 minutes", "AllowedPattern"),
+    ("DrainScheduleExpression", "rate(5 minutes", "AllowedPattern"),
+    ("DrainScheduleExpression", "rate(1 minutes)", "AllowedPattern"),
+    ("ReconcileScheduleExpression", "cron(0 2 * * ?)", "AllowedPattern"),
+    ("ReconcileScheduleTimezone", "Beijing time", "AllowedPattern"),
+    ("DrainMemorySize", 64, "MinValue"),
+    ("DrainMemorySize", 10241, "MaxValue"),
+    ("DrainWaitSeconds", 31, "MaxValue"),
+    ("DrainReservedConcurrency", -1, "MinValue"),
+    ("LogRetentionDays", 2, "AllowedValues"),
+    ("AlicomMessageTypes", "SmsReport,Foo", "AllowedPattern"),
+    ("AlicomUid", "12ab", "AllowedPattern"),
+    ("AlicomCredentialsSecretArn", "my-secret", "AllowedPattern"),
+    ("AlicomMnsEndpoint", "http://1943695596114318.mns.cn-hangzhou.aliyuncs.com/", "AllowedPattern"),
+    ("SinkPrefix", "alicom/*", "AllowedPattern"),
+    ("SinkPrefix", "alicom", "AllowedPattern"),
+    ("ExistingBucketName", "Not_A_Bucket", "AllowedPattern"),
+]
+POSSIBLE = [
+    ("DrainTimeout", 900), ("Sink", "dynamodb"), ("DrainScheduleExpression", "rate(5 minutes)"),
+    ("DrainScheduleExpression", "cron(0/2 * * * ? *)"), ("ReconcileScheduleTimezone", "UTC"),
+    ("AlicomMessageTypes", "SmsReport"), ("AlicomUid", SAMPLE_UID), ("SinkPrefix", ""), ("SinkPrefix", "a/b/"),
+    ("AlicomCredentialsSecretArn", "arn:aws:secretsmanager:ap-southeast-1:123456789012:secret:alicom/ak-AbC123"),
+    ("AlicomQueueNames", "SmsReport=Alicom-Queue-1-SmsReport,SmsUp=Alicom-Queue-1-SmsUp"),
+    ("DrainReservedConcurrency", 0),
+]
+
+
+@pytest.mark.parametrize("name,value,rule", IMPOSSIBLE)
+def test_parameter_constraints_reject_impossible_values(name, value, rule):
+    parameter = load_sam()["Parameters"][name]
+    assert rule in constraint_violations(parameter, value), f"{name}={value!r} passes the template's constraints"
+
+
+@pytest.mark.parametrize("name,value", POSSIBLE)
+def test_parameter_constraints_accept_sensible_values(name, value):
+    assert constraint_violations(load_sam()["Parameters"][name], value) == []
+
+
+def test_every_default_satisfies_its_own_constraints():
+    for name, parameter in load_sam()["Parameters"].items():
+        assert constraint_violations(parameter, parameter.get("Default", "")) == [], name
+
+
+def test_cfn_lint_flags_impossible_defaults():
+    """The same constraints, as cfn-lint enforces them (E2015) on a template whose defaults are wrong."""
+    from cfnlint.api import ManualArgs, lint
+
+    text = TEMPLATE.read_text()
+    bad = {"DrainTimeout": ("Default: 55", "Default: 901"), "Sink": ("Default: s3", "Default: ftp"),
+           "DrainScheduleExpression": ("Default: rate(1 minute)", "Default: every 5 minutes")}
+    for name, (old, new) in bad.items():
+        block = re.search(rf"\n  {name}:\n(    .*\n)+", text).group(0)
+        assert old in block
+        text = text.replace(block, block.replace(old, new))
+    flagged = {m.path[1] for m in lint(text, config=ManualArgs(regions=["us-east-1"]))
+               if m.rule.id == "E2015" and list(m.path[:1]) == ["Parameters"]}
+    assert flagged == set(bad), f"cfn-lint flagged {flagged}"
+
+
+def test_no_alibaba_credential_travels_in_plain_text():
+    template_text = TEMPLATE.read_text()
+    assert "ALIBABA_CLOUD_ACCESS_KEY" not in template_text
+    for function in SAM_FUNCTIONS:
+        env = sam_environment(function)
+        assert env["ALICOM_CREDENTIALS_SECRET"].startswith("arn:aws:secretsmanager:")
+    secret = load_sam()["Resources"]["AlicomCredentialsSecret"]["Properties"]
+    assert "SecretString" not in secret and "GenerateSecretString" in secret
+    for name, props in s_resources().items():
+        for key, value in props.get("environmentVariables", {}).items():
+            if "ACCESS_KEY" in key or "SECRET" in key or "TOKEN" in key:
+                raise AssertionError(f"s.yaml {name} sets {key}; credentials come from the function's role")
+
+
+# ======================================================================================
+# Serverless Devs (fc3)
+# ======================================================================================
+
+def test_s_yaml_props_validate_against_fc3_schema():
+    resources = s_resources()
+    assert load_s_yaml()["edition"] == "3.0.0"
+    assert {r["component"] for r in load_s_yaml()["resources"].values()} == {"fc3"}
+    if FC3_SCHEMA.exists():
+        import jsonschema
+
+        schema = json.loads(FC3_SCHEMA.read_text())
+        validator = jsonschema.Draft7Validator(schema)
+        for name, props in resources.items():
+            errors = sorted(validator.iter_errors(props), key=lambda e: list(e.path))
+            assert not errors, f"{name}: " + "; ".join(f"{'/'.join(map(str, e.path))}: {e.message}" for e in errors)
+    else:
+        print(f"WARNING: {FC3_SCHEMA} is absent: s.yaml props NOT validated against the fc3 schema; "
+              "running the structural check only", file=sys.stderr)
+    # Structural check of the fields we use (runs with or without the schema).
+    for name, props in resources.items():
+        for key in ("region", "functionName", "runtime", "code", "handler", "role", "timeout",
+                    "memorySize", "environmentVariables", "logConfig", "triggers"):
+            assert key in props, f"{name}: {key} missing"
+        assert props["runtime"] in FC3_RUNTIMES
+        assert 1 <= props["timeout"] <= 86400 and props["memorySize"] % 64 == 0
+        assert all(isinstance(v, str) for v in props["environmentVariables"].values())
+        assert {"project", "logstore"} <= set(props["logConfig"])
+        assert props["role"].startswith("acs:ram::") and ":role/" in props["role"]
+        assert props["concurrencyConfig"]["reservedConcurrency"] >= 1
+        (trigger,) = props["triggers"]
+        assert trigger["triggerType"] == "timer" and trigger["triggerName"]
+        config = trigger["triggerConfig"]
+        assert set(config) <= {"cronExpression", "enable", "payload"}
+        assert isinstance(config["cronExpression"], str) and config["enable"] is True
+        assert isinstance(config["payload"], str)
+        normalise_fc_schedule(config["cronExpression"])
+
+
+def test_fc_code_layout_matches_the_packager():
+    from scripts.package import TARGETS
+
+    for name, props in s_resources().items():
+        assert props["code"] == "./build/fc", name
+        deps = TARGETS["fc"].deps_subdir
+        assert props["environmentVariables"]["PYTHONPATH"] == (f"/code/{deps}" if deps else "/code"), name
+    assert load_sam()["Globals"]["Function"]["CodeUri"] == "build/aws"
+    assert TARGETS["aws"].deps_subdir == ""
+
+
+# ======================================================================================
+# Both templates agree with each other and with the code
+# ======================================================================================
+
+def test_handlers_are_the_same_on_both_clouds():
+    assert sam_handlers() == HANDLERS
+    assert fc_handlers() == HANDLERS
+
+
+def settings_aliases() -> set[str]:
+    from shared.settings import Settings
+
+    return {field.alias for field in Settings.model_fields.values() if field.alias}
+
+
+def allowed_variable(name: str, aliases: set[str]) -> bool:
+    return name in aliases or name in POWERTOOLS_VARIABLES or name.startswith("POWERTOOLS_") or name in PLATFORM_VARIABLES
+
+
+def test_every_environment_variable_is_a_setting_or_a_platform_variable():
+    aliases = settings_aliases()
+    named = {f"template.yml {f}": names for f, names in sam_env_names().items()}
+    named.update({f"s.yaml {n}": set(p["environmentVariables"]) for n, p in s_resources().items()})
+    for where, names in named.items():
+        unknown = sorted(n for n in names if not allowed_variable(n, aliases))
+        assert not unknown, f"{where} sets {unknown}, which shared/settings.py does not read"
+        reserved = sorted(n for n in names if n.startswith(("AWS_", "LAMBDA_", "_", "FC_")))
+        assert not reserved, f"{where} sets platform-reserved {reserved}"
+
+
+@pytest.mark.parametrize("parameters", [
+    {"AlicomUid": SAMPLE_UID},
+    {"AlicomUid": SAMPLE_UID, "SinkKmsKeyArn": "arn:aws:kms:ap-southeast-1:123456789012:key/abcd-1234"},
+    {"Sink": "dynamodb", "AlicomUid": SAMPLE_UID, "SinkTtlDays": 90},
+    {"Sink": "dynamodb", "ExistingTableName": "receipts", "AlicomQueueNames": "SmsReport=q-1,SmsUp=q-2"},
+])
+def test_sam_environment_loads_through_the_settings_loader(parameters):
+    from shared.settings import load_settings
+
+    for function in SAM_FUNCTIONS:
+        settings = load_settings(sam_environment(function, parameters))
+        assert settings.sink == parameters.get("Sink", "s3")
+        assert settings.credentials_secret
+
+
+@pytest.mark.parametrize("variables", [
+    {"uid": SAMPLE_UID},
+    {"sink": "tablestore", "uid": SAMPLE_UID, "sinkEndpoint": "https://alicom-receipts.cn-hangzhou.ots.aliyuncs.com"},
+])
+def test_fc_environment_loads_through_the_settings_loader(variables):
+    from shared.settings import load_settings
+
+    for name, props in s_resources(variables).items():
+        settings = load_settings(props["environmentVariables"])
+        assert settings.sink == variables.get("sink", "oss"), name
+
+
+def test_schedules_agree_between_the_templates():
+    template = load_sam()
+    params = template["Parameters"]
+    sam = {
+        "drain": normalise_sam_schedule(params["DrainScheduleExpression"]["Default"], params["DrainScheduleTimezone"]["Default"]),
+        "reconcile": normalise_sam_schedule(params["ReconcileScheduleExpression"]["Default"],
+                                            params["ReconcileScheduleTimezone"]["Default"]),
+    }
+    resources = s_resources()
+    fc = {f: normalise_fc_schedule(resources[r]["triggers"][0]["triggerConfig"]["cronExpression"])
+          for f, r in FC_FUNCTIONS.items()}
+    assert sam == fc == EXPECTED_SCHEDULES
+
+
+class _LambdaContext:
+    aws_request_id = "req-1"
+    function_name = "alicom-drain"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 55_000
+
+
+def test_scheduled_payloads_are_timer_runs_the_functions_accept():
+    """The Scheduler Input and the FC timer payload go through the real platform adapter."""
+    from shared.events import DrainEvent, parse_event
+    from shared.platform import adapt
+
+    template = load_sam()
+    for function in SAM_FUNCTIONS.values():
+        payload = template["Resources"][function]["Properties"]["Events"]["Schedule"]["Properties"]["Input"]
+        invocation = adapt(json.loads(payload), _LambdaContext())
+        assert (invocation.platform, invocation.trigger) == ("lambda", "timer"), function
+        if function == "DrainFunction":
+            parse_event(DrainEvent, invocation.options)
+    fc_context = SimpleNamespace(request_id="req-2", function=SimpleNamespace(name="alicom-drain", timeout=55))
+    for name, props in s_resources().items():
+        config = props["triggers"][0]["triggerConfig"]
+        event = json.dumps({"triggerTime": "2026-01-01T00:00:00Z", "triggerName": "t", "payload": config["payload"]})
+        invocation = adapt(event.encode(), fc_context)
+        assert (invocation.platform, invocation.trigger) == ("fc", "timer"), name
+        if name == "alicom-drain":
+            parse_event(DrainEvent, invocation.options)
+
+
+def test_timeouts_and_concurrency_agree():
+    params = load_sam()["Parameters"]
+    resources = s_resources()
+    assert int(params["DrainTimeout"]["Default"]) == resources["alicom-drain"]["timeout"] < 60
+    assert int(params["ReconcileTimeout"]["Default"]) == resources["alicom-reconcile"]["timeout"]
+    assert int(params["DrainReservedConcurrency"]["Default"]) == resources["alicom-drain"]["concurrencyConfig"]["reservedConcurrency"] == 1
+    assert resources["alicom-drain"]["asyncInvokeConfig"]["maxAsyncRetryAttempts"] == 0
+
+
+# ======================================================================================
+# RAM policies for the FC roles (scripts/deploy/)
+# ======================================================================================
+
+def test_ram_policies_grant_each_function_only_its_resources():
+    from scripts.deploy import policies
+
+    variables = load_s_yaml()["vars"]
+    values = policies.values_from_vars(variables)
+    for sink in policies.SINKS:
+        for function in policies.FUNCTIONS:
+            document = policies.render(function, sink, values)
+            assert document["Version"] == "1"
+            actions = {a for s in document["Statement"] for a in as_list(s["Action"])}
+            for statement in document["Statement"]:
+                statement_actions = as_list(statement["Action"])
+                assert statement["Effect"] == "Allow" and all("*" not in a for a in statement_actions)
+                for resource in as_list(statement["Resource"]):
+                    if resource == "*":
+                        # Only APIs without resource-level authorisation get "*".
+                        assert set(statement_actions) <= {"dybaseapi:QueryTokenForMnsQueue", "dysms:QuerySendDetails"}
+                    elif resource.startswith("acs:oss:"):
+                        assert resource in (f"acs:oss:*:*:{variables['bucket']}/{variables['prefix']}*",
+                                            f"acs:oss:*:*:{variables['bucket']}")
+                    elif resource.startswith("acs:ots:"):
+                        assert resource == (f"acs:ots:{variables['region']}:*:instance/"
+                                            f"{variables['tablestoreInstance']}/table/{variables['table']}")
+                    else:
+                        assert resource == (f"acs:log:{variables['region']}:*:project/{variables['logProject']}"
+                                            f"/logstore/{variables['logStore']}")
+            assert ("dybaseapi:QueryTokenForMnsQueue" in actions) == (function == "drain")
+            assert ("dysms:QuerySendDetails" in actions) == (function == "reconcile")
+            assert not [a for a in actions if "Delete" in a]
+            if function == "drain":
+                assert not {"oss:GetObject", "oss:ListObjects", "ots:GetRange", "ots:GetRow"} & actions
+    trust = json.loads(policies.TRUST_POLICY.read_text())
+    assert trust["Statement"][0]["Principal"] == {"Service": ["fc.aliyuncs.com"]}
+
+
+def test_ram_policy_values_cannot_widen_a_resource():
+    from scripts.deploy import policies
+
+    values = policies.values_from_vars(load_s_yaml()["vars"])
+    for field, bad in [("Prefix", "*"), ("Prefix", "a/*/"), ("Bucket", "*"), ("Table", "*"), ("Region", "*")]:
+        with pytest.raises(policies.PolicyError):
+            sink = "tablestore" if field == "Table" else "oss"
+            policies.render("drain", sink, dict(values, **{field: bad}))
+
+
+def test_fc_role_names_match_the_policy_tool():
+    variables = load_s_yaml()["vars"]
+    resources = s_resources()
+    assert resources["alicom-drain"]["role"].endswith(f":role/{variables['drainRole']}")
+    assert resources["alicom-reconcile"]["role"].endswith(f":role/{variables['reconcileRole']}")
+    assert variables["drainRole"] != variables["reconcileRole"]
