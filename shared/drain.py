@@ -1,18 +1,25 @@
-"""The drain loop: receive a batch, store it, delete exactly what was stored, repeat.
+"""The drain loop: receive batches, store them, delete exactly what was stored, repeat.
 
 Knows nothing of the platform or the backends: it is given a token cache, a way to open
 a queue with a token, a sink and a clock. Invariants (DESIGN.md):
 1. a message is deleted only after `sink.write` returned for it (or its dead letter);
-3. no batch starts unless receive + write + delete (measured) + margin fit before the deadline;
+3. no batch starts unless receive + flush + delete (measured) + margin fit before the deadline;
 4. undecodable bodies become dead letters and are deleted like any stored message;
 5. tokens come from the cache (refreshed before expiry) and are replaced after an auth error.
+
+Throughput (DESIGN.md "Performance model"): `concurrency` consumers per queue, each with
+its own MNS client (the SDK is not thread-safe) and its own delete thread, so a consumer's
+next receive overlaps the delete of what it stored before. Received batches are
+coalesced per message type into one sink write (bounded by the sink's batch size, bytes
+and a time window kept well inside the visibility timeout), so an object sink writes a
+few large objects instead of one per 16 messages.
 """
 from __future__ import annotations
 
 import threading
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Protocol, Sequence
 
@@ -48,6 +55,7 @@ class DrainOptions:
     concurrency: int = 2
     mns_timeout: float = 10.0
     max_consecutive_errors: int = 5
+    coalesce_seconds: float = 5.0  # oldest received-but-unwritten batch waits at most this long
 
 
 @dataclass
@@ -114,6 +122,7 @@ class RunSummary:
         }
 
 
+
 class _Timing:
     """Worst observed durations, to budget the next batch against the deadline."""
 
@@ -128,13 +137,71 @@ class _Timing:
             setattr(self, name, max(getattr(self, name), seconds))
 
 
+class _Flush:
+    """The outcome of one coalesced sink write, shared by the batches it carried."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.ok = False
+
+
+class _Batch:
+    """One received batch: its decoded content, its handles, and the write that will carry it."""
+
+    __slots__ = ("records", "dead", "handles", "size", "flush")
+
+    def __init__(self, records: list[Record], dead: list[DeadLetter], handles: list[str], size: int):
+        self.records, self.dead, self.handles, self.size = records, dead, handles, size
+        self.flush: Optional[_Flush] = None
+
+
+class _Buffer:
+    """Batches of one message type waiting for a coalesced write."""
+
+    def __init__(self, max_messages: int, max_bytes: int, max_age: float, clock: Clock):
+        self.max_messages, self.max_bytes, self.max_age, self.clock = max_messages, max_bytes, max_age, clock
+        self.lock = threading.Lock()
+        self.batches: list[_Batch] = []
+        self.messages = self.bytes = 0
+        self.first_at = 0.0
+
+    def add(self, batch: _Batch) -> list[_Batch]:
+        """Queue a batch; return everything buffered if a bound is reached (the caller writes it)."""
+        with self.lock:
+            if not self.batches:
+                self.first_at = self.clock.monotonic()
+            batch.flush = _Flush()
+            self.batches.append(batch)
+            self.messages += len(batch.handles)
+            self.bytes += batch.size
+            if self.messages >= self.max_messages or self.bytes >= self.max_bytes or self.max_age <= 0:
+                return self._take()
+            return []
+
+    def take_if_due(self, force: bool = False) -> list[_Batch]:
+        with self.lock:
+            if self.batches and (force or self.clock.monotonic() - self.first_at >= self.max_age):
+                return self._take()
+            return []
+
+    def _take(self) -> list[_Batch]:
+        taken, self.batches = self.batches, []
+        self.messages = self.bytes = 0
+        # Batches taken together share one flush outcome.
+        shared = _Flush()
+        for b in taken:
+            b.flush = shared
+        return taken
+
+
 class _Run:
     """State shared by the worker threads of one run."""
 
-    def __init__(self, message_types: Sequence[str], max_messages: int, deadline: Deadline):
+    def __init__(self, message_types: Sequence[str], max_messages: int, deadline: Deadline, buffers: dict[str, _Buffer]):
         self.deadline = deadline
         self.stats = {t: TypeStats(t) for t in message_types}
         self.empty = {t: False for t in message_types}
+        self.buffers = buffers
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.allowance = max_messages
@@ -173,7 +240,10 @@ class Drain:
     def run(self, message_types: Sequence[str], deadline: Deadline, max_messages: Optional[int] = None) -> RunSummary:
         started = self.clock.monotonic()
         fetches_before = self.tokens.fetches
-        run = _Run(message_types, max_messages or self.options.max_messages, deadline)
+        limits = self.sink.coalesce_limits()
+        buffers = {t: _Buffer(limits.messages, limits.bytes, self.options.coalesce_seconds, self.clock)
+                   for t in message_types}
+        run = _Run(message_types, max_messages or self.options.max_messages, deadline, buffers)
         workers = [(t, i) for t in message_types for i in range(self.options.concurrency)]
         with ThreadPoolExecutor(max_workers=len(workers), thread_name_prefix="drain") as pool:
             futures = [pool.submit(self._worker, t, run) for t, _ in workers]
@@ -193,18 +263,40 @@ class Drain:
 
     # -- one consumer -----------------------------------------------------------
     def _budget(self, run: _Run) -> float:
-        """Seconds left for a receive, after reserving a write, a delete and the margin."""
+        """Seconds left for a receive, after reserving a flush, a delete and the margin."""
         t = self.timing
         return run.deadline.remaining() - self.options.safety_margin - t.write - t.delete
 
     def _worker(self, mtype: str, run: _Run) -> None:
-        stats = run.stats[mtype]
-        queue: Optional[Queue] = None
-        errors_in_row = 0
-        auth_retries = 0
-        while not run.stop.is_set() and not run.empty[mtype]:
-            budget = self._budget(run)
-            if budget < self.timing.receive_overhead + 0.1:
+        consumer = _Consumer(self, mtype, run)
+        try:
+            consumer.loop()
+        finally:
+            consumer.finish()
+
+
+class _Consumer:
+    """One receive loop on one queue, with its own MNS clients and delete thread."""
+
+    def __init__(self, drain: Drain, mtype: str, run: _Run):
+        self.drain, self.mtype, self.run = drain, mtype, run
+        self.stats = run.stats[mtype]
+        self.buffer = run.buffers[mtype]
+        self.queue: Optional[Queue] = None
+        self.pending: list[_Batch] = []  # received by this consumer, not yet handed to a delete
+        self.deleter = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"delete-{mtype}")
+        self.delete_queue: Optional[Queue] = None  # used only on the delete thread
+        self.deletes: list[Future] = []
+
+    # -- the receive loop -----------------------------------------------------
+    def loop(self) -> None:
+        d, run, stats = self.drain, self.run, self.stats
+        errors_in_row = auth_retries = 0
+        while not run.stop.is_set() and not run.empty[self.mtype]:
+            self._flush(self.buffer.take_if_due())
+            self._settle(block=False)
+            budget = d._budget(run)
+            if budget < d.timing.receive_overhead + 0.1:
                 stats.stop_reason = "deadline"
                 return
             wanted = run.reserve(MAX_BATCH)
@@ -212,123 +304,174 @@ class Drain:
                 stats.stop_reason = "max_messages"
                 return
             try:
-                token = self.tokens.get(mtype)
+                token = d.tokens.get(self.mtype)
             except TokenError as exc:
                 run.release(wanted)
-                stats.errors[exc.code] += 1
-                if exc.retryable and errors_in_row < self.options.max_consecutive_errors:
+                self._count_error(exc.code)
+                if exc.retryable and errors_in_row < d.options.max_consecutive_errors:
                     errors_in_row += 1
-                    self.clock.sleep(min(0.2 * 2 ** errors_in_row, max(0.0, budget - 1)))
+                    d.clock.sleep(min(0.2 * 2 ** errors_in_row, max(0.0, budget - 1)))
                     continue
                 stats.stop_reason = "token_error"
                 run.fail("token_error", str(exc))
                 return
-            if queue is None or queue.token is not token:
-                queue = self.open_queue(mtype, token)
-            wait = int(max(0, min(self.options.wait_seconds, budget - self.timing.receive_overhead - 0.5)))
+            if self.queue is None or self.queue.token is not token:
+                self.queue = d.open_queue(self.mtype, token)
+            wait = int(max(0, min(d.options.wait_seconds, budget - d.timing.receive_overhead - 0.5)))
             # A hung connection must not carry the run past its deadline.
-            queue.set_timeout(max(1.0, min(wait + self.options.mns_timeout, budget)))
-            t0 = self.clock.monotonic()
+            self.queue.set_timeout(max(1.0, min(wait + d.options.mns_timeout, budget)))
+            t0 = d.clock.monotonic()
             try:
-                messages = queue.receive(wanted, wait)
+                messages = self.queue.receive(wanted, wait)
             except QueueError as exc:
                 run.release(wanted)
-                stats.api_calls["BatchReceiveMessage"] += 1
-                stats.errors[exc.code] += 1
+                self._count_call("BatchReceiveMessage")
+                self._count_error(exc.code)
                 if exc.auth and auth_retries < 2:
                     # The token was refused (expired early, revoked): fetch a fresh one at once.
                     auth_retries += 1
-                    self.tokens.invalidate(mtype, token)
-                    queue = None
+                    d.tokens.invalidate(self.mtype, token)
+                    self.queue = None
                     continue
                 errors_in_row += 1
-                if exc.fatal or exc.auth or errors_in_row > self.options.max_consecutive_errors:
+                if exc.fatal or exc.auth or errors_in_row > d.options.max_consecutive_errors:
                     stats.stop_reason = "queue_error"
                     run.fail("queue_error", str(exc))
                     return
-                self.clock.sleep(min(0.1 * 2 ** errors_in_row, max(0.0, self._budget(run) - 1)))
+                d.clock.sleep(min(0.1 * 2 ** errors_in_row, max(0.0, d._budget(run) - 1)))
                 continue
-            stats.api_calls["BatchReceiveMessage"] += 1
-            self.timing.observe("receive_overhead", self.clock.monotonic() - t0 - wait if messages else 0.0)
+            self._count_call("BatchReceiveMessage")
+            if messages:
+                d.timing.observe("receive_overhead", d.clock.monotonic() - t0 - wait)
             run.release(wanted - len(messages))
             errors_in_row = auth_retries = 0
             if not messages:
-                run.empty[mtype] = True
+                run.empty[self.mtype] = True
                 stats.stop_reason = stats.stop_reason or "empty"
                 return
-            queue = self._store_and_delete(mtype, queue, messages, run)
-            if queue is None:
-                return
+            batch = self._decode(messages)
+            self.pending.append(batch)
+            self._flush(self.buffer.add(batch))
 
-    def _delete(self, mtype: str, queue: Queue, handles: list[str]) -> tuple[DeleteOutcome, Queue]:
-        """Delete stored messages; after an auth refusal retry once with a fresh token.
+    def finish(self) -> None:
+        """Leave nothing in flight: write what is buffered, delete what was written."""
+        self._flush(self.buffer.take_if_due(force=True))
+        self._settle(block=True)
+        for future in self.deletes:
+            future.result()
+        self.deleter.shutdown(wait=True)
+
+    # -- decode, write, delete ------------------------------------------------
+    def _decode(self, messages: list[ReceivedMessage]) -> _Batch:
+        records: list[Record] = []
+        dead: list[DeadLetter] = []
+        for m in messages:
+            decoded = decode_message(self.mtype, m.body, m.meta)
+            (records if isinstance(decoded, Record) else dead).append(decoded)
+        with self.run.lock:
+            self.stats.received += len(messages)
+            self.stats.batches += 1
+            oldest = min(m.meta.enqueue_time for m in messages)
+            if self.stats.oldest_enqueue_ms is None or oldest < self.stats.oldest_enqueue_ms:
+                self.stats.oldest_enqueue_ms = oldest
+        size = sum(len(m.body) for m in messages)
+        if dead and self.drain.logger is not None:
+            self.drain.logger.warning("dead-lettered messages", extra={
+                "message_type": self.mtype, "message_ids": [x.mns.message_id for x in dead],
+                "errors": sorted({x.error for x in dead})})
+        return _Batch(records, dead, [m.receipt_handle for m in messages], size)
+
+    def _flush(self, batches: list[_Batch]) -> None:
+        """Write coalesced batches in one sink call; mark their shared outcome."""
+        if not batches:
+            return
+        d = self.drain
+        outcome = batches[0].flush
+        records = [r for b in batches for r in b.records]
+        dead = [x for b in batches for x in b.dead]
+        t0 = d.clock.monotonic()
+        try:
+            report = d.sink.write(records, dead)
+        except Exception as exc:  # any sink failure: keep the messages (they come back)
+            with self.run.lock:
+                self.stats.errors["sink"] += 1
+            self.stats.stop_reason = "sink_error"
+            self.run.fail("sink_error", f"{type(exc).__name__}: {exc}")
+            outcome.done.set()
+            return
+        d.timing.observe("write", d.clock.monotonic() - t0)
+        with self.run.lock:
+            self.stats.stored += report.records
+            self.stats.dead_lettered += report.dead_letters
+            self.stats.sink_writes += report.write_calls
+        if d.logger is not None:
+            # Keys hold phone numbers: the log formatter masks them (shared/logs.py).
+            d.logger.debug("stored batch", extra={"message_type": self.mtype, "records": len(records),
+                                                  "dead_letters": len(dead),
+                                                  "first_key": records[0].key if records else None})
+        outcome.ok = True
+        outcome.done.set()
+
+    def _settle(self, block: bool) -> None:
+        """Hand written batches to the delete thread; never delete what was not written."""
+        still = []
+        for batch in self.pending:
+            flush = batch.flush
+            if block and not flush.done.is_set():
+                # Another consumer is writing it; its write is bounded by the same deadline.
+                flush.done.wait(timeout=max(0.0, self.run.deadline.remaining()))
+            if not flush.done.is_set():
+                still.append(batch)
+            elif flush.ok:
+                self.deletes.append(self.deleter.submit(self._delete, batch.handles))
+        self.pending = still
+        self.deletes = [f for f in self.deletes if not f.done()] + [f for f in self.deletes if f.done() and f.result() is None]
+
+    def _delete(self, handles: list[str]) -> None:
+        """On the delete thread: batch-delete; after an auth refusal retry once with a fresh token.
 
         Receipt handles outlive the token that received them, so a token that expired
         between receive and delete must not leave stored messages in the queue.
         """
+        d = self.drain
+        t0 = d.clock.monotonic()
         calls = 0
+        outcome: Optional[DeleteOutcome] = None
         for attempt in range(2):
             try:
-                outcome = queue.delete(handles)
+                token = d.tokens.get(self.mtype)
+                if self.delete_queue is None or self.delete_queue.token is not token:
+                    self.delete_queue = d.open_queue(self.mtype, token)
+                outcome = self.delete_queue.delete(handles)
                 outcome.calls += calls
-                return outcome, queue
+                break
+            except TokenError as exc:
+                outcome = DeleteOutcome(failed={h: exc.code for h in handles}, calls=calls)
+                break
             except QueueError as exc:
                 calls += 1
-                if not exc.auth or attempt == 1:
-                    # Stored but not deleted: they reappear after the visibility timeout and dedupe.
-                    return DeleteOutcome(failed={h: exc.code for h in handles}, calls=calls), queue
-                self.tokens.invalidate(mtype, queue.token)
-                try:
-                    queue = self.open_queue(mtype, self.tokens.get(mtype))
-                except TokenError as token_exc:
-                    return DeleteOutcome(failed={h: token_exc.code for h in handles}, calls=calls), queue
-        raise AssertionError("unreachable")
-
-    def _store_and_delete(self, mtype: str, queue: Queue, messages: list[ReceivedMessage], run: _Run) -> Optional[Queue]:
-        stats = run.stats[mtype]
-        records: list[Record] = []
-        dead: list[DeadLetter] = []
-        for m in messages:
-            decoded = decode_message(mtype, m.body, m.meta)
-            (records if isinstance(decoded, Record) else dead).append(decoded)
-        with run.lock:
-            stats.received += len(messages)
-            stats.batches += 1
-            oldest = min(m.meta.enqueue_time for m in messages)
-            if stats.oldest_enqueue_ms is None or oldest < stats.oldest_enqueue_ms:
-                stats.oldest_enqueue_ms = oldest
-        t0 = self.clock.monotonic()
-        try:
-            report = self.sink.write(records, dead)
-        except Exception as exc:  # any sink failure: keep the messages (they come back)
-            with run.lock:
-                stats.errors["sink"] += 1
-            stats.stop_reason = "sink_error"
-            run.fail("sink_error", f"{type(exc).__name__}: {exc}")
-            return None
-        self.timing.observe("write", self.clock.monotonic() - t0)
-        if self.logger is not None:
-            # Keys hold phone numbers: the log formatter masks them (shared/logs.py).
-            self.logger.debug("stored batch", extra={"message_type": mtype, "records": len(records),
-                                                     "first_key": records[0].key if records else None})
-            if dead:
-                self.logger.warning("dead-lettered messages", extra={
-                    "message_type": mtype, "message_ids": [d.mns.message_id for d in dead],
-                    "errors": sorted({d.error for d in dead})})
-        t1 = self.clock.monotonic()
-        outcome, queue = self._delete(mtype, queue, [m.receipt_handle for m in messages])
-        self.timing.observe("delete", self.clock.monotonic() - t1)
-        with run.lock:
-            stats.stored += report.records
-            stats.dead_lettered += report.dead_letters
-            stats.sink_writes += report.write_calls
-            stats.deleted += outcome.deleted
-            stats.delete_failures += len(outcome.failed)
-            stats.api_calls["BatchDeleteMessage"] += outcome.calls
+                # Stored but not deleted: they reappear after the visibility timeout and dedupe.
+                outcome = DeleteOutcome(failed={h: exc.code for h in handles}, calls=calls)
+                if not exc.auth:
+                    break
+                d.tokens.invalidate(self.mtype, self.delete_queue.token if self.delete_queue else None)
+                self.delete_queue = None
+        d.timing.observe("delete", d.clock.monotonic() - t0)
+        with self.run.lock:
+            self.stats.deleted += outcome.deleted
+            self.stats.delete_failures += len(outcome.failed)
+            self.stats.api_calls["BatchDeleteMessage"] += outcome.calls
             for code in outcome.failed.values():
-                stats.errors[f"delete:{code}"] += 1
-        if outcome.failed and self.logger is not None:
-            self.logger.warning("delete failures (messages will be redelivered and deduplicated)",
-                                extra={"message_type": mtype, "failed": len(outcome.failed),
-                                       "codes": sorted(set(outcome.failed.values()))})
-        return queue
+                self.stats.errors[f"delete:{code}"] += 1
+        if outcome.failed and d.logger is not None:
+            d.logger.warning("delete failures (messages will be redelivered and deduplicated)",
+                             extra={"message_type": self.mtype, "failed": len(outcome.failed),
+                                    "codes": sorted(set(outcome.failed.values()))})
+
+    def _count_call(self, name: str) -> None:
+        with self.run.lock:
+            self.stats.api_calls[name] += 1
+
+    def _count_error(self, code: str) -> None:
+        with self.run.lock:
+            self.stats.errors[code] += 1

@@ -39,6 +39,7 @@ class DrainRuntime:
             safety_margin=s.safety_margin_seconds,
             concurrency=s.concurrency,
             mns_timeout=s.mns_timeout_seconds,
+            coalesce_seconds=s.coalesce_seconds,
         )
         return Drain(self.tokens, self.open_queue, self.sink, options, clock=clock, logger=logger)
 

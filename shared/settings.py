@@ -78,6 +78,7 @@ ENV_FORMS = {
     "DRAIN_MAX_MESSAGES": "a whole number >= 1",
     "DRAIN_WAIT_SECONDS": "a whole number of seconds from 0 to 30 (MNS long poll)",
     "DRAIN_CONCURRENCY": "a whole number from 1 to 64",
+    "DRAIN_COALESCE_SECONDS": "seconds from 0 to 60, well below the queue's visibility timeout (0 writes every batch at once)",
     "TOKEN_REFRESH_BUFFER_SECONDS": "a whole number of seconds >= 0",
 }
 
@@ -122,6 +123,7 @@ class Settings(BaseModel):
     safety_margin_seconds: float = Field(2.0, alias="DRAIN_SAFETY_MARGIN_SECONDS", ge=0, le=120)
     concurrency: int = Field(2, alias="DRAIN_CONCURRENCY", ge=1, le=64)
     mns_timeout_seconds: float = Field(10.0, alias="MNS_TIMEOUT_SECONDS", gt=0, le=120)
+    coalesce_seconds: float = Field(5.0, alias="DRAIN_COALESCE_SECONDS", ge=0, le=60)
     token_refresh_buffer_seconds: int = Field(120, alias="TOKEN_REFRESH_BUFFER_SECONDS", ge=0, le=3600)
 
     @field_validator("message_types", "queue_names_raw", mode="before")
@@ -201,6 +203,18 @@ class Settings(BaseModel):
         """The settings without credentials, for logs."""
         return self.model_dump(exclude={"access_key_id", "access_key_secret", "security_token"})
 
+    # Reconcile (QuerySendDetails). Declared after the drain's settings; same rules.
+    reconcile_grace_seconds: int = Field(3600, alias="RECONCILE_GRACE_SECONDS", ge=0, le=7 * 86400)
+    reconcile_qps: float = Field(50.0, alias="RECONCILE_QPS", gt=0, le=5000)
+    reconcile_max_targets: int = Field(5000, alias="RECONCILE_MAX_TARGETS", ge=1, le=1_000_000)
+    reconcile_lookback_days: int = Field(30, alias="RECONCILE_LOOKBACK_DAYS", ge=1, le=30)
+    reconcile_concurrency: int = Field(4, alias="RECONCILE_CONCURRENCY", ge=1, le=32)
+    reconcile_max_attempts: int = Field(5, alias="RECONCILE_MAX_ATTEMPTS", ge=1, le=20)
+    reconcile_backoff_seconds: float = Field(0.2, alias="RECONCILE_BACKOFF_SECONDS", ge=0, le=30)
+    reconcile_backoff_max_seconds: float = Field(5.0, alias="RECONCILE_BACKOFF_MAX_SECONDS", ge=0, le=120)
+    reconcile_safety_margin_seconds: float = Field(2.0, alias="RECONCILE_SAFETY_MARGIN_SECONDS", ge=0, le=120)
+    reconcile_timeout_seconds: float = Field(10.0, alias="RECONCILE_TIMEOUT_SECONDS", gt=0, le=120)
+
 
 def _missing(variable: str, detail: str) -> ValueError:
     return ValueError(f"{variable}|{detail}")
@@ -238,3 +252,17 @@ def _explain(exc: ValidationError, env: Mapping[str, str]) -> str:
             detail += f"; expected {form}"
         problems.append(detail)
     return "invalid settings: " + "; ".join(problems)
+
+
+ENV_FORMS.update({
+    "RECONCILE_GRACE_SECONDS": "a whole number of seconds from 0 to 604800: how long a recorded send may wait for its receipt",
+    "RECONCILE_QPS": "QuerySendDetails calls per second, a number above 0 and at most 5000 (the documented account limit)",
+    "RECONCILE_MAX_TARGETS": "a whole number >= 1: phone-days one reconcile run queries at most",
+    "RECONCILE_LOOKBACK_DAYS": "a whole number of days from 1 to 30 (QuerySendDetails answers for the last 30 days)",
+    "RECONCILE_CONCURRENCY": "a whole number from 1 to 32",
+    "RECONCILE_MAX_ATTEMPTS": "a whole number from 1 to 20: tries per QuerySendDetails call when throttled",
+    "RECONCILE_BACKOFF_SECONDS": "seconds from 0 to 30: first backoff after a throttled call (doubles per try, with jitter)",
+    "RECONCILE_BACKOFF_MAX_SECONDS": "seconds from 0 to 120: the longest single backoff",
+    "RECONCILE_SAFETY_MARGIN_SECONDS": "seconds from 0 to 120 kept free before the function's deadline",
+    "RECONCILE_TIMEOUT_SECONDS": "seconds above 0 and at most 120: socket timeout of one QuerySendDetails call",
+})

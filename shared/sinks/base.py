@@ -33,6 +33,14 @@ class SinkError(Exception):
         self.reason = reason
 
 
+@dataclass(frozen=True)
+class CoalesceLimits:
+    """How much the drain may gather into one `write` call (bounded further by time)."""
+
+    messages: int
+    bytes: int
+
+
 @dataclass
 class WriteReport:
     """What one `Sink.write` stored."""
@@ -51,6 +59,12 @@ class Sink(ABC):
     """Durable, idempotent storage of records and dead letters."""
 
     name: ClassVar[str] = "sink"
+    # One write per received batch of 16 unless a backend gains from larger writes.
+    coalesce_max_messages: ClassVar[int] = 16
+    coalesce_max_bytes: ClassVar[int] = 8 * 1024 * 1024
+
+    def coalesce_limits(self) -> CoalesceLimits:
+        return CoalesceLimits(self.coalesce_max_messages, self.coalesce_max_bytes)
 
     @abstractmethod
     def write(self, records: Sequence[Record], dead_letters: Sequence[DeadLetter]) -> WriteReport:
@@ -95,6 +109,9 @@ class ObjectSink(Sink):
 
     compress: ClassVar[bool] = True
     hour_partitions: ClassVar[bool] = True
+    # Objects are billed per PUT and read best when large: gather many batches into one.
+    coalesce_max_messages: ClassVar[int] = 2000
+    coalesce_max_bytes: ClassVar[int] = 16 * 1024 * 1024
 
     def __init__(self, prefix: str = ""):
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
@@ -180,6 +197,8 @@ class TableSink(Sink):
 
     # Largest item the backend accepts, in bytes of its stored form (None: no limit).
     max_item_bytes: ClassVar[Optional[int]] = None
+    # Rows per coalesced write; backends set their batch-write size (DynamoDB 25, Tablestore 200).
+    coalesce_max_messages: ClassVar[int] = 200
 
     def __init__(self, ttl_days: Optional[int] = None):
         self.ttl_days = ttl_days

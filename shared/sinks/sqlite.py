@@ -35,6 +35,7 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 
 class SqliteSink(TableSink):
     name = "sqlite"
+    coalesce_max_messages = 512  # one transaction (one fsync) per coalesced write
 
     def __init__(self, path: str, ttl_days: Optional[int] = None):
         super().__init__(ttl_days)
