@@ -20,6 +20,7 @@ import logging
 import socket
 import threading
 import urllib.request
+import zlib
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Optional
@@ -126,6 +127,8 @@ class FaultProxy:
                 status, out_headers, out_body = proxy._forward(self.command, self.path, headers, body)
                 if held and status == 200:
                     out_body = _report_unprocessed(out_body, held)
+                    out_headers = {k: v for k, v in out_headers.items() if k.lower() != "x-amz-crc32"}
+                    out_headers["x-amz-crc32"] = str(zlib.crc32(out_body))  # botocore checks it
                 self._reply(status, out_headers, out_body)
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle

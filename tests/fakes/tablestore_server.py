@@ -637,3 +637,25 @@ class TablestoreServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+# -- fixtures (import into a test module, or expose them from conftest.py) -------------
+
+try:
+    import pytest
+except ImportError:  # the fake itself needs no pytest
+    pytest = None
+
+if pytest is not None:
+
+    @pytest.fixture(scope="session")
+    def tablestore_server():
+        server = TablestoreServer().start()
+        yield server
+        server.stop()
+
+    @pytest.fixture
+    def ots(tablestore_server):
+        """The session's Tablestore fake, emptied before the test (instance test-instance, test-ak / test-secret)."""
+        tablestore_server.reset()
+        return tablestore_server
