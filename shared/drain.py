@@ -425,7 +425,13 @@ class _Consumer:
             elif flush.ok:
                 self.deletes.append(self.deleter.submit(self._delete, batch.handles))
         self.pending = still
-        self.deletes = [f for f in self.deletes if not f.done()] + [f for f in self.deletes if f.done() and f.result() is None]
+        running = []
+        for future in self.deletes:
+            if future.done():
+                future.result()  # surface an unexpected error from the delete thread
+            else:
+                running.append(future)
+        self.deletes = running
 
     def _delete(self, handles: list[str]) -> None:
         """On the delete thread: batch-delete; after an auth refusal retry once with a fresh token.
