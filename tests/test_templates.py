@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Iterator
@@ -463,8 +464,10 @@ def test_s_yaml_props_validate_against_fc3_schema():
             errors = sorted(validator.iter_errors(props), key=lambda e: list(e.path))
             assert not errors, f"{name}: " + "; ".join(f"{'/'.join(map(str, e.path))}: {e.message}" for e in errors)
     else:
-        print(f"WARNING: {FC3_SCHEMA} is absent: s.yaml props NOT validated against the fc3 schema; "
-              "running the structural check only", file=sys.stderr)
+        message = (f"{FC3_SCHEMA} is absent: s.yaml props NOT validated against the fc3 schema; "
+                   "running the structural check only")
+        print(f"WARNING: {message}", file=sys.stderr)
+        warnings.warn(message)  # shown in pytest's warnings summary too
     # Structural check of the fields we use (runs with or without the schema).
     for name, props in resources.items():
         for key in ("region", "functionName", "runtime", "code", "handler", "role", "timeout",

@@ -1,0 +1,178 @@
+"""scripts/package.py builds what the templates deploy.
+
+Fast tests cover the requirement filter, the size limits and the CLI's failure modes.
+The slow ones do real builds (pip from PyPI; about a minute for both targets, once per
+session) and import every handler named in template.yml and s.yaml from the build in a
+clean interpreter (`python -I -S`, sys.path = the build only), as the platforms do.
+
+The real builds target the running interpreter's CPython version so that interpreter
+can import them; the deployed builds use 3.12 (the templates' runtime) by default.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from scripts import package
+from tests.test_templates import FC_FUNCTIONS, SAM_FUNCTIONS, fc_handlers, sam_handlers
+
+REPO = Path(__file__).resolve().parents[1]
+RUNNING_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
+MB = 1024 * 1024
+
+
+# -- requirements ----------------------------------------------------------------------------
+
+def test_filter_keeps_pins_and_drops_only_the_named_projects():
+    text = "# comment\nboto3>=1.34\noss2>=2.18,<3  # native OSS client\nOSS2-extra==1\ntablestore>=6.0,<7\n\npydantic>=2.6,<3\n"
+    assert package.filter_requirements(text, ["oss2", "Tablestore"]) == ["boto3>=1.34", "OSS2-extra==1", "pydantic>=2.6,<3"]
+    assert package.filter_requirements("Aliyun_Python.SDK-core>=2\n", ["aliyun-python-sdk-core"]) == []
+    with pytest.raises(package.PackagingError):
+        package.filter_requirements("-r other.txt\n", [])
+
+
+def test_each_exclusion_names_a_real_requirement():
+    """A renamed requirement must not slip back into a target unnoticed."""
+    known = set()
+    for name in ("requirements.txt", "requirements-dev.txt"):
+        for line in (REPO / name).read_text().splitlines():
+            match = package._NAME.match(line)
+            if match and not line.lstrip().startswith(("#", "-")):
+                known.add(package.canonical(match.group(1)))
+    for target in package.TARGETS.values():
+        assert {package.canonical(n) for n in target.exclude} <= known, target.name
+    runtime = {package.canonical(package._NAME.match(r).group(1))
+               for r in package.filter_requirements((REPO / "requirements.txt").read_text(), [])}
+    assert {"oss2", "tablestore"} <= runtime and "boto3" in runtime
+    names = {t: {package.canonical(package._NAME.match(r).group(1)) for r in
+                 package.filter_requirements((REPO / "requirements.txt").read_text(), package.TARGETS[t].exclude)}
+             for t in package.TARGETS}
+    assert "boto3" in names["aws"] and not {"oss2", "tablestore"} & names["aws"]
+    assert "boto3" not in names["fc"] and {"oss2", "tablestore"} <= names["fc"]
+
+
+# -- limits ----------------------------------------------------------------------------------
+
+def test_limits():
+    aws, fc = package.TARGETS["aws"], package.TARGETS["fc"]
+    assert package.check_limits(aws, 262_144_000, 60 * MB) == ([], [])
+    errors, _ = package.check_limits(aws, 262_144_001, 60 * MB)
+    assert errors and "250.0 MB" in errors[0]
+    assert package.check_limits(fc, 400 * MB, 90 * MB) == ([], [])
+    errors, warnings = package.check_limits(fc, 400 * MB, 150 * MB)
+    assert not errors and "100 MB" in warnings[0]
+    errors, _ = package.check_limits(fc, 400 * MB, 501 * MB)
+    assert errors and "zipped" in errors[0]
+    errors, _ = package.check_limits(fc, 501 * MB, 90 * MB)
+    assert errors and "unzipped" in errors[0]
+
+
+def test_cli_fails_clearly_when_the_package_is_too_big(tmp_path, monkeypatch, capsys):
+    tiny = dataclasses.replace(package.TARGETS["aws"], unzipped_limit=1000)
+    monkeypatch.setitem(package.TARGETS, "aws", tiny)
+    status = package.main(["--target", "aws", "--out", str(tmp_path / "aws"), "--sources-only"])
+    err = capsys.readouterr().err
+    assert status == 1
+    assert "package: error: aws package is" in err and "over the" in err and "limit" in err
+
+
+def test_out_must_be_a_previous_build_or_empty(tmp_path, capsys):
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    assert package.main(["--target", "fc", "--out", str(precious), "--sources-only"]) == 2
+    assert "is not a build of this script" in capsys.readouterr().err
+    assert (precious / "notes.txt").read_text() == "keep me"
+
+
+def test_sources_only_build_is_laid_out_for_each_platform_and_zips_reproducibly(tmp_path):
+    fc = package.build("fc", tmp_path / "fc", install=False)
+    assert (fc.directory / "functions" / "__init__.py").exists() and (fc.directory / "shared" / "settings.py").exists()
+    assert not list(fc.directory.rglob("__pycache__"))
+    requirements = [line for line in (fc.directory / "requirements.txt").read_text().splitlines()
+                    if line and not line.startswith("#")]
+    assert requirements == package.filter_requirements((REPO / "requirements.txt").read_text(), ["boto3"])
+    first = fc.zip_path.read_bytes()
+    again = package.build("fc", tmp_path / "fc", install=False)
+    assert again.zip_path.read_bytes() == first
+    with zipfile.ZipFile(fc.zip_path) as zf:
+        names = zf.namelist()
+    assert "functions/__init__.py" in names and package.MARKER not in names
+    aws = package.build("aws", tmp_path / "aws", install=False, make_zip=False)
+    assert not (aws.directory / "requirements.txt").exists()  # sam build would re-install it on the host
+    assert aws.zip_path is None and aws.unzipped_bytes > 0
+
+
+# -- real builds -------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def builds(tmp_path_factory):
+    """Both targets, built once per session for the running CPython (cached wheelhouse)."""
+    root = tmp_path_factory.mktemp("packages")
+    results = {}
+    for target in ("aws", "fc"):
+        try:
+            results[target] = package.build(target, root / target, python_version=RUNNING_PYTHON)
+        except package.PackagingError as exc:
+            pytest.fail(f"building the {target} package failed: {exc}")
+    for result in results.values():
+        print(f"\n{result.target}: {result.unzipped_bytes / MB:.1f} MB unzipped, "
+              f"{result.zipped_bytes / MB:.1f} MB zipped (CPython {result.python_version})")
+    return results
+
+
+@pytest.mark.slow
+def test_real_builds_hold_what_each_target_needs_within_its_limits(builds):
+    aws, fc = builds["aws"], builds["fc"]
+    aws_dists = package.installed_distributions(aws.directory)
+    fc_dists = package.installed_distributions(fc.directory / "python")
+    assert {"boto3", "aws-lambda-powertools", "pydantic", "aliyun-mns-sdk", "aliyun-python-sdk-dybaseapi"} <= aws_dists
+    assert not {"oss2", "tablestore", "crcmod", "aliyun-fc2"} & aws_dists
+    assert {"oss2", "tablestore", "aws-lambda-powertools", "pydantic", "aliyun-python-sdk-dysmsapi"} <= fc_dists
+    assert not {"boto3", "botocore", "s3transfer"} & fc_dists
+    assert not package.installed_distributions(fc.directory) - {"functions", "shared"}  # nothing at FC's code root
+    for result in builds.values():
+        target = package.TARGETS[result.target]
+        assert package.check_limits(target, result.unzipped_bytes, result.zipped_bytes)[0] == []
+        assert not (result.directory / "bin").exists()
+
+
+def _import_handlers(directories: list[Path], handlers: dict[str, str]) -> dict[str, str]:
+    """Import each handler in `python -I -S` with only `directories` (and the stdlib) on sys.path."""
+    script = (
+        "import importlib, json, sys\n"
+        f"sys.path[:0] = {[str(d) for d in directories]!r}\n"
+        "out = {}\n"
+        f"for where, spec in {handlers!r}.items():\n"
+        "    module, _, attr = spec.rpartition('.')\n"
+        "    try:\n"
+        "        obj = getattr(importlib.import_module(module), attr)\n"
+        "        out[where] = 'ok' if callable(obj) else f'{spec} is not callable'\n"
+        "    except ModuleNotFoundError as exc:\n"
+        "        out[where] = f'{spec}: module {exc.name} not found in the package' + (\n"
+        "            f' ({module.replace(\".\", \"/\")}.py is missing from the repository)' if exc.name == module else '')\n"
+        "    except Exception as exc:\n"
+        "        out[where] = f'{spec}: {type(exc).__name__}: {exc}'\n"
+        "print(json.dumps(out))\n"
+    )
+    proc = subprocess.run([sys.executable, "-I", "-S", "-c", script], capture_output=True, text=True,
+                          cwd=directories[0], timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_every_template_handler_imports_from_its_package_in_a_clean_interpreter(builds):
+    aws = {f"template.yml {SAM_FUNCTIONS[f]}": h for f, h in sam_handlers().items()}
+    fc = {f"s.yaml {FC_FUNCTIONS[f]}": h for f, h in fc_handlers().items()}
+    results = _import_handlers([builds["aws"].directory], aws)
+    # FC: the code root is /code and s.yaml sets PYTHONPATH=/code/python.
+    results.update(_import_handlers([builds["fc"].directory, builds["fc"].directory / "python"], fc))
+    broken = {where: outcome for where, outcome in results.items() if outcome != "ok"}
+    assert not broken, "handlers that do not resolve:\n" + "\n".join(f"  {w}: {o}" for w, o in sorted(broken.items()))
