@@ -119,6 +119,10 @@ class Emulator:
 
     # -- credentials -------------------------------------------------------------------
 
+    def issued_tokens(self) -> list[tuple[str, str, str]]:
+        """(AccessKeyId, AccessKeySecret, SecurityToken) of every token issued so far."""
+        return [(g.access_key_id, g.access_key_secret, g.security_token) for g in self.backend.tokens.grants()]
+
     def expire_tokens(self) -> None:
         self.backend.tokens.expire_all()
 

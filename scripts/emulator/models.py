@@ -359,6 +359,11 @@ class TokenStore:
         with self._lock:
             return self._by_token.get(security_token)
 
+    def grants(self) -> list[TokenGrant]:
+        """Every token still remembered (tests check none of them leaks into output)."""
+        with self._lock:
+            return list(self._by_token.values())
+
     def expire_all(self) -> None:
         now = self.clock()
         with self._lock:
