@@ -232,7 +232,7 @@ def test_refusing_object_store_raises_sink_error_naming_the_bucket(request, moto
     elif case == "s3-throttled":
         proxy = request.getfixturevalue("fault_proxy")
         proxy.s3_error("PUT", times=100)
-        sink, expected = s3_sink(moto, endpoint_url=proxy.endpoint, max_attempts=3), [BUCKET, "SlowDown", "HTTP 503", "after 2 retries"]
+        sink, expected = s3_sink(moto, endpoint_url=proxy.endpoint, max_attempts=2), [BUCKET, "SlowDown", "HTTP 503", "after 1 retry"]
     else:
         gateway = request.getfixturevalue("oss_gateway")
         if case == "oss-no-bucket":
@@ -253,11 +253,11 @@ def test_refusing_object_store_raises_sink_error_naming_the_bucket(request, moto
 
 def test_s3_throttling_within_retries_succeeds(moto, fault_proxy):
     moto.client("s3").create_bucket(Bucket=BUCKET)
-    fault_proxy.s3_error("PUT", times=2)
-    sink = s3_sink(moto, endpoint_url=fault_proxy.endpoint, max_attempts=4)
+    fault_proxy.s3_error("PUT", times=1)
+    sink = s3_sink(moto, endpoint_url=fault_proxy.endpoint, max_attempts=2)
     recs = records(1)
     sink.write(recs, [])
-    assert sum(1 for method, _, _ in fault_proxy.requests if method == "PUT") == 3
+    assert sum(1 for method, _, _ in fault_proxy.requests if method == "PUT") == 2
     assert by_key(sink.iter_records()) == by_key(recs)
 
 

@@ -52,7 +52,7 @@ def client_error_reason(exc: Exception, what: str) -> str:
         meta = exc.response.get("ResponseMetadata") or {}
         code = error.get("Code") or "Unknown"
         retries = meta.get("RetryAttempts") or 0
-        tail = f", after {retries} retries" if retries else ""
+        tail = f", after {retries} {'retry' if retries == 1 else 'retries'}" if retries else ""
         return f"{what} failed: {code} (HTTP {meta.get('HTTPStatusCode', '?')}{tail})"
     # Transport errors (EndpointConnectionError, ReadTimeoutError, NoCredentialsError...).
     return f"{what} failed: {type(exc).__name__}"

@@ -36,6 +36,7 @@ class MotoServer:
     def __init__(self):
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         self.endpoint = ""
+        self._clients: dict = {}
 
     def start(self) -> "MotoServer":
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one log line per request otherwise
@@ -53,10 +54,13 @@ class MotoServer:
         self._server.stop()
 
     def client(self, service: str, endpoint: Optional[str] = None):
-        """A plain boto3 client for test setup and checks (not the sink's)."""
+        """A plain boto3 client for test setup and checks (not the sink's); cached, models load slowly."""
         import boto3
 
-        return boto3.session.Session().client(service, endpoint_url=endpoint or self.endpoint, region_name=REGION, **CREDENTIALS)
+        key = (service, endpoint or self.endpoint)
+        if key not in self._clients:
+            self._clients[key] = boto3.session.Session().client(service, endpoint_url=key[1], region_name=REGION, **CREDENTIALS)
+        return self._clients[key]
 
 
 @dataclass
