@@ -47,8 +47,9 @@ def parse_event(model: type[BaseModel], options: dict[str, Any], forms: dict[str
     except ValidationError as exc:
         problems = []
         for err in exc.errors(include_url=False):
-            loc = ".".join(str(p) for p in err.get("loc", ())) or "event"
-            field = str(err.get("loc", ("",))[0])
+            # A problem with the event as a whole (not an object, undecodable text) has no location.
+            loc = ".".join(str(p) for p in err.get("loc") or ()) or "event"
+            field = str((err.get("loc") or ("",))[0])
             if err.get("type") == "extra_forbidden":
                 problems.append(f"{loc}: unknown field; accepted fields are {sorted(model.model_fields)}")
                 continue
