@@ -10,6 +10,7 @@ import binascii
 import hashlib
 import json
 import math
+import re
 from datetime import datetime, timezone
 from typing import Any, Union
 from zoneinfo import ZoneInfo
@@ -61,7 +62,7 @@ def shanghai_time(epoch_ms: int) -> str:
 
 def decode_message(message_type: str, raw_body: Any, mns: MnsMeta = MnsMeta()) -> Decoded:
     """Turn one MNS message body into a record or a dead letter. Never raises."""
-    text = raw_body if isinstance(raw_body, str) else _bytes_as_text(raw_body)
+    text = _str_as_text(raw_body) if isinstance(raw_body, str) else _bytes_as_text(raw_body)
     try:
         payload = parse_body(text)
         return to_record(message_type, payload, mns)
@@ -70,6 +71,23 @@ def decode_message(message_type: str, raw_body: Any, mns: MnsMeta = MnsMeta()) -
     except (RecursionError, MemoryError, ValueError, TypeError) as exc:  # pathological JSON
         error = f"undecodable body: {type(exc).__name__}"
     return DeadLetter(message_type=message_type, raw_body=text, error=error, event_time=shanghai_time(mns.enqueue_time), mns=mns)
+
+
+def _str_as_text(raw: str) -> str:
+    """`raw` itself, unless it holds lone surrogates (bytes read with surrogateescape).
+
+    No sink can encode those, so such a body would fail every write and block its queue;
+    keep its bytes instead, the way `_bytes_as_text` keeps bytes that are not UTF-8.
+    """
+    try:
+        raw.encode("utf-8")
+        return raw
+    except UnicodeEncodeError:
+        try:
+            data = raw.encode("utf-8", "surrogateescape")  # the bytes that arrived
+        except UnicodeEncodeError:
+            data = raw.encode("utf-8", "surrogatepass")
+        return _bytes_as_text(data)
 
 
 def _bytes_as_text(raw: Any) -> str:
@@ -104,7 +122,22 @@ def parse_body(text: str) -> dict[str, Any]:
         raise DecodeError(f"body is not JSON ({exc.msg} at {exc.pos})") from None
     if not isinstance(payload, dict):
         raise DecodeError(f"body JSON is a {type(payload).__name__}, not an object")
+    if _SURROGATE_ESCAPE.search(decoded) and not _is_unicode(payload):
+        # e.g. an SMS reply cut in the middle of an emoji ("\\ud83d"): valid JSON, but text no
+        # sink can encode; stored as a record it would fail every write and block the queue.
+        raise DecodeError("body JSON holds an unpaired surrogate escape (text that is not valid Unicode)")
     return payload
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _is_unicode(payload: Any) -> bool:
+    try:
+        json.dumps(payload, ensure_ascii=False).encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 def _key_part(payload: dict[str, Any], field: str) -> str:
