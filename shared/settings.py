@@ -225,10 +225,27 @@ def load_settings(environ: Optional[Mapping[str, str]] = None) -> Settings:
     env = dict(os.environ if environ is None else environ)
     # Empty strings mean "not set" (templates often pass "" for unused parameters).
     env = {k: v for k, v in env.items() if v != ""}
+    # Undecodable bytes in os.environ arrive as lone surrogates; pydantic cannot even report
+    # them (UnicodeEncodeError from inside validation), so name them here.
+    garbled = sorted(k for k in _VARIABLES & env.keys() if isinstance(env[k], str) and not _is_utf8(env[k]))
+    if garbled:
+        raise SettingsError("invalid settings: " + "; ".join(
+            f"{k}: is not valid UTF-8 text" + (f"; expected {ENV_FORMS[k]}" if k in ENV_FORMS else "") for k in garbled))
     try:
         return Settings.model_validate(env)
     except ValidationError as exc:
         raise SettingsError(_explain(exc, env)) from None
+
+
+_VARIABLES = frozenset(f.alias for f in Settings.model_fields.values() if f.alias)
+
+
+def _is_utf8(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 def _explain(exc: ValidationError, env: Mapping[str, str]) -> str:
