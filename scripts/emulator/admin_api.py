@@ -13,6 +13,7 @@ Never faulted, never delayed, never counted in stats. Loopback only, no auth.
   GET|PUT|DELETE /_admin/faults             set_faults(**body); DELETE clears
   POST   /_admin/tokens/expire              expire every issued token now
   PUT    /_admin/tokens/lifetime            {"seconds"}
+  PUT    /_admin/clock                      {"skew_seconds"}: server clock ahead (+) / behind (-)
   POST   /_admin/keys                       {"keys": {ak: secret}} or {"ak", "secret"}
   PUT|DELETE /_admin/rpc-refusal            {"code", "message"?, "actions"?}
   POST   /_admin/send-records               {"records": [add_send_record kwargs, ...]} or one record
@@ -89,6 +90,9 @@ class AdminResponses:
             if parts[1:] == ["lifetime"] and method == "PUT":
                 emu.set_token_lifetime(float(body["seconds"]))
                 return None
+        if head == "clock" and method == "PUT":
+            emu.set_clock_skew(float(body["skew_seconds"]))
+            return {"skew_seconds": emu.backend.clock_skew}
         if head == "keys" and method == "POST":
             keys = body.get("keys") or {body["ak"]: body["secret"]}
             emu.add_customer_keys(keys)

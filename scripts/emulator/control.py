@@ -129,6 +129,11 @@ class Emulator:
     def set_token_lifetime(self, seconds: float) -> None:
         self.backend.tokens.lifetime = float(seconds)
 
+    def set_clock_skew(self, seconds: float) -> None:
+        """Run the server's clock `seconds` ahead of this host's (negative: behind), as a client
+        whose clock is off sees it: requests more than 15 minutes off are refused."""
+        self.backend.clock_skew = float(seconds)
+
     def add_customer_key(self, ak: str, secret: str) -> None:
         self.backend.add_customer_keys({ak: secret})
 

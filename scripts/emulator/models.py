@@ -546,7 +546,8 @@ class EmulatorBackend:
                  visibility_timeout: float = 30.0, seed: int | None = 0, uid: str = "1234567890",
                  clock: Callable[[], float] = time.time):
         self.uid = str(uid)
-        self.clock = clock
+        self._host_clock = clock
+        self.clock_skew = 0.0  # seconds the server's clock runs ahead of the host's
         self._keys_lock = threading.Lock()
         self._customer_keys = dict(customer_keys or {})
         self.queues = QueueBackend(visibility_timeout, seed, clock)
@@ -557,6 +558,11 @@ class EmulatorBackend:
         self.functions = FunctionRegistry()
         self._nonces: OrderedDict[str, float] = OrderedDict()
         self._nonce_lock = threading.Lock()
+
+    def clock(self) -> float:
+        """The server's time for request checks (Date/Timestamp windows, token expiry):
+        host time plus `clock_skew`. Queues and tokens keep host time."""
+        return self._host_clock() + self.clock_skew
 
     def customer_keys(self) -> dict[str, str]:
         with self._keys_lock:
