@@ -78,3 +78,67 @@ def reset_runtime() -> None:
         if _cached is not None:
             _cached[1].sink.close()
         _cached = None
+
+
+# --- reconcile ------------------------------------------------------------------------------
+
+@dataclass
+class ReconcileRuntime:
+    settings: Settings
+    credentials: Credentials
+    sink: Sink
+    client: "SendRecordClient"
+
+    def reconciler(self, clock: Clock = SYSTEM_CLOCK, logger=None) -> "Reconciler":
+        from shared.reconcile import ReconcileOptions, Reconciler
+
+        s = self.settings
+        options = ReconcileOptions(
+            grace_seconds=s.reconcile_grace_seconds,
+            lookback_days=s.reconcile_lookback_days,
+            concurrency=s.reconcile_concurrency,
+            max_targets=s.reconcile_max_targets,
+            safety_margin=s.reconcile_safety_margin_seconds,
+        )
+        return Reconciler(self.client, self.sink, options, clock=clock, logger=logger)
+
+
+_reconcile_cached: Optional[tuple[tuple, ReconcileRuntime]] = None
+
+
+def reconcile_runtime(environ: Optional[Mapping[str, str]] = None, clock: Clock = SYSTEM_CLOCK) -> ReconcileRuntime:
+    """The reconcile function's runtime, built once per container like `drain_runtime`.
+
+    The send-record client (and its rate limiter) lives as long as the container, so
+    back-to-back invocations share one QPS budget. Its modules are imported here only:
+    the drain never loads them.
+    """
+    from shared.send_records import SendRecordClient
+
+    global _reconcile_cached
+    settings = load_settings(environ)
+    fingerprint = tuple((k, repr(v)) for k, v in sorted(settings.model_dump().items(), key=lambda kv: kv[0]))
+    with _lock:
+        if _reconcile_cached is not None and _reconcile_cached[0] == fingerprint:
+            return _reconcile_cached[1]
+        if _reconcile_cached is not None:
+            _reconcile_cached[1].sink.close()
+        credentials = load_credentials(settings)
+        s = settings
+        client = SendRecordClient(
+            credentials, s.sms_endpoint, s.region, timeout=s.reconcile_timeout_seconds, qps=s.reconcile_qps,
+            max_attempts=s.reconcile_max_attempts, backoff=s.reconcile_backoff_seconds,
+            backoff_max=s.reconcile_backoff_max_seconds, margin=s.reconcile_safety_margin_seconds, clock=clock,
+        )
+        runtime = ReconcileRuntime(settings=settings, credentials=credentials, sink=make_sink(settings), client=client)
+        _reconcile_cached = (fingerprint, runtime)
+        return runtime
+
+
+def reset_reconcile_runtime() -> None:
+    """Forget the cached reconcile runtime (tests, and the local demo between runs)."""
+    global _reconcile_cached
+    with _lock:
+        if _reconcile_cached is not None:
+            _reconcile_cached[1].sink.close()
+        _reconcile_cached = None

@@ -53,3 +53,22 @@ def drain_env(emulator, tmp_path, monkeypatch):
 
     yield update
     reset_runtime()
+
+
+@pytest.fixture
+def reconcile_env(emulator, drain_env, tmp_path, monkeypatch):
+    """Drain and reconcile against the emulator, one sqlite sink; quick backoff. Returns a setter for more."""
+    from shared.runtime import reset_reconcile_runtime
+
+    drain_env(SINK="sqlite", SINK_PATH=str(tmp_path / "alicom.db"), ALICOM_SMS_ENDPOINT=emulator.url,
+              RECONCILE_BACKOFF_SECONDS="0.02", RECONCILE_BACKOFF_MAX_SECONDS="0.2",
+              RECONCILE_SAFETY_MARGIN_SECONDS="0.3", RECONCILE_TIMEOUT_SECONDS="5", RECONCILE_QPS="500")
+    reset_reconcile_runtime()
+
+    def update(**more: str) -> dict:
+        env = drain_env(**more)
+        reset_reconcile_runtime()
+        return env
+
+    yield update
+    reset_reconcile_runtime()

@@ -302,6 +302,45 @@ class TableSink(Sink):
             if item.get("kind") == "dead_letter":
                 yield item
 
+    # -- the send ledger (format and rules: shared/ledger.py) ---------------------------
+    # Ledger rows share the table with records but carry kind "ledger", so `iter_records`
+    # never yields them; the entry itself is the row's JSON body.
+    def ledger_item(self, entry: dict[str, Any], now: float) -> dict[str, Any]:
+        item = {
+            "key": entry["key"],
+            "kind": "ledger",
+            "message_type": "SmsReport",  # the receipt the entry waits for
+            "source": "ledger",
+            "event_time": entry["send_time"],
+            "event_date": entry["send_time"][:10],
+            "body": canonical_json(entry),
+            "message_id": "",
+            "enqueue_time": 0,
+            "dequeue_count": 0,
+            "stored_at": int(now),
+        }
+        return self._with_ttl(item, now)
+
+    def put_ledger(self, entries: Sequence[dict[str, Any]], now: Optional[float] = None) -> int:
+        """Write (overwrite) ledger entries; return the backend write calls made."""
+        import time
+
+        now = time.time() if now is None else now
+        return self._upsert([self.ledger_item(e, now) for e in entries]) if entries else 0
+
+    def get_ledger(self, key: str) -> Optional[dict[str, Any]]:
+        """The ledger entry stored under `key`, or None."""
+        item = self._get_item(key)
+        if item is None or item.get("kind") != "ledger":
+            return None
+        return _ledger_body(item)
+
+    def iter_ledger(self) -> Iterator[dict[str, Any]]:
+        """Every ledger entry (reads the whole table)."""
+        for item in self._scan_items():
+            if item.get("kind") == "ledger":
+                yield _ledger_body(item)
+
 
 def item_to_record(item: dict[str, Any]) -> Record:
     body = item["body"]
@@ -332,3 +371,8 @@ def _oversized(record: Record, backend: str, limit: int) -> DeadLetter:
         event_time=record.event_time,
         mns=record.mns,
     )
+
+
+def _ledger_body(item: dict[str, Any]) -> dict[str, Any]:
+    body = item["body"]
+    return json.loads(body) if isinstance(body, str) else dict(body)
