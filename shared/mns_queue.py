@@ -23,14 +23,20 @@ MAX_BATCH = 16
 AUTH_CODES = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "SecurityTokenExpired",
               "InvalidSecurityToken", "SecurityTokenMalformed", "Unauthorized"}
 # Codes that say the request itself can never succeed as configured.
-FATAL_CODES = {"QueueNotExist", "InvalidArgument", "MessageNotExist"}
+FATAL_CODES = {"QueueNotExist", "InvalidArgument", "MessageNotExist", "TimeExpired"}
+# What to tell the operator when retrying cannot help until something outside is fixed.
+HINTS = {
+    "TimeExpired": "the request's Date is more than 15 minutes off MNS's clock: this host's clock is off "
+                   "(check its time synchronisation)",
+}
 
 
 class QueueError(Exception):
     """A queue call failed. `auth` says the token should be replaced; `code` is MNS's code."""
 
     def __init__(self, operation: str, code: str, auth: bool = False, fatal: bool = False):
-        super().__init__(f"MNS {operation} failed: {code}")
+        hint = HINTS.get(code)
+        super().__init__(f"MNS {operation} failed: {code}" + (f": {hint}" if hint else ""))
         self.code = code
         self.auth = auth
         self.fatal = fatal
