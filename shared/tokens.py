@@ -121,7 +121,10 @@ class DybaseapiTokenSource:
         if error is not None or code != "OK":
             status = int(body.get("_status") or 0)
             retryable = status >= 500 or status == 429 or code in ("Throttling", "SDK.HttpError", "ServiceUnavailable")
-            raise TokenError(message_type, code or "Unknown", str(body.get("Message") or ""), retryable)
+            message = str(body.get("Message") or "")
+            if code == "InvalidTimeStamp.Expired":
+                message += " (this host's clock is more than 15 minutes off: check its time synchronisation)"
+            raise TokenError(message_type, code or "Unknown", message, retryable)
         dto = body.get("MessageTokenDTO") or {}
         try:
             return MnsToken(
