@@ -343,7 +343,7 @@ class Bench:
     def emulator_ceiling(self) -> dict:
         """Per-request time at zero latency (1 raw client) and the emulator's ceiling (many)."""
         a = self.args
-        m = 2000 if a.quick else min(a.messages, 8000)
+        m = 1000 if a.quick else min(a.messages, 8000)
         out = {"messages": m, "clients": []}
         for threads in ((1, 8) if a.quick else (1, 4, 16)):
             emu = self.emulator(m, 0)
