@@ -147,7 +147,9 @@ class ObjectSink(Sink):
     def _decode(self, data: bytes) -> Iterator[dict[str, Any]]:
         if self.compress:
             data = gzip.decompress(data)
-        for line in data.decode("utf-8").splitlines():
+        # Split on "\n" only: json.dumps(ensure_ascii=False) leaves U+2028, U+2029 and U+0085
+        # unescaped inside strings, and str.splitlines() would cut a record there.
+        for line in data.decode("utf-8").split("\n"):
             if line.strip():
                 yield json.loads(line)
 
