@@ -1,35 +1,39 @@
 """Drain function entry point (Function Compute and Lambda): `functions.drain.handler`.
 
 Thin on purpose: adapt the platform, validate the event and settings, run the drain,
-log and return the summary. Everything else lives in shared/.
+log the summary, emit the run's metrics and return the summary. Everything else lives in shared/.
 """
 from __future__ import annotations
 
 from typing import Any
 
 from shared.events import DrainEvent, parse_event
-from shared.logs import get_logger
+from shared.logs import bind_invocation, get_logger, with_lambda_context
+from shared.metrics import emit_drain_metrics, failure_metric
 from shared.platform import EventError, adapt
 from shared.runtime import drain_runtime
 
 logger = get_logger()
 
 
+@with_lambda_context(logger)
 def handler(event: Any, context: Any) -> dict[str, Any]:
     invocation = adapt(event, context)
-    logger.append_keys(request_id=invocation.request_id, platform=invocation.platform, trigger=invocation.trigger)
-    request = parse_event(DrainEvent, invocation.options)
-    runtime = drain_runtime()
-    settings = runtime.settings
-    message_types = request.message_types or settings.message_types
-    missing = [t for t in message_types if settings.queue_name(t) is None]
-    if missing:
-        raise EventError(f"invalid event: message_types: no queue name configured for {missing} (set ALICOM_UID or ALICOM_QUEUE_NAMES)")
-    drain = runtime.drain(logger=logger, wait_seconds=request.wait_seconds)
-    summary = drain.run(message_types, invocation.deadline, request.max_messages)
+    bind_invocation(logger, invocation)
+    with failure_metric(invocation):
+        request = parse_event(DrainEvent, invocation.options)
+        runtime = drain_runtime()
+        settings = runtime.settings
+        message_types = request.message_types or settings.message_types
+        missing = [t for t in message_types if settings.queue_name(t) is None]
+        if missing:
+            raise EventError(f"invalid event: message_types: no queue name configured for {missing} (set ALICOM_UID or ALICOM_QUEUE_NAMES)")
+        drain = runtime.drain(logger=logger, wait_seconds=request.wait_seconds)
+        summary = drain.run(message_types, invocation.deadline, request.max_messages)
     result = summary.as_dict()
     result["request_id"] = invocation.request_id
     result["sink"] = settings.sink
     log = logger.info if summary.ok else logger.error
     log("drain run finished", extra={"summary": result})
+    emit_drain_metrics(invocation, result)
     return result

@@ -69,3 +69,38 @@ def get_logger(name: str = SERVICE) -> Logger:
 def secrets_in(text: str, candidates: Iterable[str]) -> list[str]:
     """Which of `candidates` occur in `text` (for tests and the chaos harness)."""
     return [c for c in candidates if c and c in text]
+
+
+# -- correlation id: the platform's request id on every line of an invocation -------------
+
+# What Powertools' inject_lambda_context reads from the context; an FC context has none of it.
+LAMBDA_CONTEXT_FIELDS = ("function_name", "memory_limit_in_mb", "invoked_function_arn", "aws_request_id")
+
+
+def is_lambda_context(context: object) -> bool:
+    """A real Lambda context (the decorator would raise AttributeError on anything else)."""
+    return (context is not None and callable(getattr(context, "get_remaining_time_in_millis", None))
+            and all(hasattr(context, name) for name in LAMBDA_CONTEXT_FIELDS))
+
+
+def with_lambda_context(logger: Logger):
+    """Decorate a handler: Powertools' inject_lambda_context on Lambda (function name, ARN,
+    memory, cold start; keys cleared per invocation), a plain call on FC and locally."""
+    import functools
+
+    def wrap(handler):
+        decorated = logger.inject_lambda_context(handler, clear_state=True)
+
+        @functools.wraps(handler)
+        def call(event, context):
+            return (decorated if is_lambda_context(context) else handler)(event, context)
+
+        return call
+
+    return wrap
+
+
+def bind_invocation(logger: Logger, invocation) -> None:
+    """Our adapter for every platform: correlation_id = the request id (FC's or Lambda's)."""
+    logger.set_correlation_id(invocation.request_id)
+    logger.append_keys(request_id=invocation.request_id, platform=invocation.platform, trigger=invocation.trigger)
