@@ -15,6 +15,7 @@ import json
 import subprocess
 import sys
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -115,10 +116,17 @@ def test_sources_only_build_is_laid_out_for_each_platform_and_zips_reproducibly(
 def builds(tmp_path_factory):
     """Both targets, built once per session for the running CPython (cached wheelhouse)."""
     root = tmp_path_factory.mktemp("packages")
+
+    def one(target: str) -> package.BuildResult:
+        # Separate wheelhouses: the two builds run side by side (pip is mostly waiting on I/O).
+        return package.build(target, root / target, python_version=RUNNING_PYTHON, wheelhouse=root / f"wheels-{target}")
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {target: pool.submit(one, target) for target in ("aws", "fc")}
     results = {}
-    for target in ("aws", "fc"):
+    for target, future in futures.items():
         try:
-            results[target] = package.build(target, root / target, python_version=RUNNING_PYTHON)
+            results[target] = future.result()
         except package.PackagingError as exc:
             pytest.fail(f"building the {target} package failed: {exc}")
     for result in results.values():
