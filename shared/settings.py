@@ -254,10 +254,9 @@ def _explain(exc: ValidationError, env: Mapping[str, str]) -> str:
         loc = err.get("loc") or ()
         variable = str(loc[0]) if loc else ""
         msg = err.get("msg", "invalid").removeprefix("Value error, ")
-        if "|" in msg and not variable:  # cross-field check: "VAR|detail"
-            variable, _, msg = msg.partition("|")
-        elif "|" in msg:
-            variable, _, msg = msg.partition("|")
+        head, bar, rest = msg.partition("|")
+        if bar and head in _VARIABLES:  # cross-field check: "VAR|detail" (a value may hold "|" too)
+            variable, msg = head, rest
         if err.get("type") == "missing":
             msg = "is required"
         form = ENV_FORMS.get(variable)
