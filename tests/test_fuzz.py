@@ -218,6 +218,7 @@ def test_settings_loader_accepts_or_raises_settings_error(env):
 @settings(max_examples=150, deadline=None, database=None)
 @given(st.sampled_from([a for a in ALIASES if a in ENV_FORMS and a != "SINK"]), env_value.filter(bool))
 @example("ALICOM_MESSAGE_TYPES", "SmsReport,\udcff")  # an undecodable byte in os.environ (surrogateescape)
+@example("ALICOM_MESSAGE_TYPES", "SmsReport|SmsUp")  # a "|" in a value is not the "VAR|detail" form
 def test_settings_error_names_the_variable_it_is_about(name, value):
     """One bad variable on an otherwise valid environment: the error names that variable."""
     env = {"SINK": "file", "SINK_PATH": "/tmp/x", "ALICOM_UID": "123", "ALIBABA_CLOUD_ACCESS_KEY_ID": "ak",
