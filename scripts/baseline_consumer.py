@@ -154,6 +154,24 @@ class PullTask:
         self.tally.add(stored=report.records, dead_lettered=report.dead_letters, sink_writes=report.write_calls)
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident set since its exec (VmHWM), in MB.
+
+    Not the parent's `ru_maxrss` of a child: Linux carries the high-water mark of the forked
+    image (the parent's size) across exec into it.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KB; close enough elsewhere
+
+
 def make_local_sink(kind: str, path: str) -> Sink:
     if kind == "sqlite":
         from shared.sinks.sqlite import SqliteSink
@@ -212,6 +230,7 @@ def run(cfg: dict, threads: int = 2, max_seconds: Optional[float] = None) -> dic
         "cpu_seconds": round(cpu, 3),
         "stop_reasons": dict(reasons),
         "time_boxed": reasons.get("time_box", 0) > 0,
+        "peak_rss_mb": round(peak_rss_mb(), 1),
         "totals": {
             "received": counts.get("received", 0),
             "stored": counts.get("stored", 0),

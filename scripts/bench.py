@@ -137,7 +137,7 @@ def child_drain(args: argparse.Namespace) -> dict:
             break
     elapsed = time.monotonic() - started
     return {"consumer": "drain", "import_seconds": round(import_seconds, 3), "elapsed_seconds": round(elapsed, 3),
-            "cpu_seconds": round(time.process_time() - cpu0, 3),
+            "cpu_seconds": round(time.process_time() - cpu0, 3), "peak_rss_mb": round(peak_rss_mb(), 1),
             "time_boxed": time_boxed, "invocations": invocations,
             "totals": {**dict(totals), "api_calls": dict(calls), "errors": dict(errors)}}
 
@@ -198,6 +198,12 @@ def child_raw(args: argparse.Namespace) -> dict:
             "cpu_seconds": round(time.process_time() - cpu0, 3), **dict(counts)}
 
 
+def peak_rss_mb() -> float:
+    from scripts.baseline_consumer import peak_rss_mb as peak
+
+    return peak()
+
+
 def child_main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="scripts.bench --child")
     p.add_argument("--child", choices=["drain", "raw"], required=True)
@@ -226,6 +232,18 @@ def process_cpu() -> float:
 
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+def python_speed_ms() -> float:
+    """Milliseconds for a fixed pure-Python loop (best of 3): to compare this machine with others."""
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        total = 0
+        for i in range(1_000_000):
+            total += i % 7
+        best = min(best, time.perf_counter() - t0)
+    return round(best * 1000, 1)
 
 
 def git_commit() -> dict:
@@ -316,7 +334,12 @@ class Bench:
 
     # -- one child process ----------------------------------------------------------------
     def run_child(self, argv: list[str], env: dict[str, str], hard_timeout: float) -> tuple[dict, float]:
-        """Run a child to completion; return (its JSON result, its peak RSS in MB)."""
+        """Run a child to completion; return (its JSON result, its peak RSS in MB).
+
+        The peak RSS is the child's own VmHWM, which it reports: os.wait4's ru_maxrss would do,
+        except that Linux keeps the forked parent's high-water mark across exec (this process
+        holds the emulator and M messages), which inflates it. ru_maxrss is kept in the result.
+        """
         self.seq += 1
         out = self.work / f"child{self.seq:03d}.json"
         log = self.work / f"child{self.seq:03d}.log"
@@ -337,15 +360,17 @@ class Bench:
         if proc.returncode != 0 or not out.exists():
             tail = log.read_text(errors="replace")[-2000:]
             raise ChildFailed(f"{' '.join(argv[:4])} exited {proc.returncode}:\n{tail}")
-        return json.loads(out.read_text()), usage.ru_maxrss / 1024.0  # Linux: kilobytes
+        result = json.loads(out.read_text())
+        result["ru_maxrss_mb"] = round(usage.ru_maxrss / 1024.0, 1)  # Linux: kilobytes
+        return result, float(result.get("peak_rss_mb") or result["ru_maxrss_mb"])
 
     # -- calibration ------------------------------------------------------------------------
     def emulator_ceiling(self) -> dict:
         """Per-request time at zero latency (1 raw client) and the emulator's ceiling (many)."""
         a = self.args
-        m = 1000 if a.quick else min(a.messages, 8000)
+        m = 800 if a.quick else min(a.messages, 8000)
         out = {"messages": m, "clients": []}
-        for threads in ((1, 8) if a.quick else (1, 4, 16)):
+        for threads in ((1,) if a.quick else (1, 4, 16)):
             emu = self.emulator(m, 0)
             try:
                 env = self.env(emu, "file", self.sink_path("file"))
@@ -378,6 +403,8 @@ class Bench:
         # What the emulator could serve if it alone had a core: 1 / its CPU per request.
         out["emulator_cpu_bound_requests_per_s"] = round(
             1000 / statistics.median(c["emulator_cpu_ms_per_request"] for c in out["clients"]), 1)
+        # Receive 16 + one batch delete: 8 messages per request.
+        out["emulator_cpu_bound_msg_per_s"] = round(out["emulator_cpu_bound_requests_per_s"] * BATCH / 2, 1)
         return out
 
     def sink_write_cost(self) -> dict:
@@ -424,6 +451,10 @@ class Bench:
     def drain_in_process(self, m: int, latency_ms: float) -> float:
         emu = self.emulator(m, latency_ms)
         saved = dict(os.environ)
+        sys.stdout.flush()
+        stdout_fd = os.dup(1)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)  # the handler's log and metric lines: they go to the child's log file elsewhere
         try:
             os.environ.update(self.env(emu, "sqlite", self.sink_path("sqlite")))
             from functions.drain import handler
@@ -442,6 +473,10 @@ class Bench:
             elapsed = time.monotonic() - started
             reset_runtime()
         finally:
+            sys.stdout.flush()
+            os.dup2(stdout_fd, 1)
+            os.close(stdout_fd)
+            os.close(devnull)
             os.environ.clear()
             os.environ.update(saved)
             emu.stop()
@@ -707,6 +742,12 @@ def parse_importtime(stderr: str) -> dict[str, float]:
         else:
             groups["other"] += self_us
     out = {k: v / 1000.0 for k, v in groups.items()}
+    other: Counter = Counter()
+    for module, us in modules.items():
+        top = module.split(".", 1)[0]
+        if top not in OURS and not any(top in tops for tops in SDK_GROUPS.values()):
+            other[top] += us
+    out["_other_top"] = {k: round(v / 1000.0, 1) for k, v in other.most_common(8)}
     out["_ours_modules"] = {k: round(v / 1000.0, 2) for k, v in modules.most_common() if k.split(".")[0] in OURS}
     return out
 
@@ -747,7 +788,8 @@ def run_import_times(bench: Bench) -> dict:
                    "sdks_ms": med("sdks"), "other_ms": med("other"),
                    "by_sdk_ms": {name: med(name) for name in SDK_GROUPS},
                    "process_wall_ms": round(1000 * statistics.median(walls), 1),
-                   "ours_modules_ms": samples[len(samples) // 2]["_ours_modules"]}
+                   "ours_modules_ms": samples[len(samples) // 2]["_ours_modules"],
+                   "other_top_packages_ms": samples[len(samples) // 2]["_other_top"]}
             row["ours_within_target"] = row["ours_ms"] <= a.ours_target_ms
             results[label] = row
         bench.log(f"  {label:<40} " + (f"total {results[label]['total_ms']:.0f} ms, ours {results[label]['ours_ms']:.1f} ms"
@@ -785,6 +827,8 @@ def print_report(report: dict) -> None:
     print(f"\nalicom-drain benchmark — commit {meta['commit']}{' (+uncommitted shared/functions changes)' if meta['code_dirty'] else ''}, "
           f"{meta['date']}, Python {meta['python']}, {meta['cpus']} CPUs")
     print(f"placement: {meta['placement']}")
+    print(f"machine: 1M-iteration Python loop {meta['python_loop_1m_ms']:.0f} ms; load average at start "
+          f"{meta['loadavg_at_start'][0]:.1f}, at end {meta.get('loadavg_at_end', [0])[0]:.1f}")
     emu = report.get("emulator")
     if emu:
         print(f"\nEmulator at 0 ms injected latency (raw SDK receive16 + batch delete, no decode, no sink):")
@@ -794,7 +838,8 @@ def print_report(report: dict) -> None:
                   f"ms/request, {100 * c['emulator_cpu_util']:.0f}% of a core; clients {100 * c['client_cpu_util']:.0f}%")
         print(f"  per-request time at zero latency: {emu['per_request_ms_zero_latency']:.3f} ms; "
               f"emulator ceiling >= {emu['ceiling_msg_per_s']:.0f} msg/s measured "
-              f"(client-bound; by its own CPU per request it could serve ~{emu['emulator_cpu_bound_requests_per_s']:.0f} req/s)")
+              f"(client-bound); by its own CPU per request one core of emulator serves "
+              f"~{emu['emulator_cpu_bound_requests_per_s']:.0f} req/s = ~{emu['emulator_cpu_bound_msg_per_s']:.0f} msg/s")
     if report.get("placement"):
         print("\nPlacement check (drain defaults, sqlite):")
         for r in report["placement"]["rows"]:
@@ -900,6 +945,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         **git_commit(),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "python": sys.version.split()[0], "cpus": os.cpu_count(),
+        "python_loop_1m_ms": python_speed_ms(), "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
         "messages": args.messages, "message_types": list(bench.types), "latencies_ms": args.latencies,
         "concurrency_sweep": args.concurrency, "default_concurrency": bench.default_concurrency,
         "wait_seconds": args.wait_seconds, "max_config_seconds": args.max_config_seconds, "window_seconds": args.window,
@@ -930,6 +976,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     finally:
         bench.close()
     report["meta"]["bench_seconds"] = round(time.monotonic() - started, 1)
+    report["meta"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     print_report(report)
     path = args.json or ROOT / "scripts" / "results" / f"bench-{datetime.now().strftime('%Y-%m-%d')}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
