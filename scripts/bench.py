@@ -253,9 +253,12 @@ def git_commit() -> dict:
         except (OSError, subprocess.SubprocessError):
             return ""
 
+    commit = git("rev-parse", "--short", "HEAD")
+    if not commit:  # an exported tree (git archive) has no .git: say which commit it came from
+        return {"commit": os.environ.get("BENCH_COMMIT", "unknown"), "code_dirty": False, "dirty_files": [],
+                "source": "exported tree"}
     dirty = git("status", "--porcelain", "--", "shared", "functions")
-    return {"commit": git("rev-parse", "--short", "HEAD"), "code_dirty": bool(dirty),
-            "dirty_files": dirty.splitlines()[:20]}
+    return {"commit": commit, "code_dirty": bool(dirty), "dirty_files": dirty.splitlines()[:20]}
 
 
 class Bench:
