@@ -34,6 +34,7 @@ import io
 import json
 import math
 import os
+import re
 import sqlite3
 import sys
 from collections import Counter, defaultdict
@@ -514,7 +515,8 @@ def charts(report: dict[str, Any]) -> list[tuple[str, str]]:
     rate_axis.set_ylim(0, 105)
     rate_axis.set_ylabel("delivery rate %")
     handles = ax.get_legend_handles_labels()[0] + rate_axis.get_legend_handles_labels()[0]
-    ax.legend(handles, [h.get_label() for h in handles], loc="lower left", fontsize=8, ncol=4)
+    ax.legend(handles, [h.get_label() for h in handles], loc="upper center", bbox_to_anchor=(0.5, -0.14 if len(days) <= 10 else -0.24),
+              fontsize=8, ncol=4, frameon=False)
     ax.set_title("Sends per day and delivery rate")
     out.append(("Sends per day", _png(fig)))
 
@@ -558,8 +560,8 @@ h1{font-size:22px;margin-bottom:4px}h2{font-size:17px;margin-top:28px;border-bot
 .card{border:1px solid #e0e0e0;border-radius:6px;padding:10px 14px;min-width:110px}
 .card b{display:block;font-size:20px}.card span{font-size:12px;color:#616161}
 .empty{background:#fff8e1;border:1px solid #ffe082;padding:14px;border-radius:6px;font-size:15px}
-table{border-collapse:collapse;font-size:13px;margin:8px 0}th,td{padding:4px 10px;border-bottom:1px solid #eee;text-align:right}
-th:first-child,td:first-child{text-align:left}th{background:#fafafa}
+table{border-collapse:collapse;font-size:13px;margin:8px 0}th,td{padding:4px 10px;border-bottom:1px solid #eee;text-align:left}
+th.n,td.n{text-align:right;font-variant-numeric:tabular-nums}th{background:#fafafa}
 img{max-width:100%;display:block;margin:10px 0}.ok{color:#2e7d32}.bad{color:#c62828}
 """
 
@@ -573,10 +575,17 @@ window.addEventListener("load", function () {
 """
 
 
+def _numeric(value: Any) -> bool:
+    return value is None or isinstance(value, (int, float)) or bool(re.fullmatch(r"-?[\d.]+%?|-", str(value)))
+
+
 def _html_table(headers: list[str], rows: list[list[Any]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape('-' if c is None else str(c))}</td>" for c in row) + "</tr>"
-                   for row in rows)
+    """Numbers right-aligned, text left-aligned (a column follows its first row)."""
+    numeric = [all(_numeric(row[i]) for row in rows) and bool(rows) for i in range(len(headers))]
+    cls = [" class=n" if n else "" for n in numeric]
+    head = "".join(f"<th{c}>{html.escape(h)}</th>" for h, c in zip(headers, cls))
+    body = "".join("<tr>" + "".join(f"<td{c}>{html.escape('-' if v is None else str(v))}</td>" for v, c in zip(row, cls))
+                   + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
