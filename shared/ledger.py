@@ -198,3 +198,12 @@ def mark(sink: Sink, entry: Mapping[str, Any], status: str, now: Optional[float]
         updated["checked_at"] = int(now)
     require_ledger(sink).put_ledger([updated], now)
     return updated
+
+
+def mark_all(sink: Sink, entries: Iterable[Mapping[str, Any]], status: str, now: Optional[float] = None) -> int:
+    """Close or reopen many entries with one batch write; returns how many."""
+    if status not in OPEN_STATUSES + CLOSED_STATUSES:
+        raise LedgerError(f"unknown ledger status {status!r}")
+    updated = [dict(e, status=status) for e in entries]
+    require_ledger(sink).put_ledger(updated, time.time() if now is None else now)
+    return len(updated)

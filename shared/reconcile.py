@@ -461,19 +461,17 @@ class Reconciler:
         report = ReconcileReport(mode="ledger")
         now = self.clock.now()
         scan = ledger.scan_ledger(self.sink, now - timedelta(seconds=self.options.grace_seconds))
-        for entry in scan.received:
-            ledger.mark(self.sink, entry, "received", now=now.timestamp())
-            report.already_received += 1
+        report.already_received = ledger.mark_all(self.sink, scan.received, "received", now.timestamp())
         today = beijing_today(self.clock)
         oldest = max(today - timedelta(days=self.options.lookback_days), today - timedelta(days=QUERY_WINDOW_DAYS))
-        targets = []
+        targets, expired = [], []
         for entry in scan.pending:
             day = datetime.strptime(entry["send_date"], "%Y%m%d").date()
             if day < oldest:
-                ledger.mark(self.sink, entry, "expired", now=now.timestamp())
-                report.expired += 1
+                expired.append(entry)
             elif day <= today:  # a send time in the future (a skewed clock) waits for its day
                 targets.append(Target(entry["phone_number"], day, entry["biz_id"], entry))
+        report.expired = ledger.mark_all(self.sink, expired, "expired", now.timestamp())
         return self._run(targets, deadline, report, max_targets)
 
     def run_targets(self, targets: list[Target], deadline: Deadline, max_targets: Optional[int] = None) -> ReconcileReport:
@@ -514,15 +512,25 @@ class Reconciler:
             except DeadlineReached:
                 run.leave_rest("deadline", target)
                 return
-            except (SendDetailsError, SendDateError) as exc:
-                code = getattr(exc, "code", "InvalidSendDate")
-                with run.lock:
-                    run.report.errors.append({"phone": target.phone, "date": target.day.isoformat(),
-                                              "biz_id": target.biz_id, "code": code,
-                                              "message": str(getattr(exc, "message", exc))[:200]})
+            except SendDateError as exc:
+                if target.entry is not None:  # the day left the window since the scan (midnight in Beijing)
+                    with run.write_lock:
+                        ledger.mark(self.sink, target.entry, "expired")
+                    with run.lock:
+                        run.report.expired += 1
+                    continue
+                self._error(run, target, "InvalidSendDate", str(exc))
+                continue
+            except SendDetailsError as exc:
+                self._error(run, target, exc.code, exc.message)
                 continue
             if not self._store(run, target, result.rows):
                 return
+
+    def _error(self, run: _Run, target: Target, code: str, message: str) -> None:
+        with run.lock:
+            run.report.errors.append({"phone": target.phone, "date": target.day.isoformat(), "biz_id": target.biz_id,
+                                      "code": code, "message": message[:200]})
 
     def _store(self, run: _Run, target: Target, rows: list[SendDetail]) -> bool:
         records = to_records(target, rows)
