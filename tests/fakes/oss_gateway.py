@@ -106,20 +106,24 @@ class OssGateway:
 
     def list_objects(self, bucket: str, query: dict[str, str]) -> tuple[int, bytes]:
         """ListObjects (V1) in OSS's XML, from moto's contents of the bucket."""
-        status, _, body = self.forward("GET", f"/{quote(bucket)}?list-type=2&max-keys=100000"
-                                       f"&prefix={quote(query.get('prefix', ''), safe='')}", {}, b"")
-        if status != 200:
-            return status, body
         import xml.etree.ElementTree as ET
 
         ns = {"s3": "http://s3.amazonaws.com/doc/2006-03-01/"}
-        root = ET.fromstring(body)
+        entries, token = [], ""
+        while True:  # moto pages at 1000 keys like S3
+            path = f"/{quote(bucket)}?list-type=2&prefix={quote(query.get('prefix', ''), safe='')}"
+            status, _, body = self.forward("GET", path + (f"&continuation-token={quote(token, safe='')}" if token else ""), {}, b"")
+            if status != 200:
+                return status, body
+            root = ET.fromstring(body)
+            entries += [(c.findtext("s3:Key", namespaces=ns), c.findtext("s3:Size", namespaces=ns),
+                         c.findtext("s3:ETag", namespaces=ns), c.findtext("s3:LastModified", namespaces=ns))
+                        for c in root.findall("s3:Contents", ns)]
+            token = root.findtext("s3:NextContinuationToken", namespaces=ns) or ""
+            if root.findtext("s3:IsTruncated", namespaces=ns) != "true" or not token:
+                break
+        entries.sort()
         marker, limit = query.get("marker", ""), int(query.get("max-keys") or 100)
-        entries = sorted(
-            (c.findtext("s3:Key", namespaces=ns), c.findtext("s3:Size", namespaces=ns), c.findtext("s3:ETag", namespaces=ns),
-             c.findtext("s3:LastModified", namespaces=ns))
-            for c in root.findall("s3:Contents", ns)
-        )
         entries = [e for e in entries if e[0] > marker]
         page, truncated = entries[: min(limit, self.page_size)], len(entries) > min(limit, self.page_size)
         url = query.get("encoding-type") == "url"
