@@ -82,6 +82,13 @@ def reset_runtime() -> None:
 
 # --- reconcile ------------------------------------------------------------------------------
 
+import typing  # noqa: E402  (kept with the reconcile part: imported names are for annotations only)
+
+if typing.TYPE_CHECKING:
+    from shared.reconcile import Reconciler
+    from shared.send_records import SendRecordClient
+
+
 @dataclass
 class ReconcileRuntime:
     settings: Settings
