@@ -459,8 +459,10 @@ class Backfill:
         for inv, message in self.failures:
             print(f"FAILED {inv.id}: {message[:300]}", file=self.out)
         for inv in self.left_unreached:
-            print(f"UNREACHED after {self.max_requeue} re-queues: {inv.id} ({inv.phones} phone-days); "
-                  f"event: {json.dumps(inv.payload)[:200]}...", file=self.out)
+            from shared.logs import redact
+
+            print(f"UNREACHED after {self.max_requeue} re-queues: {inv.id} ({inv.phones} phone-days); event "
+                  f"(phone numbers masked): {redact(json.dumps(inv.payload))[:300]}", file=self.out)
         if self.run_async:
             print("async: invocations were accepted; their results are in the function's logs", file=self.out)
         if self.resume.path is not None:

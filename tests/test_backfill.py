@@ -203,3 +203,20 @@ def test_bad_arguments_invoke_nothing(deployed, tmp_path, capsys, bad, says):
                  "--no-progress", *bad]) == 2
     assert says in capsys.readouterr().err
     assert deployed.stats()["total"] == 0
+
+
+def test_targets_still_unreached_after_max_requeue_are_reported(emulator, reconcile_env, tmp_path, capsys):
+    reconcile_env()
+
+    def always_short(payload: bytes) -> bytes:
+        event = json.loads(payload)
+        return json.dumps({"ok": True, "queried": 0, "unreached": event,
+                           "unreached_count": len(event["phones"])}).encode()
+
+    emulator.register_function("reconcile", always_short)
+    args = ["fc", "--endpoint", emulator.url, "--service", "alicom", "--function", "reconcile", "--dates", day(1),
+            "--phones", PHONES[0], "--max-requeue", "2", "--no-progress"]
+    assert main(args) == 1
+    assert len(emulator.invocations("reconcile")) == 3  # the first, then two re-queues
+    out = capsys.readouterr().out
+    assert "UNREACHED after 2 re-queues" in out and PHONES[0] not in out
