@@ -448,6 +448,13 @@ class _Consumer:
                 token = d.tokens.get(self.mtype)
                 if self.delete_queue is None or self.delete_queue.token is not token:
                     self.delete_queue = d.open_queue(self.mtype, token)
+                # A hung delete must not carry the run past its deadline (receives are bounded
+                # the same way); what is left undeleted reappears and dedupes.
+                left = self.run.deadline.remaining() - d.options.safety_margin / 2
+                if left <= 0.1:
+                    outcome = DeleteOutcome(failed={h: "deadline" for h in handles}, calls=calls)
+                    break
+                self.delete_queue.set_timeout(min(d.options.mns_timeout, left))
                 outcome = self.delete_queue.delete(handles)
                 outcome.calls += calls
                 break

@@ -80,7 +80,7 @@ class MnsQueue:
 
     def set_timeout(self, seconds: float) -> None:
         """Socket timeout for the next calls (the SDK reconnects, so change it rarely)."""
-        seconds = max(0.5, float(seconds))
+        seconds = max(0.1, float(seconds))  # a last delete may have only a fraction of a second left
         if self.timeout is None or abs(seconds - self.timeout) > 0.25:
             self.account.mns_client.set_connection_timeout(seconds)
             self.timeout = seconds
