@@ -545,3 +545,23 @@ def test_sink_specific_settings_are_checked_when_the_sink_is_made(env, variable)
     with pytest.raises(SettingsError) as err:
         make_sink(load_settings(dict(BASE_ENV, **env)))
     assert variable in str(err.value)
+
+
+def test_send_ledger_lives_beside_the_records(table_sink):
+    from datetime import datetime, timedelta, timezone
+
+    from shared.ledger import Send, ledger_key, mark, pending_sends, receipt_key, record_sends
+
+    sink, _ = table_sink
+    sent = datetime.now(timezone.utc) - timedelta(hours=3)
+    sends = [Send(f"7001{i:06d}^0", f"1390000{i:04d}", sent + timedelta(seconds=i)) for i in range(4)]
+    assert record_sends(sink, sends) == 4
+    receipt = Record("SmsReport", receipt_key(sends[0].biz_id, sends[0].phone_number), {"success": True},
+                     "2026-11-21 08:00:00")
+    sink.write([receipt], [])
+    pending = pending_sends(sink, grace_seconds=3600)
+    assert [e["key"] for e in pending] == [ledger_key(s.biz_id, s.phone_number) for s in sends[1:]]
+    mark(sink, pending[0], "delivered", checked=True)
+    assert sink.get_ledger(pending[0]["key"])["status"] == "delivered"
+    assert [e["key"] for e in pending_sends(sink, grace_seconds=3600)] == [e["key"] for e in pending[1:]]
+    assert [r.key for r in sink.iter_records()] == [receipt.key]  # ledger rows are not records
