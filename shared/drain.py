@@ -304,7 +304,8 @@ class _Consumer:
                 stats.stop_reason = "max_messages"
                 return
             try:
-                token = d.tokens.get(self.mtype)
+                # Bounded like the receive below: a hung token API must not hold the run past its deadline.
+                token = d.tokens.get(self.mtype, timeout=budget)
             except TokenError as exc:
                 run.release(wanted)
                 self._count_error(exc.code)
@@ -314,6 +315,11 @@ class _Consumer:
                     continue
                 stats.stop_reason = "token_error"
                 run.fail("token_error", str(exc))
+                return
+            budget = d._budget(run)  # what the token fetch left
+            if budget < d.timing.receive_overhead + 0.1:
+                run.release(wanted)
+                stats.stop_reason = "deadline"
                 return
             if self.queue is None or self.queue.token is not token:
                 self.queue = d.open_queue(self.mtype, token)
@@ -443,18 +449,24 @@ class _Consumer:
         t0 = d.clock.monotonic()
         calls = 0
         outcome: Optional[DeleteOutcome] = None
+
+        def left() -> float:
+            # A hung delete (or token fetch) must not carry the run past its deadline (receives
+            # are bounded the same way); what is left undeleted reappears and dedupes.
+            return self.run.deadline.remaining() - d.options.safety_margin / 2
+
         for attempt in range(2):
             try:
-                token = d.tokens.get(self.mtype)
-                if self.delete_queue is None or self.delete_queue.token is not token:
-                    self.delete_queue = d.open_queue(self.mtype, token)
-                # A hung delete must not carry the run past its deadline (receives are bounded
-                # the same way); what is left undeleted reappears and dedupes.
-                left = self.run.deadline.remaining() - d.options.safety_margin / 2
-                if left <= 0.1:
+                if left() <= 0.1:
                     outcome = DeleteOutcome(failed={h: "deadline" for h in handles}, calls=calls)
                     break
-                self.delete_queue.set_timeout(min(d.options.mns_timeout, left))
+                token = d.tokens.get(self.mtype, timeout=left())
+                if self.delete_queue is None or self.delete_queue.token is not token:
+                    self.delete_queue = d.open_queue(self.mtype, token)
+                if left() <= 0.1:
+                    outcome = DeleteOutcome(failed={h: "deadline" for h in handles}, calls=calls)
+                    break
+                self.delete_queue.set_timeout(min(d.options.mns_timeout, left()))
                 outcome = self.delete_queue.delete(handles)
                 outcome.calls += calls
                 break

@@ -46,7 +46,7 @@ def parse_expire_time(text: str) -> datetime:
 
 
 class TokenSource(Protocol):
-    def fetch(self, message_type: str) -> MnsToken: ...
+    def fetch(self, message_type: str, timeout: Optional[float] = None) -> MnsToken: ...
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ class Credentials:
         return [s for s in (self.access_key_id, self.access_key_secret, self.security_token) if s]
 
 
-def pop_client(credentials: Credentials, region: str, timeout: float = 10.0):
+def pop_client(credentials: Credentials, region: str, timeout: float = 10.0, retries: int = 2):
     """An aliyunsdkcore AcsClient for RPC APIs (token, send records). SDK imported here only."""
     from aliyunsdkcore.auth.credentials import AccessKeyCredential, StsTokenCredential
     from aliyunsdkcore.client import AcsClient
@@ -72,7 +72,7 @@ def pop_client(credentials: Credentials, region: str, timeout: float = 10.0):
         cred = AccessKeyCredential(credentials.access_key_id, credentials.access_key_secret)
     # Few SDK retries: the SDK retries only throttling/5xx/timeouts, and an auth refusal must
     # surface at once instead of becoming a retry storm.
-    return AcsClient(region_id=region, credential=cred, auto_retry=True, max_retry_time=2,
+    return AcsClient(region_id=region, credential=cred, auto_retry=retries > 0, max_retry_time=retries or None,
                      connect_timeout=min(timeout, 5), timeout=timeout)
 
 
@@ -103,20 +103,28 @@ class DybaseapiTokenSource:
 
     def __init__(self, credentials: Credentials, endpoint: str, region: str = "cn-hangzhou", timeout: float = 10.0):
         self.client = pop_client(credentials, region, timeout)
+        # For callers with a deadline: one attempt within their time (SDK retries multiply it).
+        self.single_client = pop_client(credentials, region, timeout, retries=0)
+        self.timeout = timeout
         self.endpoint = endpoint
         self.calls = 0
         self._lock = threading.Lock()
 
-    def fetch(self, message_type: str) -> MnsToken:
+    def fetch(self, message_type: str, timeout: Optional[float] = None) -> MnsToken:
         from aliyunsdkdybaseapi.request.v20170525.QueryTokenForMnsQueueRequest import QueryTokenForMnsQueueRequest
 
         request = QueryTokenForMnsQueueRequest()
         request.set_MessageType(message_type)
         request.set_accept_format("json")
         point_request(request, self.endpoint)
+        client = self.client
+        if timeout is not None:
+            client, seconds = self.single_client, max(0.1, min(self.timeout, timeout))
+            request.set_read_timeout(seconds)
+            request.set_connect_timeout(min(seconds, 5))
         with self._lock:  # the SDK client is shared; its signer is not built for threads
             self.calls += 1
-            body, error = call_rpc(self.client, request)
+            body, error = call_rpc(client, request)
         code = str(body.get("Code") or "")
         if error is not None or code != "OK":
             status = int(body.get("_status") or 0)
@@ -148,14 +156,24 @@ class TokenCache:
         self._lock = threading.Lock()
         self.fetches = 0
 
-    def get(self, message_type: str) -> MnsToken:
-        with self._lock:
+    def get(self, message_type: str, timeout: Optional[float] = None) -> MnsToken:
+        """The cached token, fetched if missing or near expiry (within `timeout` seconds, if given:
+        waiting for another thread's fetch included)."""
+        started = self.clock.monotonic()
+        if not self._lock.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
+            raise TokenError(message_type, "Deadline", "no time left to wait for a token being fetched", retryable=True)
+        try:
             token = self._tokens.get(message_type)
             if token is None or token.seconds_left(self.clock.now()) < self.refresh_buffer:
+                left = None if timeout is None else timeout - (self.clock.monotonic() - started)
+                if left is not None and left <= 0.1:
+                    raise TokenError(message_type, "Deadline", "no time left to fetch a token", retryable=True)
                 self.fetches += 1  # count attempts: a refused call is still a call
-                token = self.source.fetch(message_type)
+                token = self.source.fetch(message_type) if left is None else self.source.fetch(message_type, left)
                 self._tokens[message_type] = token
             return token
+        finally:
+            self._lock.release()
 
     def invalidate(self, message_type: str, token: Optional[MnsToken] = None) -> None:
         """Forget the token (after an auth error); a newer one fetched meanwhile is kept."""
