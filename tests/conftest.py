@@ -72,3 +72,9 @@ def reconcile_env(emulator, drain_env, tmp_path, monkeypatch):
 
     yield update
     reset_reconcile_runtime()
+
+
+# Loopback stand-ins for the cloud sinks (session-wide servers shared by every test module).
+from tests.fakes.moto_server import fault_proxy, moto, moto_server  # noqa: E402,F401
+from tests.fakes.oss_gateway import oss_gateway  # noqa: E402,F401
+from tests.fakes.tablestore_server import ots, tablestore_server  # noqa: E402,F401

@@ -88,6 +88,14 @@ class Sink(ABC):
         self.close()
 
 
+def backoff_delays(attempts: int, base: float, cap: float) -> Iterator[float]:
+    """Full-jitter exponential backoff: the sleeps between `attempts` tries."""
+    import random
+
+    for attempt in range(attempts - 1):
+        yield random.uniform(0, min(cap, base * 2**attempt))
+
+
 def batch_name(keys: Iterable[str]) -> str:
     """A deterministic object name for a set of keys: a retried batch rewrites the same object."""
     digest = hashlib.sha256("\n".join(sorted(set(keys))).encode("utf-8")).hexdigest()

@@ -27,13 +27,12 @@ most 64 KB, so only a reconciled or synthetic record can get there.)
 """
 from __future__ import annotations
 
-import random
 import time
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from shared.sinks.base import SinkError, TableSink
+from shared.sinks.base import backoff_delays, SinkError, TableSink
 from shared.sinks.s3 import aws_client, client_error_reason
 
 if TYPE_CHECKING:
@@ -71,12 +70,6 @@ def to_item(item: dict[str, Any]) -> dict[str, Any]:
 
 def from_item(item: dict[str, Any]) -> dict[str, Any]:
     return {name: from_attr(value) for name, value in item.items()}
-
-
-def backoff_delays(attempts: int, base: float, cap: float) -> Iterator[float]:
-    """Full-jitter exponential backoff: the sleeps between `attempts` tries."""
-    for attempt in range(attempts - 1):
-        yield random.uniform(0, min(cap, base * 2**attempt))
 
 
 class DynamoDBSink(TableSink):

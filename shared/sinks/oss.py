@@ -21,13 +21,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
-import random
 import time
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
 import oss2
 
-from shared.sinks.base import ObjectSink, SinkError
+from shared.sinks.base import backoff_delays, ObjectSink, SinkError
 
 if TYPE_CHECKING:
     from shared.settings import Settings
@@ -37,12 +36,6 @@ OSS_SSE = {"AES256": "AES256", "KMS": "KMS", "aws:kms": "KMS", "SM4": "SM4"}
 # oss2 logs request headers (the Authorization signature, the STS token) at DEBUG.
 if logging.getLogger("oss2").level == logging.NOTSET:
     logging.getLogger("oss2").setLevel(logging.WARNING)
-
-
-def backoff_delays(attempts: int, base: float, cap: float) -> Iterator[float]:
-    """Full-jitter exponential backoff: the sleeps between `attempts` tries."""
-    for attempt in range(attempts - 1):
-        yield random.uniform(0, min(cap, base * 2**attempt))
 
 
 class OssSink(ObjectSink):

@@ -39,7 +39,6 @@ token). Endpoint: `SINK_ENDPOINT`, e.g. `https://<instance>.cn-hangzhou.ots.aliy
 from __future__ import annotations
 
 import logging
-import random
 import time
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence
 
@@ -63,7 +62,7 @@ from tablestore import (
 from tablestore.retry import WriteRetryPolicy
 
 from shared.records import SOURCE_RECEIPT
-from shared.sinks.base import SinkError, TableSink
+from shared.sinks.base import backoff_delays, SinkError, TableSink
 
 if TYPE_CHECKING:
     from shared.settings import Settings
@@ -88,12 +87,6 @@ class _ShortRetryPolicy(WriteRetryPolicy):
 
     max_retry_times = 3
     max_retry_delay = 1
-
-
-def backoff_delays(attempts: int, base: float, cap: float) -> Iterator[float]:
-    """Full-jitter exponential backoff: the sleeps between `attempts` tries."""
-    for attempt in range(attempts - 1):
-        yield random.uniform(0, min(cap, base * 2**attempt))
 
 
 class TablestoreSink(TableSink):
