@@ -6,6 +6,7 @@ anything that looks like a phone number is masked to its first 3 and last 2 digi
 """
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from typing import Iterable, Optional
@@ -14,6 +15,13 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 
 SERVICE = "alicom-drain"
+
+# SDK loggers that print request headers (signatures, STS tokens) at DEBUG. Our redaction
+# only sees our own log lines, so these never go below INFO, whatever the root level is.
+for _name in ("botocore", "boto3", "urllib3", "s3transfer", "aliyunsdkcore", "oss2", "tablestore"):
+    _sdk_logger = logging.getLogger(_name)
+    if _sdk_logger.level == logging.NOTSET or _sdk_logger.level < logging.INFO:
+        _sdk_logger.setLevel(logging.INFO)
 
 # Mainland mobiles (optionally +86/86), and international numbers written with a "+".
 # The look-arounds keep epoch-millisecond timestamps and ids from being mistaken for phones.

@@ -49,3 +49,16 @@ def test_full_run_output_has_no_secret_and_masks_phones(emulator, drain_env):
     assert not unmasked, f"{len(unmasked)} unmasked phone numbers in output"
     assert re.search(r"1[3-9]\d\*{6}\d{2}", text), "expected masked phone numbers in the debug log"
     assert not PHONE_RE.search(text)
+
+
+def test_sdk_loggers_that_print_signatures_stay_above_debug():
+    import logging
+
+    import shared.logs  # noqa: F401 - importing it pins the SDK loggers
+
+    logging.getLogger().setLevel(logging.DEBUG)
+    try:
+        for name in ("botocore", "urllib3", "aliyunsdkcore", "oss2"):
+            assert logging.getLogger(name).getEffectiveLevel() >= logging.INFO, name
+    finally:
+        logging.getLogger().setLevel(logging.WARNING)
