@@ -1,0 +1,107 @@
+"""The chaos harness's CI configuration (scripts/chaos.py, preset "ci"): a few seeded runs of
+the real drain in separate processes, SIGKILLed at random and at exact crash points, under
+every emulator fault, token expiry, short visibility timeouts, sink failures and overlapping
+runs. It must fail safe: nothing lost, no duplicate rows, no run past its deadline, no
+secret or phone number in any output."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from scripts.chaos import FAULT_KINDS, HOOKS, PRESETS, REPO, render, run_config
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def ci(tmp_path_factory):
+    lines: list[str] = []
+    summary = run_config(PRESETS["ci"], tmp_path_factory.mktemp("chaos-results"), log=lines.append)
+    print("\n".join(lines))
+    return summary
+
+
+def test_the_drain_fails_safe(ci):
+    assert ci["ok"], render(ci)
+    assert ci["lost"] == 0 and ci["table_duplicates"] == 0 and ci["body_mismatches"] == 0
+    assert ci["left_in_queue"] == 0
+    assert ci["stored"] == ci["facts"] and ci["dead_lettered"] > 0
+    assert ci["worst_overrun"] is not None and ci["worst_overrun"] <= 0
+    assert ci["platform_kills"] == 0 and not ci["tracebacks"]
+
+
+def test_every_fault_kind_struck_at_least_once(ci):
+    missing = [kind for kind in FAULT_KINDS if not ci["faults"][kind]]
+    assert not missing, f"fault kinds that never struck: {missing}\n{render(ci)}"
+    assert set(ci["runs_by_sink"]) == {"sqlite", "file"}
+
+
+def test_kills_struck_drains_in_flight(ci):
+    in_flight = {"mid_receive", "received_not_written", "mid_write", "between_write_and_delete", "mid_delete"}
+    assert ci["kills"] + ci["crashpoints"] >= 3
+    assert len(in_flight & set(ci["kills_by_phase"])) >= 2, ci["kills_by_phase"]
+    assert ci["redeliveries"] > 0  # kills and faults made messages come back, and they were deduplicated
+
+
+def test_no_secret_signature_or_phone_number_in_any_output(ci):
+    s = ci["security"]
+    assert s["secrets_checked"] > 20 and s["output_bytes"] > 10_000  # tokens were issued, drains logged
+    assert s["leaked_secrets"] == 0 and s["secrets_in_stored_data"] == 0
+    assert s["unmasked_phones"] == 0 and s["phone_like_strings"] == 0
+    assert s["masked_phones_seen"] > 0  # debug logs carried masked numbers: the check means something
+
+
+def test_the_probe_is_inert_without_its_variables():
+    code = ("import shared.runtime as r, scripts.chaos_probe as p; "
+            "print(r.DrainRuntime.open_queue.__qualname__, r.make_sink.__module__)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALICOM_CHAOS_")}
+    env["PYTHONPATH"] = f"{HOOKS}{os.pathsep}{REPO}"
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["DrainRuntime.open_queue", "shared.sinks"], out.stderr
+    env["ALICOM_CHAOS_CRASH_AT"] = "write:1"
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["install.<locals>.probed_open_queue", "scripts.chaos_probe"], out.stderr
+
+
+def test_hung_deletes_do_not_carry_a_run_past_its_deadline(emulator, drain_env):
+    """Found by the chaos harness (seed 5, --mns-timeout 4): deletes that hang for the socket
+    timeout must not hold the run past its deadline; what they leave comes back and dedupes."""
+    import time
+
+    from functions.drain import handler
+    from scripts.receipts import make_receipts
+    from tests.contexts import fc_context
+
+    drain_env(MNS_TIMEOUT_SECONDS="4", DRAIN_SAFETY_MARGIN_SECONDS="1", DRAIN_COALESCE_SECONDS="0")
+    queue = emulator.queue_name("SmsReport")
+    for body in make_receipts("SmsReport", 64, seed=9):
+        emulator.enqueue_receipt(queue, body)
+    emulator.set_faults(slow=1.0, slow_seconds=6.0, apis=["BatchDeleteMessage"])
+    started = time.monotonic()
+    result = handler(b'{"message_types": ["SmsReport"]}', fc_context(timeout=3.0))
+    took = time.monotonic() - started
+    assert took < 3.0 and result["remaining_seconds_at_exit"] > 0, (took, result)
+    assert result["totals"]["stored"] > 0 and result["totals"]["deleted"] == 0
+
+
+def test_a_hung_token_api_does_not_carry_a_run_past_its_deadline(emulator, drain_env):
+    """Found with the chaos harness's token-scoped slow faults: QueryTokenForMnsQueue that
+    hangs for the socket timeout (with SDK retries) must not hold the run past its deadline."""
+    import time
+
+    from functions.drain import handler
+    from scripts.receipts import make_receipts
+    from tests.contexts import fc_context
+
+    drain_env(MNS_TIMEOUT_SECONDS="4", DRAIN_SAFETY_MARGIN_SECONDS="1")
+    for body in make_receipts("SmsReport", 20, seed=9):
+        emulator.enqueue_receipt(emulator.queue_name("SmsReport"), body)
+    emulator.set_faults(slow=1.0, slow_seconds=6.0, apis=["token"])
+    started = time.monotonic()
+    result = handler(b'{"message_types": ["SmsReport"]}', fc_context(timeout=3.0))
+    took = time.monotonic() - started
+    assert took < 3.0 and result["remaining_seconds_at_exit"] > 0, (took, result)
+    assert result["totals"]["received"] == 0 and result["stop_reason"] == "deadline"
