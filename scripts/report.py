@@ -383,11 +383,12 @@ def iter_sqlite(path: str, date_from: date, date_to: date, types: Iterable[str] 
         db.close()
 
 
-def open_records(sink_name: Optional[str], path: Optional[str], date_from: date, date_to: date,
+def open_records(sink_name: Optional[str], path: Optional[str], date_from: DateLike, date_to: DateLike,
                  environ: Optional[dict[str, str]] = None) -> tuple[Iterator[Record], bool, str]:
     """(records, dedupe?, label) from --sink/--path, or from the sink settings in the environment."""
     from shared.sinks.base import ObjectSink
 
+    date_from, date_to = as_date(date_from), as_date(date_to)
     if sink_name == "sqlite" and path:
         return iter_sqlite(path, date_from, date_to), False, f"sqlite {path}"
     if sink_name == "file" and path:
