@@ -69,3 +69,24 @@ def test_sqlite_merge_rule_receipt_wins_in_both_orders(tmp_path):
     row = sink.get(b.key)
     assert row["source"] == "receipt" and json.loads(row["body"])["err_code"] == b.body["err_code"]
     assert sink.count() == 2
+
+
+def test_file_sink_keeps_receipt_and_reconciled_objects_apart(tmp_path):
+    sink = FileSink(tmp_path)
+    records = batch(5)
+    sink.write(records, [])
+    sink.write([reconciled(r, "FROM-RECONCILE") for r in records], [])  # same keys, same partition
+    stored = list(sink.iter_records())
+    assert sorted(r.source for r in stored) == ["receipt"] * 5 + [SOURCE_SEND_RECORD] * 5
+    assert {r.body["err_code"] for r in stored if r.source == "receipt"} == {r.body["err_code"] for r in records}
+
+
+def test_sqlite_reads_stream_while_writes_continue(tmp_path):
+    sink = SqliteSink(str(tmp_path / "r.db"))
+    sink.write(batch(1200), [])
+    seen = 0
+    for record in sink.iter_records():
+        if seen == 0:
+            sink.write(batch(3, seed=9), [])  # a write between chunks of an open read
+        seen += 1
+    assert seen >= 1200 and sink.count() == 1203

@@ -108,6 +108,13 @@ def _dedupe_last(items: Iterable[Any]) -> list[Any]:
     return [by_key[k] for k in sorted(by_key)]
 
 
+def _by_source(records: Iterable[Record]) -> dict[str, list[Record]]:
+    out: dict[str, list[Record]] = {}
+    for record in records:
+        out.setdefault(record.source, []).append(record)
+    return out
+
+
 class ObjectSink(Sink):
     """Records as JSONL objects in Hive-style partitions, one object per batch and partition.
 
@@ -162,16 +169,23 @@ class ObjectSink(Sink):
                 yield json.loads(line)
 
     def object_paths(self, records: Sequence[Record], dead_letters: Sequence[DeadLetter]) -> dict[str, list]:
-        """Group a batch into the objects it becomes: path -> entries (deterministic)."""
-        groups: dict[tuple[str, str, str, str], list] = {}
-        for item in _dedupe_last(records):
-            groups.setdefault(("", item.message_type, item.event_date, item.event_hour), []).append(item)
+        """Group a batch into the objects it becomes: path -> entries (deterministic).
+
+        Receipts and reconciled send records go to separate objects whose names include the
+        source, so a reconcile batch can never overwrite the receipt object with the same keys.
+        """
+        groups: dict[tuple[str, str, str, str, str], list] = {}
+        for source, items in sorted(_by_source(records).items()):
+            for item in _dedupe_last(items):
+                groups.setdefault(("", item.message_type, item.event_date, item.event_hour, source), []).append(item)
         for item in _dedupe_last(dead_letters):
-            groups.setdefault(("dead_letters/", item.message_type, item.event_date, item.event_hour), []).append(item)
+            groups.setdefault(("dead_letters/", item.message_type, item.event_date, item.event_hour, SOURCE_RECEIPT),
+                              []).append(item)
         out = {}
-        for (root, mtype, date, hour), items in sorted(groups.items()):
-            path = self._partition(root, mtype, date, hour) + batch_name(i.key for i in items) + self.suffix
-            out[path] = items
+        for (root, mtype, date, hour, source), items in sorted(groups.items()):
+            keys = [i.key for i in items]
+            name = batch_name(keys if source == SOURCE_RECEIPT else [f"{source}:{k}" for k in keys])
+            out[self._partition(root, mtype, date, hour) + name + self.suffix] = items
         return out
 
     def write(self, records: Sequence[Record], dead_letters: Sequence[DeadLetter]) -> WriteReport:

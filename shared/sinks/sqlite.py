@@ -99,12 +99,21 @@ class SqliteSink(TableSink):
             return cursor.rowcount > 0
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> Iterator[dict[str, Any]]:
+        """Stream rows in chunks from a cursor of its own (whole tables never sit in memory)."""
         with self._lock:
-            cursor = self.db.execute(sql, params)
+            cursor = self.db.cursor()
+            cursor.execute(sql, params)
             names = [d[0] for d in cursor.description]
-            rows = cursor.fetchall()
-        for row in rows:
-            yield dict(zip(names, row))
+        try:
+            while True:
+                with self._lock:
+                    rows = cursor.fetchmany(500)
+                if not rows:
+                    return
+                for row in rows:
+                    yield dict(zip(names, row))
+        finally:
+            cursor.close()
 
     def _get_item(self, key: str) -> Optional[dict[str, Any]]:
         table = "dead_letters" if key.startswith("DLQ#") else "records"
