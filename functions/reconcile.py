@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.logs import get_logger
+from shared.logs import bind_invocation, get_logger, with_lambda_context
+from shared.metrics import RECONCILE_RUN_SET, emit_reconcile_metrics, failure_metric
 from shared.platform import adapt
 from shared.reconcile import expand_targets, log_safe, parse_reconcile_event, read_phones_file
 from shared.runtime import reconcile_runtime
@@ -21,24 +22,28 @@ from shared.runtime import reconcile_runtime
 logger = get_logger()
 
 
+@with_lambda_context(logger)
 def handler(event: Any, context: Any) -> dict[str, Any]:
     invocation = adapt(event, context)
     options = dict(invocation.options)
     trigger = invocation.trigger
     if options.pop("_trigger", None) == "schedule":  # a scheduler's input seen outside Lambda's adapter
         trigger = "timer"
-    logger.append_keys(request_id=invocation.request_id, platform=invocation.platform, trigger=trigger)
-    request = parse_reconcile_event(options)
-    runtime = reconcile_runtime()
-    reconciler = runtime.reconciler(logger=logger)
-    if request.is_ledger_run:
-        report = reconciler.run_ledger(invocation.deadline, request.max_targets)
-    else:
-        phones = read_phones_file(request.phones_file, runtime.sink) if request.phones_file else None
-        report = reconciler.run_targets(expand_targets(request, phones), invocation.deadline, request.max_targets)
+    bind_invocation(logger, invocation)
+    logger.append_keys(trigger=trigger)
+    with failure_metric(invocation, "alicom-reconcile", RECONCILE_RUN_SET):
+        request = parse_reconcile_event(options)
+        runtime = reconcile_runtime()
+        reconciler = runtime.reconciler(logger=logger)
+        if request.is_ledger_run:
+            report = reconciler.run_ledger(invocation.deadline, request.max_targets)
+        else:
+            phones = read_phones_file(request.phones_file, runtime.sink) if request.phones_file else None
+            report = reconciler.run_targets(expand_targets(request, phones), invocation.deadline, request.max_targets)
     result = report.as_dict()
     result["request_id"] = invocation.request_id
     result["trigger"] = trigger
     result["sink"] = runtime.settings.sink
     (logger.info if report.ok else logger.error)("reconcile run finished", extra={"summary": log_safe(result)})
+    emit_reconcile_metrics(invocation, result)
     return result

@@ -275,3 +275,19 @@ def test_ledger_is_validated_and_kept_out_of_records(reconcile_env):
     assert list(sink.iter_records()) == [] and sink.count("records") == 1
     assert pending_sends(sink, older_than=when) == []
     assert [e["key"] for e in pending_sends(sink, older_than=when + timedelta(seconds=1))] == [entry["key"]]
+
+
+def test_reconcile_run_emits_its_counts_as_a_metric_line(emulator, reconcile_env, capsys):
+    reconcile_env()
+    day = beijing(days=1)
+    for i in range(3):
+        emulator.add_send_record("13800000009", ymd(day), f"m{i}", 3, content=f"c{i}",
+                                 send_time=day.strftime("%Y-%m-%d ") + f"09:00:0{i}")
+    result = reconcile(json.dumps({"dates": [day.strftime("%Y-%m-%d")], "phones": ["13800000009"]}).encode(),
+                       fc_context(timeout=60))
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"metric_set"' in line]
+    metric = next(line for line in lines if line["metric_set"] == "alicom_reconcile_run")
+    assert metric["delivered"] == result["delivered"] == 3
+    assert metric["queried"] == result["queried"] == 1
+    assert metric["run_failed"] == 0
+    assert "13800000009" not in json.dumps(lines)
