@@ -356,6 +356,7 @@ def test_reconcile_metrics_never_raise(captured):
 # -- the alarm fragment ------------------------------------------------------------------------
 
 def merged_template() -> dict:
+    """template.yml, which carries the alarm fragment (scripts/deploy/alarms-aws.yml) merged in."""
     from samtranslator.yaml_helper import yaml_parse
 
     from tests.test_templates import TEMPLATE
@@ -363,7 +364,8 @@ def merged_template() -> dict:
     template = yaml_parse(TEMPLATE.read_text())
     fragment = yaml_parse((TEMPLATE.parent / "scripts" / "deploy" / "alarms-aws.yml").read_text())
     for section in ("Parameters", "Conditions", "Resources"):
-        template.setdefault(section, {}).update(fragment[section])
+        missing = set(fragment[section]) - set(template.get(section, {}))
+        assert not missing, f"template.yml lacks the alarm fragment's {section}: {sorted(missing)}"
     return template
 
 
