@@ -4,7 +4,9 @@
 
 Starts the emulator, enqueues a realistic mix of receipts (and a few bad bodies) the way
 Alicom would, invokes `functions.drain.handler` exactly as a Function Compute timer does,
-and prints the run summary and where the records went.
+and prints the run summary and where the records went. Then it tells the reconcile story
+(sends whose receipts never came, filled from the send-record API) and writes a delivery
+report (terminal, and HTML with charts) for what it drained.
 """
 from __future__ import annotations
 
@@ -76,7 +78,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sink", choices=["file", "sqlite"], default="file")
     parser.add_argument("--out", type=Path, default=Path("demo-output"))
     parser.add_argument("--per-type", type=int, default=200, help="receipts per message type")
+    parser.add_argument("--no-reconcile", action="store_true", help="skip the reconcile part")
+    parser.add_argument("--logs", action="store_true", help="show the functions' JSON logs and metric lines")
     args = parser.parse_args(argv)
+    if not args.logs:
+        # The functions log JSON for machines; the demo prints its own summary for people.
+        os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+        os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
     if args.out.exists():
         shutil.rmtree(args.out)
     args.out.mkdir(parents=True)
@@ -93,9 +101,28 @@ def main(argv: list[str] | None = None) -> int:
                                   function=SimpleNamespace(name="alicom-drain", timeout=60))
         result = handler(timer, context)
         left = {t: emu.queue_state(emu.queue_name(t))["visible"] for t in enqueued}
-    print_summary(result, enqueued, path, args.sink)
-    print(f"Left in the queues: {sum(left.values())}")
+        print_summary(result, enqueued, path, args.sink)
+        print(f"Left in the queues: {sum(left.values())}")
+        if not args.no_reconcile:
+            from scripts.demo_reconcile import run_reconcile_demo
+
+            print("\n--- Reconcile: receipts that never came, recovered from QuerySendDetails ---")
+            run_reconcile_demo(emu, args.out / "reconcile.db")
+    write_report(args.sink, path, args.out)
     return 0 if result["ok"] and not any(left.values()) else 1
+
+
+def write_report(sink: str, path: str, out: Path) -> None:
+    """The delivery report for what was just drained (demo receipts are dated 2026-11-25)."""
+    from scripts.report import build_report, format_text, write_html
+    from shared.sinks.file import FileSink
+    from shared.sinks.sqlite import SqliteSink
+
+    store = FileSink(path) if sink == "file" else SqliteSink(path)
+    report = build_report(store.iter_records(), "2026-11-25", "2026-11-25")
+    print("\n--- Delivery report ---")
+    print(format_text(report))
+    print(f"Delivery report (HTML with charts): {write_html(report, out / 'report.html')}")
 
 
 if __name__ == "__main__":
