@@ -905,8 +905,8 @@ def print_report(report: dict) -> None:
     if imp:
         print(f"\nCold start: python -X importtime -c 'import functions.drain; make_sink(load_settings())', "
               f"median of {imp['runs']} runs, ms; target ours <= {imp['target_ours_ms']:g} ms. ours = self time of "
-              f"shared.*/functions.*; an SDK's column includes the packages first imported beneath it; wall = "
-              f"the whole interpreter run:")
+              f"shared.*/functions.*; an SDK column = self time of its own modules (the second table adds what it "
+              f"pulls in first); wall = the whole interpreter run:")
         names = list(SDK_GROUPS)
         print(f"  {'sink':<34}{'total':>7}{'ours':>7}{'SDKs':>7} " + " ".join(f"{n[:10]:>10}" for n in names)
               + f"{'other':>7}{'wall':>7}")
