@@ -97,6 +97,10 @@ class Emulator:
     def queue_state(self, name: str) -> dict:
         return self.backend.queues.state(name)
 
+    def message_ids(self, name: str) -> list[str]:
+        """Ids of the messages still in the queue, visible or in flight (not yet deleted)."""
+        return self.backend.queues.message_ids(name)
+
     # -- stats, latency, faults ----------------------------------------------------------
 
     def stats(self) -> dict:

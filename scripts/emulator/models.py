@@ -163,6 +163,11 @@ class QueueBackend:
                 "visibility_timeout": q.visibility_timeout,
             }
 
+    def message_ids(self, name: str) -> list[str]:
+        """Ids of the messages still in the queue, visible or in flight."""
+        with self._lock:
+            return list(self._get(name).messages)
+
     def open(self) -> None:
         with self._lock:
             self._closed = False
