@@ -45,6 +45,12 @@ EVENT_TIME_FIELDS: dict[str, tuple[str, ...]] = {
 MAX_KEY_PART = 256
 
 
+def format_time(moment: datetime) -> str:
+    """`YYYY-MM-DD HH:MM:SS` with a 4-digit year on every platform (strftime's %Y is not
+    zero-padded below 1000 on some C libraries, e.g. Python 3.10 on glibc)."""
+    return f"{moment.year:04d}-{moment:%m-%d %H:%M:%S}"
+
+
 class DecodeError(ValueError):
     """Why a body is not a record; becomes the dead letter's error."""
 
@@ -55,7 +61,7 @@ Decoded = Union[Record, DeadLetter]
 def shanghai_time(epoch_ms: int) -> str:
     """Epoch milliseconds as the vendor's clock shows it."""
     try:
-        return datetime.fromtimestamp(epoch_ms / 1000, timezone.utc).astimezone(SHANGHAI).strftime(TIME_FORMAT)
+        return format_time(datetime.fromtimestamp(epoch_ms / 1000, timezone.utc).astimezone(SHANGHAI))
     except (OverflowError, OSError, ValueError):
         return "1970-01-01 08:00:00"
 
@@ -173,7 +179,7 @@ def event_time(message_type: str, payload: dict[str, Any], mns: MnsMeta) -> str:
         value = payload.get(field)
         if isinstance(value, str):
             try:
-                return datetime.strptime(value.strip()[:19], TIME_FORMAT).strftime(TIME_FORMAT)
+                return format_time(datetime.strptime(value.strip()[:19], TIME_FORMAT))
             except ValueError:
                 continue
     return shanghai_time(mns.enqueue_time)

@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Mapping, Optional, Union
 
-from shared.decode import SHANGHAI, TIME_FORMAT, business_key
+from shared.decode import SHANGHAI, TIME_FORMAT, business_key, format_time
 from shared.records import SOURCE_RECEIPT
 from shared.send_records import PhoneError, normalize_phone
 from shared.sinks.base import Sink, TableSink
@@ -101,12 +101,12 @@ def beijing_time(value: Union[str, datetime, int, float]) -> str:
     if isinstance(value, bool):
         raise LedgerError("send_time: expected a time, got a boolean")
     if isinstance(value, (int, float)):
-        return datetime.fromtimestamp(value, timezone.utc).astimezone(SHANGHAI).strftime(TIME_FORMAT)
+        return format_time(datetime.fromtimestamp(value, timezone.utc).astimezone(SHANGHAI))
     if isinstance(value, datetime):
         when = value.astimezone(SHANGHAI) if value.tzinfo else value
-        return when.strftime(TIME_FORMAT)
+        return format_time(when)
     try:
-        return datetime.strptime(str(value).strip()[:19], TIME_FORMAT).strftime(TIME_FORMAT)
+        return format_time(datetime.strptime(str(value).strip()[:19], TIME_FORMAT))
     except ValueError:
         raise LedgerError(f"send_time: {str(value)[:40]!r} is not 'YYYY-MM-DD HH:MM:SS' (Beijing time)") from None
 

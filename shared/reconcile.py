@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shared import ledger
 from shared.clock import SYSTEM_CLOCK, Clock, Deadline
-from shared.decode import TIME_FORMAT
+from shared.decode import TIME_FORMAT, format_time
 from shared.platform import EventError
 from shared.records import SOURCE_SEND_RECORD, Record, canonical_json
 from shared.send_records import (PHONE_FORMS, QUERY_WINDOW_DAYS, STATUS_DELIVERED, STATUS_FAILED, STATUS_WAITING,
@@ -333,7 +333,7 @@ def report_body(row: SendDetail, phone: str, biz_id: Optional[str], day: date) -
 def _event_time(row: SendDetail, day: date) -> str:
     for value in (row.receive_time, row.send_time):  # SmsReport's order: report_time, then send_time
         try:
-            return datetime.strptime(value.strip()[:19], TIME_FORMAT).strftime(TIME_FORMAT)
+            return format_time(datetime.strptime(value.strip()[:19], TIME_FORMAT))
         except (ValueError, AttributeError):
             continue
     return f"{day.isoformat()} 00:00:00"

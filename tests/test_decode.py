@@ -72,3 +72,10 @@ def test_bytes_that_are_not_utf8_are_kept_exactly():
     dead = decode_message("SmsReport", b"\xff\x00", META)
     assert isinstance(dead, DeadLetter)
     assert base64.b64decode(dead.raw_body.removeprefix("base64:")) == b"\xff\x00"
+
+
+def test_event_times_keep_four_digit_years_on_every_python():
+    early = decode_message("FlowReport", b64json({}), MnsMeta(enqueue_time=-30_610_253_143_001))
+    assert early.event_time.startswith("0999-") and len(early.event_time) == 19
+    body = dict(make_receipts("SmsReport", 1)[0], report_time="0999-01-02 03:04:05")
+    assert decode_message("SmsReport", b64json(body), META).event_time == "0999-01-02 03:04:05"
