@@ -61,7 +61,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from scripts.chaos_probe import CRASH_AT_VAR, CRASH_POINTS, PHASE_FILE_VAR, classify, read_phase
+from scripts.chaos_probe import CRASH_AT_VAR, CRASH_POINTS, PHASE_FILE_VAR, SABOTAGE_VAR, classify, read_phase
 from scripts.emulator import Emulator
 from scripts.receipts import BAD_BODIES, b64json, make_receipts
 from shared.decode import decode_message
@@ -114,6 +114,8 @@ class Config:
     run_limit: float = 120.0        # seconds after the chaos window for the queues to empty ("stuck" if not)
     grace: float = 5.0              # the harness SIGKILLs a drain this long past its timeout
     keep: bool = False              # keep each run's directory (sink, outputs, phase files)
+    only: tuple[int, ...] = ()      # run just these run numbers (1-based) of the seeded sequence, to reproduce one
+    sabotage: str = ""              # "delete_before_write": break the drain on purpose (the harness's self-test)
 
 
 PRESETS = {
@@ -130,17 +132,19 @@ class Corpus:
     message_ids: list[str] = field(default_factory=list)
     phones: set[str] = field(default_factory=set)
 
-    def expected(self) -> tuple[dict[str, dict], set[str]]:
-        """Record key -> body, and the dead-letter keys, as the decoder makes them."""
+    def expected(self) -> tuple[dict[str, dict], set[str], dict[str, set[str]]]:
+        """Record key -> body, the dead-letter keys, and key -> the message ids that carry it."""
         keys: dict[str, dict] = {}
         dead: set[str] = set()
+        carriers: dict[str, set[str]] = {}
         for (mtype, body), mid in zip(self.items, self.message_ids):
             decoded = decode_message(mtype, body, MnsMeta(message_id=mid))
             if isinstance(decoded, Record):
                 keys[decoded.key] = decoded.body
             else:
                 dead.add(decoded.key)
-        return keys, dead
+            carriers.setdefault(decoded.key, set()).add(mid)
+        return keys, dead, carriers
 
 
 def build_corpus(rng: random.Random, messages: int) -> Corpus:
@@ -221,30 +225,29 @@ class SqliteFaults:
 
         SqliteSink(str(path)).close()  # the schema exists before any drain runs, so triggers can be set
         self.path = path
-        self.ddl = sqlite3.connect(path, timeout=1.0, isolation_level=None)
-        self.locker: Optional[sqlite3.Connection] = None
+        # Short busy timeouts: the harness must not stall its own clock waiting for a drain's write.
+        self.ddl = sqlite3.connect(path, timeout=0.05, isolation_level=None)
+        self.locker = sqlite3.connect(path, timeout=0.05, isolation_level=None)
+        self.holds = 0  # overlapping lock episodes share the one held lock
 
     def start(self, kind: str) -> bool:
         try:
             if kind == "sink_lock":
-                self.locker = sqlite3.connect(self.path, timeout=0.5, isolation_level=None)
-                self.locker.execute("BEGIN EXCLUSIVE")
+                if not self.holds:
+                    self.locker.execute("BEGIN EXCLUSIVE")
+                self.holds += 1
             else:
                 self.ddl.execute(self.TRIGGERS[kind])
             return True
         except sqlite3.OperationalError:  # a drain holds the lock this instant: try again next tick
-            if kind == "sink_lock" and self.locker is not None:
-                self.locker.close()
-                self.locker = None
             return False
 
     def stop(self, kind: str) -> bool:
         try:
             if kind == "sink_lock":
-                if self.locker is not None:
+                if self.holds == 1:
                     self.locker.execute("ROLLBACK")
-                    self.locker.close()
-                    self.locker = None
+                self.holds = max(0, self.holds - 1)
             else:
                 self.ddl.execute(self.DROPS[kind])
             return True
@@ -252,12 +255,15 @@ class SqliteFaults:
             return False
 
     def close(self) -> None:
+        if self.holds:
+            self.holds = 1
         for kind in ("sink_lock", "sink_refuse", "sink_part_way"):
-            for _ in range(100):
+            for _ in range(200):
                 if self.stop(kind):
                     break
                 time.sleep(0.05)
         self.ddl.close()
+        self.locker.close()
 
 
 class FileFaults:
@@ -319,10 +325,10 @@ def _secret(rng: random.Random, prefix: str, n: int) -> str:
 
 
 class ChaosRun:
-    def __init__(self, cfg: Config, index: int, workdir: Path, crash_coverage: Counter, log: Callable[[str], None]):
+    def __init__(self, cfg: Config, index: int, workdir: Path, log: Callable[[str], None]):
         self.cfg, self.index, self.workdir, self.log = cfg, index, workdir, log
         self.rng = random.Random(f"chaos-{cfg.seed}-{index}")
-        self.crash_coverage = crash_coverage
+        self.crash_assigned = 0
         self.sink = cfg.sinks[index % len(cfg.sinks)]
         self.sink_path = workdir / ("receipts.db" if self.sink == "sqlite" else "receipts")
         self.ak = _secret(self.rng, "LTAI5t", 18)
@@ -337,6 +343,7 @@ class ChaosRun:
         self.episodes: Counter = Counter()
         self.events: list[tuple[float, str, Callable[[], Any]]] = []
         self.sink_faults: Any = None
+        self.timeline: list[tuple[float, str]] = []  # (seconds into the run, what happened), for diagnosis
         self.pending: list[tuple[str, bool]] = []  # sink fault starts/stops that met a lock: retried each tick
 
     # -- plan -----------------------------------------------------------------------------------
@@ -460,11 +467,13 @@ class ChaosRun:
             "PYTHONUNBUFFERED": "1",  # each line leaves when written: the result line marks the handler's return
             PHASE_FILE_VAR: str(phase_file),
         }
+        if self.cfg.sabotage:
+            env[SABOTAGE_VAR] = self.cfg.sabotage
         kill_at = crash_at = None
         if in_chaos and lrng.random() < self.cfg.crash_rate:
-            # The crash point reached least often so far, so that every point gets hit.
-            point = min(CRASH_POINTS, key=lambda p: (self.crash_coverage[p], lrng.random()))
-            self.crash_coverage[point] += 1
+            # Round-robin from a per-run offset: every point gets hit, and a run replays alone (--only).
+            point = CRASH_POINTS[(3 * self.index + self.crash_assigned) % len(CRASH_POINTS)]
+            self.crash_assigned += 1
             crash_at = f"{point}:{lrng.randint(1, 3)}"
             env[CRASH_AT_VAR] = crash_at
         elif in_chaos and lrng.random() < self.cfg.kill_rate:
@@ -484,10 +493,12 @@ class ChaosRun:
         self.procs.append(proc)
         if overlapped:
             self.faults["overlap"] += 1
+        self.timeline.append((round(self.now(), 3), f"launch {n} timeout {timeout}" + (f" crash {crash_at}" if crash_at else "")
+                              + (f" kill at +{kill_at:.2f}" if kill_at is not None else "")))
         return proc
 
     def now(self) -> float:
-        return time.monotonic() - self.t0
+        return time.monotonic() - getattr(self, "t0", time.monotonic())
 
     def queues_empty(self) -> tuple[int, int]:
         visible = in_flight = 0
@@ -548,7 +559,8 @@ class ChaosRun:
             mono = time.monotonic()
             self._feed(self._fed_by(now))
             while events and events[0][0] <= now:
-                _, _, action = events.pop(0)
+                _, label, action = events.pop(0)
+                self.timeline.append((round(now, 3), label))
                 action()
             for kind, on in list(self.pending):
                 if (kind, on) in self.pending:
@@ -561,6 +573,7 @@ class ChaosRun:
                 if p.alive() and p.kill_at is not None and mono >= p.kill_at and p.result_at is None:
                     p.phases = classify(_read(p.phase_file))
                     p.kill("chaos")
+                    self.timeline.append((round(now, 3), f"kill {p.n} {p.phases}"))
                     if not calm and not any(q.alive() for q in self.procs if q is not p):
                         self.launch(in_chaos=True)  # start it again
                 if p.alive() and mono - p.started > p.timeout + cfg.grace:
@@ -596,12 +609,14 @@ class ChaosRun:
         deadline = time.monotonic() + 15
         while any(p.alive() for p in self.procs) and time.monotonic() < deadline:
             time.sleep(0.05)
-        keys, dead_keys = self.corpus.expected()
+        keys, dead_keys, carriers = self.corpus.expected()
         stored_rows = self._read_sink()
         stored_keys = {k for k, _ in stored_rows["records"]}
         stored_dead = {k for k in stored_rows["dead"]}
-        lost_keys = sorted(set(keys) - stored_keys)
-        lost_dead = sorted(dead_keys - stored_dead)
+        # Lost: not stored, and no message carrying it is left in a queue (left ones are "not drained").
+        queued = {mid for t in TYPES for mid in self.emu.message_ids(self.emu.queue_name(t))}
+        lost_keys = sorted(k for k in set(keys) - stored_keys if not carriers[k] & queued)
+        lost_dead = sorted(k for k in dead_keys - stored_dead if not carriers[k] & queued)
         unexpected = sorted((stored_keys - set(keys)) | (stored_dead - dead_keys))
         mismatched = sorted({k for k, body in stored_rows["records"] if k in keys and body != keys[k]})
         per_key = Counter(k for k, _ in stored_rows["records"]) + Counter(stored_rows["dead"])
@@ -676,6 +691,11 @@ class ChaosRun:
             "processes": procs,
         }
         result["failures"] = failures(result)
+        if result["failures"]:
+            result["timeline"] = self.timeline + [(round(p.started - self.t0, 3), f"drain {p.n} started")
+                                                  for p in self.procs] + [
+                (round((p.ended or 0) - self.t0, 3), f"drain {p.n} ended") for p in self.procs]
+            result["timeline"].sort()
         return result
 
     def _read_sink(self) -> dict[str, list]:
@@ -819,15 +839,16 @@ def failures(r: dict[str, Any]) -> list[str]:
 
 def run_config(cfg: Config, out_dir: Path = RESULTS, log: Callable[[str], None] = print) -> dict[str, Any]:
     started = time.monotonic()
-    coverage: Counter = Counter()
     runs = []
     base = Path(tempfile.mkdtemp(prefix=f"chaos-{cfg.name}-"))
     try:
         for i in range(cfg.runs):
+            if cfg.only and i + 1 not in cfg.only:
+                continue
             workdir = base / f"run-{i}"
             workdir.mkdir()
             t = time.monotonic()
-            result = ChaosRun(cfg, i, workdir, coverage, log).execute()
+            result = ChaosRun(cfg, i, workdir, log).execute()
             result["seconds"] = round(time.monotonic() - t, 1)
             runs.append(result)
             log(_run_line(cfg, result))
@@ -950,6 +971,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--sinks", help="comma-separated: sqlite,file")
     p.add_argument("--out", type=Path, default=RESULTS, help="results directory")
     p.add_argument("--keep", action="store_true", help="keep each run's directory")
+    p.add_argument("--only", help="comma-separated run numbers to run alone (reproduce a failure; with --keep)")
     args = p.parse_args(argv)
     cfg = PRESETS.get(args.preset, Config())
     changes: dict[str, Any] = {}
@@ -965,6 +987,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         changes["sinks"] = tuple(s.strip() for s in args.sinks.split(",") if s.strip())
     if args.keep:
         changes["keep"] = True
+    if args.only:
+        changes["only"] = tuple(int(x) for x in args.only.split(","))
     cfg = replace(cfg, **changes)
     if cfg.chaos_seconds < 4:
         p.error("--chaos-seconds must be at least 4")

@@ -10,6 +10,9 @@ the drain process's PYTHONPATH, and only when one of these variables is set:
                                      know which phase the kill hit.
   ALICOM_CHAOS_CRASH_AT=<point>:<n>  SIGKILL this process the n-th time it reaches <point>
                                      (one of CRASH_POINTS), to hit a phase exactly.
+  ALICOM_CHAOS_SABOTAGE=delete_before_write
+                                     break invariant 1 on purpose (delete what was received at
+                                     once), to prove that the harness notices lost messages.
 
 No product file changes: the probe wraps the seams the drain is built from
 (`DrainRuntime.open_queue` and `make_sink` in shared/runtime.py, and `shared.platform.adapt`,
@@ -28,6 +31,7 @@ from typing import Any, Optional, Sequence
 
 PHASE_FILE_VAR = "ALICOM_CHAOS_PHASE_FILE"
 CRASH_AT_VAR = "ALICOM_CHAOS_CRASH_AT"
+SABOTAGE_VAR = "ALICOM_CHAOS_SABOTAGE"
 
 # Where a process can be made to die, in the order a batch passes them.
 CRASH_POINTS = (
@@ -162,6 +166,8 @@ class _ProbedQueue:
         except BaseException:
             p.end("receive")
             raise
+        if messages and os.environ.get(SABOTAGE_VAR) == "delete_before_write":
+            self._inner.delete([m.receipt_handle for m in messages])
         for m in messages:
             p.handles[m.receipt_handle] = m.meta.message_id
         p.end("receive", [m.meta.message_id for m in messages], "received")
@@ -201,7 +207,7 @@ class _ProbedConnection:
 def install() -> Optional[Probe]:
     """Instrument shared.runtime's seams if the harness asked for it; otherwise do nothing."""
     phase_file, crash_at = os.environ.get(PHASE_FILE_VAR), parse_crash_at(os.environ.get(CRASH_AT_VAR))
-    if not phase_file and not crash_at:
+    if not phase_file and not crash_at and not os.environ.get(SABOTAGE_VAR):
         return None
     import shared.platform as platform
     import shared.runtime as runtime

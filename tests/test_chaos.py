@@ -54,6 +54,15 @@ def test_no_secret_signature_or_phone_number_in_any_output(ci):
     assert s["masked_phones_seen"] > 0  # debug logs carried masked numbers: the check means something
 
 
+def test_the_harness_notices_a_drain_that_deletes_before_it_stores(tmp_path):
+    """Self-test: the same harness against a drain sabotaged to break invariant 1 reports losses."""
+    from dataclasses import replace
+
+    summary = run_config(replace(PRESETS["ci"], runs=1, sabotage="delete_before_write", name="sabotage"),
+                         tmp_path, log=lambda line: None)
+    assert not summary["ok"] and summary["lost"] > 0
+
+
 def test_the_probe_is_inert_without_its_variables():
     code = ("import shared.runtime as r, scripts.chaos_probe as p; "
             "print(r.DrainRuntime.open_queue.__qualname__, r.make_sink.__module__)")

@@ -3,7 +3,7 @@ directory first on their PYTHONPATH). Inert unless the harness set one of its va
 see scripts/chaos_probe.py."""
 import os
 
-if os.environ.get("ALICOM_CHAOS_PHASE_FILE") or os.environ.get("ALICOM_CHAOS_CRASH_AT"):
+if any(os.environ.get(v) for v in ("ALICOM_CHAOS_PHASE_FILE", "ALICOM_CHAOS_CRASH_AT", "ALICOM_CHAOS_SABOTAGE")):
     from scripts.chaos_probe import install
 
     install()
