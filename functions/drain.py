@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.events import DrainEvent, parse_event
 from shared.logs import bind_invocation, get_logger, with_lambda_context
 from shared.metrics import emit_drain_metrics, failure_metric
 from shared.platform import EventError, adapt
@@ -16,12 +15,26 @@ from shared.runtime import drain_runtime
 logger = get_logger()
 
 
+class _TimerRun:
+    """A timer tick or an empty manual event: nothing narrows the run."""
+
+    message_types = max_messages = wait_seconds = None
+
+
+def _parse_options(options: dict) -> Any:
+    if not options:
+        return _TimerRun()  # the common case: no event model to build at cold start
+    from shared.events import DrainEvent, parse_event
+
+    return parse_event(DrainEvent, options)
+
+
 @with_lambda_context(logger)
 def handler(event: Any, context: Any) -> dict[str, Any]:
     invocation = adapt(event, context)
     bind_invocation(logger, invocation)
     with failure_metric(invocation):
-        request = parse_event(DrainEvent, invocation.options)
+        request = _parse_options(invocation.options)
         runtime = drain_runtime()
         settings = runtime.settings
         message_types = request.message_types or settings.message_types
