@@ -79,3 +79,16 @@ def test_event_times_keep_four_digit_years_on_every_python():
     assert early.event_time.startswith("0999-") and len(early.event_time) == 19
     body = dict(make_receipts("SmsReport", 1)[0], report_time="0999-01-02 03:04:05")
     assert decode_message("SmsReport", b64json(body), META).event_time == "0999-01-02 03:04:05"
+
+
+@pytest.mark.parametrize("value,stored", [
+    ("2017-06-01 10:00:05", "2017-06-01 10:00:05"),
+    ("2017-06-01 10:00:05.123", "2017-06-01 10:00:05"),
+    ("2017-6-1 1:0:5", "2017-06-01 01:00:05"),
+    ("2017-13-01 10:00:00", None),  # not a real date: the enqueue time is used
+    ("yesterday", None),
+])
+def test_event_time_normalised_or_replaced_by_enqueue_time(value, stored):
+    body = dict(make_receipts("SmsReport", 1)[0], report_time=value, send_time="also bad")
+    record = decode_message("SmsReport", b64json(body), META)
+    assert record.event_time == (stored or "2026-11-25 10:00:00")
