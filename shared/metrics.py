@@ -1,6 +1,6 @@
 """Run metrics: CloudWatch EMF on Lambda, one structured JSON line per set elsewhere (FC, local).
 
-The same numbers, two shapes (README-observability.md has the queries and alarms):
+The same numbers, two shapes (README.md "Observability" has the queries and alarms):
 
 - Lambda: Powertools' `EphemeralMetrics` (EMF, printed to stdout, where CloudWatch Logs
   turns it into metrics). Namespace from POWERTOOLS_METRICS_NAMESPACE (default
