@@ -161,7 +161,10 @@ def _build_pure_wheel(requirement: str, wheelhouse: Path, target: Target, python
     name = canonical(_NAME.match(requirement).group(1))
     before = set(wheelhouse.glob("*.whl"))
     env = dict(os.environ, CC="false", CXX="false", LDSHARED="false")  # no C: pure fallback or fail
-    proc = _pip(["wheel", "--no-cache-dir", "--no-deps", "--no-binary", name, "--wheel-dir", str(wheelhouse), requirement], env=env)
+    # --use-pep517: build in an isolated environment with its own setuptools and wheel, so an
+    # interpreter whose venv lacks the `wheel` package (older pips) can still build the source.
+    proc = _pip(["wheel", "--no-cache-dir", "--no-deps", "--use-pep517", "--no-binary", name,
+                 "--wheel-dir", str(wheelhouse), requirement], env=env)
     built = sorted(set(wheelhouse.glob("*.whl")) - before)
     if proc.returncode != 0 or not built:
         raise PackagingError(
