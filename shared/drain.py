@@ -397,6 +397,7 @@ class _Consumer:
         dead = [x for b in batches for x in b.dead]
         t0 = d.clock.monotonic()
         try:
+            d.sink.limit_wait(self.run.deadline.remaining() - d.options.safety_margin / 2)
             report = d.sink.write(records, dead)
         except Exception as exc:  # any sink failure: keep the messages (they come back)
             with self.run.lock:

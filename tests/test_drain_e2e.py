@@ -201,3 +201,24 @@ def test_lambda_and_fc_invocations_drain_the_same_way(emulator, drain_env):
     assert lam["request_id"].startswith("aws-") and fc["request_id"].startswith("fc-")
     assert lam["totals"]["stored"] == 16 and fc["totals"]["stored"] == 16
     assert queue_left(emulator) == 0
+
+
+def test_sqlite_locked_by_another_process_fails_the_write_within_the_deadline(emulator, drain_env, tmp_path):
+    import sqlite3
+
+    db = str(tmp_path / "r.db")
+    drain_env(SINK="sqlite", SINK_PATH=db, DRAIN_SAFETY_MARGIN_SECONDS="0.5")
+    SqliteSink(db).close()  # create the schema
+    fill(emulator, per_type=5, bad=False)
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # an overlapping writer that holds the lock for longer than the run
+    try:
+        started = time.monotonic()
+        result = handler(timer_event(), fc_context(timeout=3.0))
+        took = time.monotonic() - started
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert not result["ok"] and result["stop_reason"] == "sink_error" and "locked" in result["error"]
+    assert took < 3.0, f"waited {took:.2f}s for the lock in a 3 s run"
+    assert result["totals"]["deleted"] == 0

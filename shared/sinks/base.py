@@ -78,6 +78,11 @@ class Sink(ABC):
     def iter_dead_letters(self) -> Iterator[dict[str, Any]]:
         """Every stored dead-letter entry as its stored dict."""
 
+    def limit_wait(self, seconds: float) -> None:
+        """Wait at most about `seconds` for a busy backend in the next write (the run's time left).
+
+        The default does nothing: network backends are bounded by their socket timeouts."""
+
     def close(self) -> None:
         """Release connections; the default has nothing to release."""
 

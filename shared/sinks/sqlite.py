@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
@@ -42,6 +43,7 @@ class SqliteSink(TableSink):
         self.path = str(path)
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self._wait_until: Optional[float] = None
         try:
             self.db = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")
@@ -54,12 +56,29 @@ class SqliteSink(TableSink):
     def from_settings(cls, settings) -> "SqliteSink":
         return cls(settings.sink_path, ttl_days=settings.sink_ttl_days)
 
+    def limit_wait(self, seconds: float) -> None:
+        # Another process (an overlapping run) may hold the write lock: wait for it only as
+        # long as the run has time, not the connection's 30 s, then fail the write cleanly.
+        self._wait_until = time.monotonic() + max(0.05, min(30.0, seconds))
+
+    def _acquire(self) -> float:
+        """Take the connection for a write; return the seconds it may wait for the file lock."""
+        if self._wait_until is None:  # no deadline given (reconcile, tools): the connection's 30 s
+            self._lock.acquire()
+            return 30.0
+        left = self._wait_until - time.monotonic()
+        if left <= 0 or not self._lock.acquire(timeout=left):
+            raise SinkError(self.name, f"write to {self.path} failed: no time left to wait for the database lock")
+        return max(0.05, self._wait_until - time.monotonic())
+
     def close(self) -> None:
         self.db.close()
 
     def _execute_many(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
-        with self._lock:
+        wait = self._acquire()
+        try:
             try:
+                self.db.execute(f"PRAGMA busy_timeout = {int(wait * 1000)}")
                 self.db.execute("BEGIN IMMEDIATE")
                 for sql, params in statements:
                     self.db.execute(sql, params)
@@ -68,6 +87,8 @@ class SqliteSink(TableSink):
                 if self.db.in_transaction:
                     self.db.execute("ROLLBACK")
                 raise SinkError(self.name, f"write to {self.path} failed: {exc}") from None
+        finally:
+            self._lock.release()
 
     @staticmethod
     def _upsert_sql(table: str, columns: Sequence[str], item: dict[str, Any]) -> tuple[str, list]:
