@@ -35,16 +35,10 @@ class MnsMeta:
         }
 
 
-@dataclass(frozen=True)
-class Record:
-    """One decoded receipt (or reconciled send record) with its business key."""
+class _Dated:
+    """Partition parts of `event_time` (`YYYY-MM-DD HH:MM:SS`, Beijing)."""
 
-    message_type: str
-    key: str  # e.g. "SmsReport#<biz_id>#<phone_number>"
-    body: dict[str, Any]  # every field Alicom sent, unknown ones included
-    event_time: str  # "YYYY-MM-DD HH:MM:SS", Asia/Shanghai (the vendor's clock)
-    source: str = SOURCE_RECEIPT
-    mns: MnsMeta = field(default_factory=MnsMeta)
+    event_time: str
 
     @property
     def event_date(self) -> str:
@@ -53,6 +47,18 @@ class Record:
     @property
     def event_hour(self) -> str:
         return self.event_time[11:13] or "00"
+
+
+@dataclass(frozen=True)
+class Record(_Dated):
+    """One decoded receipt (or reconciled send record) with its business key."""
+
+    message_type: str
+    key: str  # e.g. "SmsReport#<biz_id>#<phone_number>"
+    body: dict[str, Any]  # every field Alicom sent, unknown ones included
+    event_time: str  # "YYYY-MM-DD HH:MM:SS", Asia/Shanghai (the vendor's clock)
+    source: str = SOURCE_RECEIPT
+    mns: MnsMeta = field(default_factory=MnsMeta)
 
     def as_dict(self) -> dict[str, Any]:
         """The stored form: one JSON object per record, key first for query-time dedupe."""
@@ -83,7 +89,7 @@ class Record:
 
 
 @dataclass(frozen=True)
-class DeadLetter:
+class DeadLetter(_Dated):
     """A message that could not become a record: kept whole with the reason, then deleted."""
 
     message_type: str
@@ -97,14 +103,6 @@ class DeadLetter:
         # MessageId survives redelivery, so a redelivered bad message maps to the same entry.
         ident = self.mns.message_id or hashlib.sha256(self.raw_body.encode("utf-8", "replace")).hexdigest()[:32]
         return f"DLQ#{self.message_type}#{ident}"
-
-    @property
-    def event_date(self) -> str:
-        return self.event_time[:10]
-
-    @property
-    def event_hour(self) -> str:
-        return self.event_time[11:13] or "00"
 
     def as_dict(self) -> dict[str, Any]:
         return {
