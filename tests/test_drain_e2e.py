@@ -134,7 +134,11 @@ def test_short_deadline_stops_in_time_and_loses_nothing(emulator, drain_env, tmp
     assert first["ok"] and first["stop_reason"] == "deadline"
     assert took < 2.0, f"ran {took:.2f}s into a 2.0s timeout"
     left = queue_left(emulator)
-    assert left > 0 and first["totals"]["stored"] + left == 600
+    # Nothing lost: what was not stored is still queued. A few stored messages may be queued
+    # too (a delete with no time left is skipped; they come back and deduplicate).
+    assert left > 0 and first["totals"]["stored"] + left >= 600
+    assert first["totals"]["deleted"] + left == 600  # every message deleted (after storing) or still queued
+    assert first["totals"]["deleted"] <= first["totals"]["stored"]
     emulator.set_latency(0)
     second = handler(timer_event(), fc_context(timeout=60))
     assert second["stop_reason"] == "empty" and queue_left(emulator) == 0
