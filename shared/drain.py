@@ -8,8 +8,8 @@ a queue with a token, a sink and a clock. Invariants (DESIGN.md):
 5. tokens come from the cache (refreshed before expiry) and are replaced after an auth error.
 
 Throughput (DESIGN.md "Performance model"): `concurrency` consumers per queue, each with
-its own MNS client (the SDK is not thread-safe) and its own delete thread, so a consumer's
-next receive overlaps the delete of what it stored before. Received batches are
+its own MNS client (the SDK is not thread-safe) and its own delete threads (each with its
+own client), so a consumer's next receive overlaps the deletes of what it stored before. Received batches are
 coalesced per message type into one sink write (bounded by the sink's batch size, bytes
 and a time window kept well inside the visibility timeout), so an object sink writes a
 few large objects instead of one per 16 messages.
@@ -56,6 +56,9 @@ class DrainOptions:
     mns_timeout: float = 10.0
     max_consecutive_errors: int = 5
     coalesce_seconds: float = 5.0  # oldest received-but-unwritten batch waits at most this long
+    # Deletes per consumer in parallel: a coalesced write releases many batches at once, and
+    # their deletes (one call per 16) must finish before the deadline.
+    delete_threads: int = 2
 
 
 @dataclass
@@ -124,17 +127,20 @@ class RunSummary:
 
 
 class _Timing:
-    """Worst observed durations, to budget the next batch against the deadline."""
+    """Worst (and, for deletes, typical) observed durations, to budget against the deadline."""
 
     def __init__(self) -> None:
         self.receive_overhead = 0.2  # round trip beyond the long-poll wait
         self.write = 0.2
         self.delete = 0.2
+        self.delete_typical = 0.2  # moving average: a backlog of deletes costs about this each
         self._lock = threading.Lock()
 
     def observe(self, name: str, seconds: float) -> None:
         with self._lock:
             setattr(self, name, max(getattr(self, name), seconds))
+            if name == "delete":
+                self.delete_typical += 0.2 * (seconds - self.delete_typical)
 
 
 class _Flush:
@@ -262,10 +268,12 @@ class Drain:
         )
 
     # -- one consumer -----------------------------------------------------------
-    def _budget(self, run: _Run) -> float:
-        """Seconds left for a receive, after reserving a flush, a delete and the margin."""
+    def _budget(self, run: _Run, owed_deletes: int = 0) -> float:
+        """Seconds left for a receive, after reserving a flush, the deletes still owed
+        (this batch's and the backlog's) and the margin."""
         t = self.timing
-        return run.deadline.remaining() - self.options.safety_margin - t.write - t.delete
+        backlog = -(-owed_deletes // max(1, self.options.delete_threads)) * t.delete_typical
+        return run.deadline.remaining() - self.options.safety_margin - t.write - t.delete - backlog
 
     def _worker(self, mtype: str, run: _Run) -> None:
         consumer = _Consumer(self, mtype, run)
@@ -284,9 +292,14 @@ class _Consumer:
         self.buffer = run.buffers[mtype]
         self.queue: Optional[Queue] = None
         self.pending: list[_Batch] = []  # received by this consumer, not yet handed to a delete
-        self.deleter = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"delete-{mtype}")
-        self.delete_queue: Optional[Queue] = None  # used only on the delete thread
+        self.deleter = ThreadPoolExecutor(max_workers=max(1, drain.options.delete_threads),
+                                          thread_name_prefix=f"delete-{mtype}")
+        self.delete_clients = threading.local()  # one MNS client per delete thread
         self.deletes: list[Future] = []
+
+    def owed_deletes(self) -> int:
+        """Delete calls this consumer still has to make: written or unwritten batches it holds."""
+        return len(self.pending) + sum(1 for f in self.deletes if not f.done())
 
     # -- the receive loop -----------------------------------------------------
     def loop(self) -> None:
@@ -295,7 +308,7 @@ class _Consumer:
         while not run.stop.is_set() and not run.empty[self.mtype]:
             self._flush(self.buffer.take_if_due())
             self._settle(block=False)
-            budget = d._budget(run)
+            budget = d._budget(run, self.owed_deletes())
             if budget < d.timing.receive_overhead + 0.1:
                 stats.stop_reason = "deadline"
                 return
@@ -316,7 +329,7 @@ class _Consumer:
                 stats.stop_reason = "token_error"
                 run.fail("token_error", str(exc))
                 return
-            budget = d._budget(run)  # what the token fetch left
+            budget = d._budget(run, self.owed_deletes())  # what the token fetch left
             if budget < d.timing.receive_overhead + 0.1:
                 run.release(wanted)
                 stats.stop_reason = "deadline"
@@ -441,7 +454,7 @@ class _Consumer:
         self.deletes = running
 
     def _delete(self, handles: list[str]) -> None:
-        """On the delete thread: batch-delete; after an auth refusal retry once with a fresh token.
+        """On a delete thread: batch-delete; after an auth refusal retry once with a fresh token.
 
         Receipt handles outlive the token that received them, so a token that expired
         between receive and delete must not leave stored messages in the queue.
@@ -462,13 +475,14 @@ class _Consumer:
                     outcome = DeleteOutcome(failed={h: "deadline" for h in handles}, calls=calls)
                     break
                 token = d.tokens.get(self.mtype, timeout=left())
-                if self.delete_queue is None or self.delete_queue.token is not token:
-                    self.delete_queue = d.open_queue(self.mtype, token)
+                queue = getattr(self.delete_clients, "queue", None)
+                if queue is None or queue.token is not token:
+                    queue = self.delete_clients.queue = d.open_queue(self.mtype, token)
                 if left() <= 0.1:
                     outcome = DeleteOutcome(failed={h: "deadline" for h in handles}, calls=calls)
                     break
-                self.delete_queue.set_timeout(min(d.options.mns_timeout, left()))
-                outcome = self.delete_queue.delete(handles)
+                queue.set_timeout(min(d.options.mns_timeout, left()))
+                outcome = queue.delete(handles)
                 outcome.calls += calls
                 break
             except TokenError as exc:
@@ -480,8 +494,9 @@ class _Consumer:
                 outcome = DeleteOutcome(failed={h: exc.code for h in handles}, calls=calls)
                 if not exc.auth:
                     break
-                d.tokens.invalidate(self.mtype, self.delete_queue.token if self.delete_queue else None)
-                self.delete_queue = None
+                queue = getattr(self.delete_clients, "queue", None)
+                d.tokens.invalidate(self.mtype, queue.token if queue else None)
+                self.delete_clients.queue = None
         d.timing.observe("delete", d.clock.monotonic() - t0)
         with self.run.lock:
             self.stats.deleted += outcome.deleted

@@ -35,6 +35,13 @@ def timer_event(payload: dict | None = None) -> bytes:
                        "payload": json.dumps(payload) if payload else ""}).encode()
 
 
+def wait_until(condition, timeout: float) -> None:
+    end = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < end, "condition not met in time"
+        time.sleep(0.05)
+
+
 def queue_left(emulator) -> int:
     return sum(emulator.queue_state(emulator.queue_name(t))["visible"] + emulator.queue_state(emulator.queue_name(t))["in_flight"]
                for t in TYPES)
@@ -127,6 +134,8 @@ def test_short_deadline_stops_in_time_and_loses_nothing(emulator, drain_env, tmp
     db = str(tmp_path / "r.db")
     drain_env(SINK="sqlite", SINK_PATH=db, DRAIN_SAFETY_MARGIN_SECONDS="0.3", DRAIN_CONCURRENCY="1")
     emulator.set_latency(0.1)
+    for mtype in TYPES:  # short enough that undeleted messages come back within the test
+        emulator.create_queue(emulator.queue_name(mtype), visibility_timeout=3.0)
     fill(emulator, per_type=150, bad=False)
     started = time.monotonic()
     first = handler(timer_event(), fc_context(timeout=2.0))
@@ -140,9 +149,29 @@ def test_short_deadline_stops_in_time_and_loses_nothing(emulator, drain_env, tmp
     assert first["totals"]["deleted"] + left == 600  # every message deleted (after storing) or still queued
     assert first["totals"]["deleted"] <= first["totals"]["stored"]
     emulator.set_latency(0)
+    # Messages stored but not deleted are invisible until their visibility timeout ends; the
+    # next scheduled run sees them again and stores them a second time without a duplicate.
+    wait_until(lambda: all(emulator.queue_state(emulator.queue_name(t))["in_flight"] == 0 for t in TYPES), 6.0)
     second = handler(timer_event(), fc_context(timeout=60))
     assert second["stop_reason"] == "empty" and queue_left(emulator) == 0
+    assert second["totals"]["stored"] == left
     assert SqliteSink(db).count("records") == 600
+
+
+def test_deadline_reserves_time_for_the_deletes_a_coalesced_write_releases(emulator, drain_env, tmp_path):
+    # The file sink coalesces up to 2,000 messages per object, so at the deadline one write
+    # releases dozens of batches at once, each needing its own delete call. The run must stop
+    # receiving early enough that every stored message is also deleted.
+    drain_env(SINK="file", SINK_PATH=str(tmp_path / "r"), DRAIN_SAFETY_MARGIN_SECONDS="0.3",
+              DRAIN_CONCURRENCY="2", DRAIN_COALESCE_SECONDS="30")
+    emulator.set_latency(0.05)
+    fill(emulator, per_type=2000, bad=False)
+    result = handler(timer_event(), fc_context(timeout=2.5))
+    assert result["stop_reason"] == "deadline", result
+    assert result["totals"]["stored"] > 0
+    assert result["totals"]["delete_failures"] == 0, result["types"]
+    assert result["totals"]["deleted"] == result["totals"]["stored"]
+    assert queue_left(emulator) == 8000 - result["totals"]["deleted"]
 
 
 def test_max_messages_from_manual_event(emulator, drain_env):
