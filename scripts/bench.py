@@ -273,7 +273,7 @@ class Bench:
         self.seq = 0
         from shared.settings import Settings
 
-        self.default_concurrency = int(Settings.model_fields["concurrency"].default)
+        self.default_concurrency = int(Settings.default("concurrency"))
 
     def close(self) -> None:
         shutil.rmtree(self.work, ignore_errors=True)

@@ -52,7 +52,7 @@ def drain_runtime(environ: Optional[Mapping[str, str]] = None, clock: Clock = SY
     """The runtime for the current environment, built once per container (rebuilt if settings change)."""
     global _cached
     settings = load_settings(environ)
-    fingerprint = tuple(sorted(settings.model_dump().items(), key=lambda kv: kv[0]))
+    fingerprint = tuple(sorted(settings.as_dict().items(), key=lambda kv: kv[0]))
     fingerprint = tuple((k, repr(v)) for k, v in fingerprint)
     with _lock:
         if _cached is not None and _cached[0] == fingerprint:
@@ -124,7 +124,7 @@ def reconcile_runtime(environ: Optional[Mapping[str, str]] = None, clock: Clock 
 
     global _reconcile_cached
     settings = load_settings(environ)
-    fingerprint = tuple((k, repr(v)) for k, v in sorted(settings.model_dump().items(), key=lambda kv: kv[0]))
+    fingerprint = tuple((k, repr(v)) for k, v in sorted(settings.as_dict().items(), key=lambda kv: kv[0]))
     with _lock:
         if _reconcile_cached is not None and _reconcile_cached[0] == fingerprint:
             return _reconcile_cached[1]

@@ -23,7 +23,7 @@ from shared.decode import KEY_FIELDS, decode_message
 from shared.events import DrainEvent, parse_event
 from shared.platform import EventError, adapt
 from shared.records import DeadLetter, MnsMeta, Record, canonical_json
-from shared.settings import ENV_FORMS, KNOWN_MESSAGE_TYPES, SINKS, Settings, SettingsError, load_settings
+from shared.settings import ENV_FORMS, KNOWN_MESSAGE_TYPES, SINKS, VARIABLES, SettingsError, load_settings
 from shared.sinks.file import FileSink
 from shared.sinks.sqlite import SqliteSink
 
@@ -192,7 +192,7 @@ def test_lambda_dict_events_accepted_or_event_error(event, trigger):
 
 # -- settings -------------------------------------------------------------------------------------
 
-ALIASES = sorted({f.alias for f in Settings.model_fields.values() if f.alias})
+ALIASES = sorted(VARIABLES.values())
 env_value = (any_text | st.sampled_from(["", "0", "-1", "1e309", "nan", "3", "30", "http://127.0.0.1:1", "https://x",
                                          "http://[::1", "file", "sqlite", "SmsReport,SmsUp", "SmsReport=Q-1"]))
 

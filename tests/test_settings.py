@@ -52,3 +52,27 @@ def test_loopback_http_allowed_and_secret_never_echoed():
         load_settings(dict(BASE, ALIBABA_CLOUD_ACCESS_KEY_SECRET="s3cr3t-value"))
     assert "s3cr3t-value" not in str(err.value)
     assert "ALIBABA_CLOUD_ACCESS_KEY_SECRET" in str(err.value)  # a secret without its id is an error too
+
+
+def test_every_bad_variable_is_named_in_one_error():
+    with pytest.raises(SettingsError) as err:
+        load_settings(dict(BASE, DRAIN_CONCURRENCY="0", DRAIN_WAIT_SECONDS="soon", SINK_PREFIX="a b"))
+    text = str(err.value)
+    for variable in ("DRAIN_CONCURRENCY", "DRAIN_WAIT_SECONDS", "SINK_PREFIX"):
+        assert f"{variable}:" in text, text
+
+
+def test_non_finite_numbers_are_refused():
+    with pytest.raises(SettingsError) as err:
+        load_settings(dict(BASE, DRAIN_COALESCE_SECONDS="nan"))
+    assert "DRAIN_COALESCE_SECONDS" in str(err.value)
+
+
+def test_settings_repr_and_safe_view_hold_no_credentials():
+    s = load_settings(dict(BASE, ALIBABA_CLOUD_ACCESS_KEY_ID="LTAI-id-value", ALIBABA_CLOUD_ACCESS_KEY_SECRET="s3cr3t-value",
+                           ALIBABA_CLOUD_SECURITY_TOKEN="sts-token-value"))
+    assert s.access_key_secret == "s3cr3t-value"
+    for shown in (repr(s), str(s), str(s.safe_view())):
+        for secret in ("LTAI-id-value", "s3cr3t-value", "sts-token-value"):
+            assert secret not in shown
+    assert s.safe_view()["sink_path"] == "/tmp/x"
