@@ -947,8 +947,9 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
                    help="a configuration predicted to run longer is time-boxed (also its hard limit); "
                         "default 120 keeps the default sweep near 15 minutes on 2 cores")
     p.add_argument("--window", type=float, default=30, help="seconds of a time-boxed run")
-    p.add_argument("--rss-messages", type=int, default=100000,
-                   help="with --all: also run drain defaults with this M to compare peak RSS (0: skip)")
+    p.add_argument("--rss-messages", type=int, default=None,
+                   help="also run drain defaults with this M to compare peak RSS (default 100000 with --all, "
+                        "else skipped)")
     p.add_argument("--quick", action="store_true", help="small calibration, no placement or RSS-vs-M runs")
     p.add_argument("--faults", action="store_true", help="failure-under-load check (exit 1 if it fails)")
     p.add_argument("--fault-messages", type=int, default=0, help="M for --faults (default: --messages)")
@@ -967,6 +968,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
         args.sweep = args.faults = args.import_times = True
     elif not (args.faults or args.import_times):
         args.sweep = True
+    if args.rss_messages is None:
+        args.rss_messages = 100000 if args.all else 0
     if args.quick:
         args.rss_messages = 0
     return args
@@ -1000,7 +1003,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 report["placement"] = bench.placement_check()
             bench.sweep()
             report["runs"] = bench.runs
-            if args.all and args.rss_messages:
+            if args.rss_messages:
                 report["rss_vs_m"] = bench.rss_vs_m()
         if args.faults:
             report["faults"] = run_faults(bench)
