@@ -34,6 +34,10 @@ from typing import Optional, Sequence
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SOURCE_PACKAGES = ("functions", "shared")
+# Function Compute documents Python handlers as <file>.<method> with the file at the code
+# root, and never shows a dotted package path, so its build gets one root file per
+# function that re-exports the handler (s.yaml names these). Lambda takes the dotted path.
+FC_ENTRY_POINTS = {"drain_handler": "functions.drain", "reconcile_handler": "functions.reconcile"}
 MARKER = ".alicom-package"  # marks a directory this script built, so --out can be replaced safely
 DEFAULT_PLATFORM = "manylinux2014_x86_64"
 DEFAULT_PYTHON = "3.12"
@@ -275,6 +279,11 @@ def build(target_name: str, out: Path, python_version: str = DEFAULT_PYTHON, pla
     _copy_sources(out)
     deps = out / target.deps_subdir if target.deps_subdir else out
     if target.name == "fc":
+        for entry, module in FC_ENTRY_POINTS.items():
+            (out / f"{entry}.py").write_text(
+                f'"""Function Compute entry point ({entry}.handler): {module}.handler under the '
+                f'<file>.<method> name FC documents."""\nfrom {module} import handler  # noqa: F401\n'
+            )
         # Lets `s build --command "pip install -t python -r requirements.txt"` (Docker) redo the
         # dependency install in FC's own image, to the same place.
         (out / "requirements.txt").write_text(
