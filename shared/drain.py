@@ -9,10 +9,10 @@ a queue with a token, a sink and a clock. Invariants (DESIGN.md):
 
 Throughput (DESIGN.md "Performance model"): `concurrency` consumers per queue, each with
 its own MNS client (the SDK is not thread-safe) and its own delete threads (each with its
-own client), so a consumer's next receive overlaps the deletes of what it stored before. Received batches are
-coalesced per message type into one sink write (bounded by the sink's batch size, bytes
-and a time window kept well inside the visibility timeout), so an object sink writes a
-few large objects instead of one per 16 messages.
+own client), so a consumer's next receive overlaps the deletes of what it stored before.
+Received batches are coalesced per message type into one sink write (bounded by the
+sink's batch size, bytes and a time window kept well inside the visibility timeout), so
+an object sink writes a few large objects instead of one per 16 messages.
 """
 from __future__ import annotations
 
