@@ -17,7 +17,6 @@ an object sink writes a few large objects instead of one per 16 messages.
 from __future__ import annotations
 
 import threading
-import time
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
