@@ -58,8 +58,11 @@ def test_the_harness_notices_a_drain_that_deletes_before_it_stores(tmp_path):
     """Self-test: the same harness against a drain sabotaged to break invariant 1 reports losses."""
     from dataclasses import replace
 
-    summary = run_config(replace(PRESETS["ci"], runs=1, sabotage="delete_before_write", name="sabotage"),
-                         tmp_path, log=lambda line: None)
+    # Every drain started in the chaos window gets an exact crash point (round-robin: receive,
+    # received, write, ...), so some crash lands after the sabotaged delete and before the write;
+    # at the preset's 30% rate a run could, by luck, have none there.
+    summary = run_config(replace(PRESETS["ci"], runs=1, crash_rate=1.0, sabotage="delete_before_write",
+                                 name="sabotage"), tmp_path, log=lambda line: None)
     assert not summary["ok"] and summary["lost"] > 0
 
 
