@@ -278,9 +278,9 @@ def _missing(variable: str, detail: str) -> ValueError:
 
 def load_settings(environ: Optional[Mapping[str, str]] = None) -> Settings:
     """Validate the environment; raise SettingsError naming every bad variable."""
-    env = dict(os.environ if environ is None else environ)
+    given = dict(os.environ if environ is None else environ)
     # Empty strings mean "not set" (templates often pass "" for unused parameters).
-    env = {k: v for k, v in env.items() if k in _VARIABLES and v != ""}
+    env = {k: v for k, v in given.items() if k in _VARIABLES and v != ""}
     # Undecodable bytes in os.environ arrive as lone surrogates: name them here, before any
     # parsing tries to encode them.
     garbled = sorted(k for k in env if isinstance(env[k], str) and not _is_utf8(env[k]))
@@ -298,6 +298,7 @@ def load_settings(environ: Optional[Mapping[str, str]] = None) -> Settings:
     while True:
         try:
             settings = msgspec.convert(env, Settings, strict=False)
+            break
         except msgspec.ValidationError as exc:
             variable, message = _locate(str(exc))
             if variable in problems or variable not in _VARIABLES:
@@ -305,13 +306,10 @@ def load_settings(environ: Optional[Mapping[str, str]] = None) -> Settings:
                 break
             problems[variable] = message
             env.pop(variable, None)
-            continue
-        if not problems:
-            return settings
-        break
-    original = dict(os.environ if environ is None else environ)
+    if not problems:
+        return settings
     raise SettingsError("invalid settings: " + "; ".join(
-        _describe(variable, message, original.get(variable)) for variable, message in problems.items()))
+        _describe(variable, message, given.get(variable)) for variable, message in problems.items()))
 
 
 _VARIABLES = frozenset(VARIABLES.values())
@@ -332,10 +330,7 @@ def _locate(error: str) -> tuple[str, str]:
     """(variable, message) from a msgspec error: "... - at `$.VAR`", or our "VAR|detail"."""
     match = _AT.search(error)
     if match:
-        message = error[:match.start()]
-        if message.startswith("Object missing required field"):
-            message = "is required"
-        return match.group(1), message
+        return match.group(1), error[:match.start()]
     head, bar, rest = error.partition("|")
     if bar and head in _VARIABLES:  # a value may hold "|" too: only our own form counts
         return head, rest
