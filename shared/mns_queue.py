@@ -4,14 +4,28 @@ The SDK object is not thread-safe: each consumer thread owns one `MnsQueue`. Bod
 left undecoded (`set_encoding(False)`): with SDK decoding on, a single body with bad
 base64 fails the whole batch, so one poison message would block every message received
 with it. We decode each body ourselves (shared/decode.py).
+
+Every request is signed, sent and error-checked by the SDK. One step is ours: reading a
+successful BatchReceiveMessage answer. The SDK builds a `xml.dom.minidom` tree of it, and
+that was about a third of the drain's CPU per message, the drain's limit on one vCPU
+(DESIGN.md "Performance model"). `ReceiptClient` reads the same XML with ElementTree into
+the SDK's own response entries, with the SDK's rules (tests/test_mns_queue.py compares
+the two readers on the same answers).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from mns.account import Account
-from mns.mns_exception import MNSClientException, MNSServerException
+import xml.etree.ElementTree as ElementTree
+from xml.sax.saxutils import escape
+
+from mns.mns_client import MNSClient, RequestInternal
+from mns.mns_exception import MNSClientException, MNSClientNetworkException, MNSServerException
+from mns.mns_request import ReceiveMessageResponseEntry
+from mns.mns_tool import BatchDeleteMessageValidator, BatchReceiveMessageValidator
+from mns.mns_xml_handler import BatchDeleteMessageDecoder
+from mns.queue import Queue as SdkQueue
 
 from shared.records import MnsMeta
 from shared.settings import check_endpoint
@@ -56,6 +70,96 @@ class DeleteOutcome:
     calls: int = 0
 
 
+MNS_XMLNS_URI = "http://mns.aliyuncs.com/doc/v1/"
+
+
+def read_received_messages(xml_text: str, request_id: str = "") -> list[ReceiveMessageResponseEntry]:
+    """A BatchReceiveMessage answer as the SDK's entries, the SDK's way, with ElementTree.
+
+    Same rules as `mns.mns_xml_handler.BatchRecvMessageDecoder` with base64 decoding off:
+    an answer that is not XML, has no <Messages>, or holds a message with a field missing,
+    empty or (for the counts and times) not an integer raises
+    MNSClientNetworkException("RespDataDamaged"); the drain counts it and receives again.
+    One difference, kept on purpose: an empty <MessageBody/> is read as "" (the SDK fails
+    the whole batch on it, so one such message would block the queue; ours dead-letters it).
+    """
+    if not xml_text:
+        raise MNSClientNetworkException("RespDataDamaged", "Xml data is \"\"!", request_id)
+    try:
+        root = ElementTree.fromstring(xml_text)
+    except ElementTree.ParseError:
+        raise MNSClientNetworkException("RespDataDamaged", "answer is not XML", request_id) from None
+    if root.tag.rpartition("}")[2] != "Messages":  # the SDK looks for <Messages> anywhere in the answer
+        root = next((e for e in root.iter() if e.tag.rpartition("}")[2] == "Messages"), None)
+        if root is None:
+            raise MNSClientNetworkException("RespDataDamaged", "No element with tag name 'Messages'.", request_id)
+    ns = root.tag[:root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+    message_tag = ns + "Message"
+    entries = []
+    for node in root:
+        if node.tag != message_tag:
+            continue
+        fields = {child.tag[len(ns):]: child.text for child in node}
+        try:
+            entry = ReceiveMessageResponseEntry()
+            entry.message_body = fields["MessageBody"] or ""
+            entry.dequeue_count = int(fields["DequeueCount"])
+            entry.enqueue_time = int(fields["EnqueueTime"])
+            entry.first_dequeue_time = int(fields["FirstDequeueTime"])
+            entry.priority = int(fields["Priority"])
+            entry.next_visible_time = int(fields["NextVisibleTime"])
+            entry.message_id = fields["MessageId"]
+            entry.message_body_md5 = fields["MessageBodyMD5"]
+            entry.receipt_handle = fields["ReceiptHandle"]
+            entry.message_group_id = fields.get("MessageGroupId") or ""
+        except (KeyError, TypeError, ValueError):
+            raise MNSClientNetworkException("RespDataDamaged", "a message lacks a required field", request_id) from None
+        if not (entry.message_id and entry.receipt_handle and entry.message_body_md5):
+            raise MNSClientNetworkException("RespDataDamaged", "a message lacks a required field", request_id)
+        entries.append(entry)
+    return entries
+
+
+_QUOTE = {'"': "&quot;"}  # minidom escapes it in text too
+
+
+def receipt_handles_xml(handles: Sequence[str]) -> bytes:
+    """A BatchDeleteMessage body, byte for byte what the SDK's minidom encoder writes."""
+    items = "".join(f"<ReceiptHandle>{escape(h, _QUOTE)}</ReceiptHandle>" for h in handles) if handles else ""
+    return (f'<?xml version="1.0" encoding="utf-8"?><ReceiptHandles xmlns="{MNS_XMLNS_URI}">{items}'
+            f"</ReceiptHandles>").encode("utf-8")
+
+
+class ReceiptClient(MNSClient):
+    """The SDK's MNS client; only a successful batch receive is read by `read_received_messages`."""
+
+    def batch_receive_message(self, req, resp):
+        # The SDK's own steps (mns_client.MNSClient.batch_receive_message), decoder aside.
+        BatchReceiveMessageValidator.validate(req)
+        url = f"/queues/{req.queue_name}/messages?numOfMessages={req.batch_size}"
+        if req.wait_seconds != -1:
+            url += f"&waitseconds={req.wait_seconds}"
+        req_inter = RequestInternal(req.method, url)
+        self.build_header(req, req_inter)
+        resp_inter = self.http.send_request(req_inter)
+        resp.status = resp_inter.status
+        resp.header = resp_inter.header
+        self.check_status(req_inter, resp_inter, resp)
+        if resp.error_data == "":
+            resp.message_list = read_received_messages(resp_inter.data, req_inter.get_req_id())
+
+    def batch_delete_message(self, req, resp):
+        # The SDK's own steps (mns_client.MNSClient.batch_delete_message), encoder aside.
+        BatchDeleteMessageValidator.validate(req)
+        req_inter = RequestInternal(req.method, f"/queues/{req.queue_name}/messages")
+        req_inter.data = receipt_handles_xml(req.receipt_handle_list)
+        self.build_header(req, req_inter)
+        resp_inter = self.http.send_request(req_inter)
+        resp.status = resp_inter.status
+        resp.header = resp_inter.header
+        self.check_status(req_inter, resp_inter, resp, BatchDeleteMessageDecoder)
+
+
 def _error(operation: str, exc: Exception) -> QueueError:
     if isinstance(exc, MNSServerException):
         code = str(exc.type or "Unknown")
@@ -72,8 +176,9 @@ class MnsQueue:
         check_endpoint(endpoint, "ALICOM_MNS_ENDPOINT")  # https except loopback
         self.token = token
         self.queue_name = queue_name
-        self.account = Account(endpoint.rstrip("/"), token.access_key_id, token.access_key_secret, token.security_token)
-        self.queue = self.account.get_queue(queue_name)
+        self.client = ReceiptClient(endpoint.rstrip("/"), token.access_key_id, token.access_key_secret,
+                                    security_token=token.security_token)
+        self.queue = SdkQueue(queue_name, self.client)
         self.queue.set_encoding(False)
         self.timeout = None
         self.set_timeout(timeout)
@@ -82,7 +187,7 @@ class MnsQueue:
         """Socket timeout for the next calls (the SDK reconnects, so change it rarely)."""
         seconds = max(0.1, float(seconds))  # a last delete may have only a fraction of a second left
         if self.timeout is None or abs(seconds - self.timeout) > 0.25:
-            self.account.mns_client.set_connection_timeout(seconds)
+            self.client.set_connection_timeout(seconds)
             self.timeout = seconds
 
     def receive(self, max_messages: int, wait_seconds: int) -> list[ReceivedMessage]:
