@@ -19,6 +19,9 @@ RECORD_COLUMNS = ("key", "kind", "message_type", "source", "event_time", "event_
 DEAD_COLUMNS = ("key", "kind", "message_type", "source", "event_time", "event_date", "error", "raw_body",
                 "message_id", "enqueue_time", "dequeue_count", "stored_at", "ttl")
 
+UPSERT_RECORD = f"INSERT OR REPLACE INTO records ({', '.join(RECORD_COLUMNS)}) VALUES ({', '.join('?' * len(RECORD_COLUMNS))})"
+UPSERT_DEAD = f"INSERT OR REPLACE INTO dead_letters ({', '.join(DEAD_COLUMNS)}) VALUES ({', '.join('?' * len(DEAD_COLUMNS))})"
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
     key TEXT PRIMARY KEY, kind TEXT NOT NULL, message_type TEXT NOT NULL, source TEXT NOT NULL,
@@ -74,14 +77,15 @@ class SqliteSink(TableSink):
     def close(self) -> None:
         self.db.close()
 
-    def _execute_many(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
+    def _execute_many(self, statements: Sequence[tuple[str, Sequence[Sequence[Any]]]]) -> None:
+        """Run each (sql, rows) with executemany, all in one transaction."""
         wait = self._acquire()
         try:
             try:
                 self.db.execute(f"PRAGMA busy_timeout = {int(wait * 1000)}")
                 self.db.execute("BEGIN IMMEDIATE")
-                for sql, params in statements:
-                    self.db.execute(sql, params)
+                for sql, rows in statements:
+                    self.db.executemany(sql, rows)
                 self.db.execute("COMMIT")
             except sqlite3.Error as exc:
                 if self.db.in_transaction:
@@ -90,20 +94,14 @@ class SqliteSink(TableSink):
         finally:
             self._lock.release()
 
-    @staticmethod
-    def _upsert_sql(table: str, columns: Sequence[str], item: dict[str, Any]) -> tuple[str, list]:
-        cols = ", ".join(columns)
-        marks = ", ".join("?" for _ in columns)
-        return f"INSERT OR REPLACE INTO {table} ({cols}) VALUES ({marks})", [item.get(c) for c in columns]
-
     def _upsert(self, items: Sequence[dict[str, Any]]) -> int:
-        statements = []
+        records, dead = [], []
         for item in items:
             if item["kind"] == "dead_letter":
-                statements.append(self._upsert_sql("dead_letters", DEAD_COLUMNS, item))
+                dead.append([item.get(c) for c in DEAD_COLUMNS])
             else:
-                statements.append(self._upsert_sql("records", RECORD_COLUMNS, item))
-        self._execute_many(statements)
+                records.append([item.get(c) for c in RECORD_COLUMNS])
+        self._execute_many([(sql, rows) for sql, rows in ((UPSERT_RECORD, records), (UPSERT_DEAD, dead)) if rows])
         return 1
 
     def _put_unless_receipt(self, item: dict[str, Any]) -> bool:
