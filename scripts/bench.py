@@ -143,11 +143,18 @@ def child_drain(args: argparse.Namespace) -> dict:
 
 
 def child_raw(args: argparse.Namespace) -> dict:
-    """Raw SDK clients, no decode, no sink: receive 16 + batch delete, until the queues are empty."""
+    """Raw clients, no decode, no sink: receive 16 + batch delete, until the queues are empty.
+
+    --client sdk: the MNS SDK's own Account/Queue (its minidom decoder);
+    --client drain: shared.mns_queue.MnsQueue, the client the drain's consumers use.
+    """
     from aliyunsdkcore.client import AcsClient
     from aliyunsdkdybaseapi.request.v20170525.QueryTokenForMnsQueueRequest import QueryTokenForMnsQueueRequest
     from mns.account import Account
     from mns.mns_exception import MNSServerException
+
+    from shared.mns_queue import MnsQueue
+    from shared.tokens import MnsToken, parse_expire_time
 
     endpoint = os.environ["ALICOM_MNS_ENDPOINT"]
     types = os.environ["ALICOM_MESSAGE_TYPES"].split(",")
@@ -165,22 +172,41 @@ def child_raw(args: argparse.Namespace) -> dict:
     lock = threading.Lock()
     stop_at = time.monotonic() + args.max_seconds
 
-    def work(mtype: str) -> None:
+    def sdk_calls(mtype: str):
         tok = tokens[mtype]
         account = Account(endpoint, tok["AccessKeyId"], tok["AccessKeySecret"], tok["SecurityToken"])
         queue = account.get_queue(f"Alicom-Queue-{os.environ['ALICOM_UID']}-{mtype}")
         queue.set_encoding(False)
+
+        def receive():
+            try:
+                return queue.batch_receive_message(BATCH, 0)
+            except MNSServerException as exc:
+                if exc.type == "MessageNotExist":
+                    return []
+                raise
+        return receive, lambda msgs: queue.batch_delete_message([m.receipt_handle for m in msgs])
+
+    def drain_calls(mtype: str):
+        tok = tokens[mtype]
+        token = MnsToken(tok["AccessKeyId"], tok["AccessKeySecret"], tok["SecurityToken"],
+                         expire_at=parse_expire_time(tok["ExpireTime"]))
+        queue = MnsQueue(endpoint, f"Alicom-Queue-{os.environ['ALICOM_UID']}-{mtype}", token)
+        return lambda: queue.receive(BATCH, 0), lambda msgs: queue.delete([m.receipt_handle for m in msgs])
+
+    def work(mtype: str) -> None:
+        receive, delete = (drain_calls if args.client == "drain" else sdk_calls)(mtype)
         n = requests = 0
         while time.monotonic() < stop_at:
             requests += 1
             try:
-                messages = queue.batch_receive_message(BATCH, 0)
-            except MNSServerException as exc:
-                if exc.type == "MessageNotExist":
-                    break
+                messages = receive()
+            except Exception:  # noqa: BLE001 - a calibration client only counts; the emulator has no faults here
                 continue
+            if not messages:
+                break
             requests += 1
-            queue.batch_delete_message([m.receipt_handle for m in messages])
+            delete(messages)
             n += len(messages)
         with lock:
             counts["messages"] += n
@@ -194,7 +220,7 @@ def child_raw(args: argparse.Namespace) -> dict:
     for th in threads:
         th.join()
     elapsed = time.monotonic() - started
-    return {"consumer": "raw", "threads": args.threads, "elapsed_seconds": round(elapsed, 4),
+    return {"consumer": "raw", "client": args.client, "threads": args.threads, "elapsed_seconds": round(elapsed, 4),
             "cpu_seconds": round(time.process_time() - cpu0, 3), **dict(counts)}
 
 
@@ -212,6 +238,7 @@ def child_main(argv: list[str]) -> int:
     p.add_argument("--timeout", type=float, default=600, help="FC function timeout per invocation")
     p.add_argument("--max-invocations", type=int, default=50)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--client", choices=["sdk", "drain"], default="sdk", help="raw: whose MNS client")
     args = p.parse_args(argv)
     result = child_drain(args) if args.child == "drain" else child_raw(args)
     Path(args.out).write_text(json.dumps(result, indent=1), encoding="utf-8")
@@ -369,40 +396,52 @@ class Bench:
 
     # -- calibration ------------------------------------------------------------------------
     def emulator_ceiling(self) -> dict:
-        """Per-request time at zero latency (1 raw client) and the emulator's ceiling (many)."""
+        """Per-request time at zero latency (1 raw client) and the emulator's ceiling (many).
+
+        Measured with the SDK's own client and with the drain's (shared.mns_queue, which reads
+        receive answers with ElementTree); the rtt of the ceiling uses the drain's one-thread
+        per-request time, the stricter choice (a faster client makes the ceiling higher).
+        """
         a = self.args
         m = 800 if a.quick else min(a.messages, 8000)
         out = {"messages": m, "clients": []}
-        for threads in ((1,) if a.quick else (1, 4, 16)):
-            emu = self.emulator(m, 0)
-            try:
-                env = self.env(emu, "file", self.sink_path("file"))
-                cpu0 = process_cpu()
-                res, rss = self.run_child(["-m", "scripts.bench", "--child", "raw", "--threads", str(threads),
-                                           "--max-seconds", "120"], env, 180)
-                emu_cpu = process_cpu() - cpu0
-                stats = emu.stats()
-            finally:
-                emu.stop()
-            elapsed = res["elapsed_seconds"]
-            mps = res["messages"] / elapsed
-            row = {"threads": threads, "messages": res["messages"], "elapsed_seconds": elapsed,
-                   "msg_per_s": round(mps, 1), "requests": stats["mns_total"],
-                   "requests_per_s": round(stats["mns_total"] / elapsed, 1),
-                   "ms_per_request": round(1000 * elapsed * threads / max(1, res["requests"]), 3),
-                   "emulator_cpu_ms_per_request": round(1000 * emu_cpu / max(1, stats["mns_total"]), 3),
-                   "emulator_cpu_util": round(emu_cpu / elapsed, 2),
-                   "client_cpu_util": round(res["cpu_seconds"] / elapsed, 2),
-                   "loadavg_1m": round(os.getloadavg()[0], 2)}
-            out["clients"].append(row)
-            self.log(f"  emulator, {threads:>2} raw client thread(s): {mps:8.0f} msg/s, "
-                     f"{row['requests_per_s']:7.0f} req/s, {row['ms_per_request']:.3f} ms/request per client, "
-                     f"emulator CPU {row['emulator_cpu_ms_per_request']:.2f} ms/request ({100 * row['emulator_cpu_util']:.0f}% "
-                     f"of a core), clients {100 * row['client_cpu_util']:.0f}%")
-        self.per_request_s = out["clients"][0]["ms_per_request"] / 1000.0
-        out["per_request_ms_zero_latency"] = out["clients"][0]["ms_per_request"]
+        for client in ("sdk", "drain"):
+            for threads in ((1,) if a.quick else (1, 4, 16)):
+                emu = self.emulator(m, 0)
+                try:
+                    env = self.env(emu, "file", self.sink_path("file"))
+                    cpu0 = process_cpu()
+                    res, rss = self.run_child(["-m", "scripts.bench", "--child", "raw", "--threads", str(threads),
+                                               "--client", client, "--max-seconds", "120"], env, 180)
+                    emu_cpu = process_cpu() - cpu0
+                    stats = emu.stats()
+                finally:
+                    emu.stop()
+                elapsed = res["elapsed_seconds"]
+                mps = res["messages"] / elapsed
+                row = {"client": client, "threads": threads, "messages": res["messages"], "elapsed_seconds": elapsed,
+                       "msg_per_s": round(mps, 1), "requests": stats["mns_total"],
+                       "requests_per_s": round(stats["mns_total"] / elapsed, 1),
+                       "ms_per_request": round(1000 * elapsed * threads / max(1, res["requests"]), 3),
+                       "client_cpu_ms_per_request": round(1000 * res["cpu_seconds"] / max(1, res["requests"]), 3),
+                       "emulator_cpu_ms_per_request": round(1000 * emu_cpu / max(1, stats["mns_total"]), 3),
+                       "emulator_cpu_util": round(emu_cpu / elapsed, 2),
+                       "client_cpu_util": round(res["cpu_seconds"] / elapsed, 2),
+                       "loadavg_1m": round(os.getloadavg()[0], 2)}
+                out["clients"].append(row)
+                self.log(f"  emulator, {client:>5} client, {threads:>2} thread(s): {mps:8.0f} msg/s, "
+                         f"{row['requests_per_s']:7.0f} req/s, {row['ms_per_request']:.3f} ms/request per client, "
+                         f"client CPU {row['client_cpu_ms_per_request']:.2f} ms/request, emulator CPU "
+                         f"{row['emulator_cpu_ms_per_request']:.2f} ms/request ({100 * row['emulator_cpu_util']:.0f}% "
+                         f"of a core), clients {100 * row['client_cpu_util']:.0f}%")
+        one = next(c for c in out["clients"] if c["client"] == "drain" and c["threads"] == 1)
+        self.per_request_s = one["ms_per_request"] / 1000.0
+        out["per_request_ms_zero_latency"] = one["ms_per_request"]
+        out["per_request_client"] = "drain"
         out["ceiling_msg_per_s"] = max(c["msg_per_s"] for c in out["clients"])
         out["ceiling_requests_per_s"] = max(c["requests_per_s"] for c in out["clients"])
+        for client in ("sdk", "drain"):
+            out[f"{client}_client_max_msg_per_s"] = max(c["msg_per_s"] for c in out["clients"] if c["client"] == client)
         # What the emulator could serve if it alone had a core: 1 / its CPU per request.
         out["emulator_cpu_bound_requests_per_s"] = round(
             1000 / statistics.median(c["emulator_cpu_ms_per_request"] for c in out["clients"]), 1)
@@ -593,11 +632,26 @@ class Bench:
             "consumer_report": {k: v for k, v in result.items() if k not in ("consumer",)},
         }
         if record:
-            self.runs.append(row)
-            base = self.baseline_for(latency_ms, sink)
-            if kind == "drain" and base:
-                row["ratio_vs_baseline"] = round(rate / base["msg_per_s"], 2) if base["msg_per_s"] else None
-            self.log("  " + format_row(row))
+            self.record(row)
+        return row
+
+    def record(self, row: dict) -> None:
+        self.runs.append(row)
+        base = self.baseline_for(row["latency_ms"], row["sink"])
+        if row["consumer"] == "drain" and base and base["msg_per_s"]:
+            row["ratio_vs_baseline"] = round(row["msg_per_s"] / base["msg_per_s"], 2)
+        self.log("  " + format_row(row))
+
+    @staticmethod
+    def median_row(rows: list[dict]) -> dict:
+        """The run with the median rate, carrying every run's rate (machine speed drifts between runs)."""
+        ordered = sorted(rows, key=lambda r: r["msg_per_s"])
+        row = dict(ordered[(len(ordered) - 1) // 2])
+        if len(rows) > 1:
+            rates = [r["msg_per_s"] for r in rows]
+            row["repeats_msg_per_s"] = rates
+            row["note"] = (f"{row['note']}; " if row["note"] else "") + (
+                f"median of {len(rows)} (range {min(rates):.0f}-{max(rates):.0f})")
         return row
 
     def baseline_for(self, latency_ms: float, sink: str) -> Optional[dict]:
@@ -610,10 +664,19 @@ class Bench:
         for latency in a.latencies:
             sinks = [a.sink] + [s for s in ("file", "sqlite") if s != a.sink and latency in a.both_sinks_at]
             for sink in sinks:
-                self.log(f"latency {latency:g} ms, sink {sink}")
-                if not a.no_baseline:
-                    self.measure("baseline", sink, latency, None)
-                self.measure("drain", sink, latency, None, label="defaults")
+                self.log(f"latency {latency:g} ms, sink {sink}" + (f", {a.repeat} runs each, interleaved"
+                                                                   if a.repeat > 1 else ""))
+                runs: dict[str, list[dict]] = {"baseline": [], "drain": []}
+                for i in range(a.repeat):
+                    if not a.no_baseline:
+                        runs["baseline"].append(self.measure("baseline", sink, latency, None, record=False))
+                    runs["drain"].append(self.measure("drain", sink, latency, None, record=False, label="defaults"))
+                    if a.repeat > 1:
+                        self.log(f"    run {i + 1}/{a.repeat}: " + ", ".join(
+                            f"{k} {v[-1]['msg_per_s']:.0f} msg/s" for k, v in runs.items() if v))
+                for kind in ("baseline", "drain"):
+                    if runs[kind]:
+                        self.record(self.median_row(runs[kind]))
                 if sink != a.sink:
                     continue
                 for c in a.concurrency:
@@ -862,14 +925,17 @@ def print_report(report: dict) -> None:
           f"{meta['loadavg_at_start'][0]:.1f}, at end {meta.get('loadavg_at_end', [0])[0]:.1f}")
     emu = report.get("emulator")
     if emu:
-        print(f"\nEmulator at 0 ms injected latency (raw SDK receive16 + batch delete, no decode, no sink):")
+        print(f"\nEmulator at 0 ms injected latency (raw receive16 + batch delete, no decode, no sink; sdk = the MNS "
+              f"SDK's own client, drain = shared.mns_queue):")
         for c in emu["clients"]:
-            print(f"  {c['threads']:>2} client threads: {c['msg_per_s']:8.0f} msg/s, {c['requests_per_s']:7.0f} req/s, "
-                  f"{c['ms_per_request']:.3f} ms per request per client; emulator CPU {c['emulator_cpu_ms_per_request']:.2f} "
-                  f"ms/request, {100 * c['emulator_cpu_util']:.0f}% of a core; clients {100 * c['client_cpu_util']:.0f}%")
-        print(f"  per-request time at zero latency: {emu['per_request_ms_zero_latency']:.3f} ms; "
-              f"emulator ceiling >= {emu['ceiling_msg_per_s']:.0f} msg/s measured "
-              f"(client-bound); by its own CPU per request one core of emulator serves "
+            print(f"  {c.get('client', 'sdk'):>5} client, {c['threads']:>2} threads: {c['msg_per_s']:8.0f} msg/s, "
+                  f"{c['requests_per_s']:7.0f} req/s, {c['ms_per_request']:.3f} ms per request per client, client CPU "
+                  f"{c.get('client_cpu_ms_per_request', 0):.2f} ms/request; emulator CPU "
+                  f"{c['emulator_cpu_ms_per_request']:.2f} ms/request, {100 * c['emulator_cpu_util']:.0f}% of a core; "
+                  f"clients {100 * c['client_cpu_util']:.0f}%")
+        print(f"  per-request time at zero latency ({emu.get('per_request_client', 'sdk')} client, 1 thread): "
+              f"{emu['per_request_ms_zero_latency']:.3f} ms; emulator ceiling >= {emu['ceiling_msg_per_s']:.0f} msg/s "
+              f"measured (client-bound); by its own CPU per request one core of emulator serves "
               f"~{emu['emulator_cpu_bound_requests_per_s']:.0f} req/s = ~{emu['emulator_cpu_bound_msg_per_s']:.0f} msg/s")
     if report.get("placement"):
         print("\nPlacement check (drain defaults, sqlite):")
@@ -942,6 +1008,9 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     p.add_argument("--both-sinks-at", type=lambda s: parse_list(s, float), default=[20],
                    help="latencies (ms) at which baseline and drain defaults also run on the other local sink")
     p.add_argument("--no-baseline", action="store_true")
+    p.add_argument("--repeat", type=int, default=None,
+                   help="runs of the baseline and of the drain defaults per latency and sink, interleaved; "
+                        "rows report the median (default 3, 1 with --quick; the machine's speed drifts)")
     p.add_argument("--wait-seconds", type=int, default=0, help="DRAIN_WAIT_SECONDS for throughput runs")
     p.add_argument("--max-config-seconds", type=float, default=120,
                    help="a configuration predicted to run longer is time-boxed (also its hard limit); "
@@ -972,6 +1041,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
         args.rss_messages = 100000 if args.all else 0
     if args.quick:
         args.rss_messages = 0
+    if args.repeat is None:
+        args.repeat = 1 if args.quick else 3
     return args
 
 

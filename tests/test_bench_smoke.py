@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from shared.settings import Settings
+
 ROOT = Path(__file__).resolve().parent.parent
 
 RUN_FIELDS = {
@@ -32,15 +34,22 @@ def test_tiny_bench_run_reports_every_field_and_stores_every_message(tmp_path):
     assert report["meta"]["messages"] == 300 and report["meta"]["commit"]
     emulator = report["emulator"]
     assert emulator["per_request_ms_zero_latency"] > 0 and emulator["ceiling_msg_per_s"] > 0
+    # The raw calibration clients, the SDK's own and the drain's: one thread each, on one of the
+    # four equally filled queues, each drains all of it.
+    per_queue = emulator["messages"] // 4
+    assert {(c["client"], c["threads"], c["messages"]) for c in emulator["clients"]} == {
+        ("sdk", 1, per_queue), ("drain", 1, per_queue)}
 
     runs = report["runs"]
-    assert {(r["consumer"], r["concurrency"]) for r in runs} == {("baseline", 2), ("drain", 2)}
+    default = Settings.default("concurrency")
+    # the baseline's 2 threads per queue, the drain's default row and the swept point 2
+    assert {(r["consumer"], r["concurrency"]) for r in runs} == {("baseline", 2), ("drain", default), ("drain", 2)}
     for run in runs:
         assert RUN_FIELDS <= set(run), RUN_FIELDS - set(run)
         assert run["complete"] and not run["time_boxed"], run
         assert run["stored"] == run["drained"] == 300
         assert run["peak_rss_mb"] > 0 and run["mns_requests"] > 0 and run["sink_writes"] > 0
-    drain = next(r for r in runs if r["consumer"] == "drain")
+    drain = next(r for r in runs if r["consumer"] == "drain" and r["concurrency_source"] == "default")
     baseline = next(r for r in runs if r["consumer"] == "baseline")
     assert drain["ratio_vs_baseline"] is not None
     # Request counts follow from the consumers' patterns, not from timing: one delete per message
