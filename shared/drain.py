@@ -51,7 +51,7 @@ class DrainOptions:
     max_messages: int = 100_000
     wait_seconds: int = 3
     safety_margin: float = 2.0
-    concurrency: int = 2
+    concurrency: int = 3
     mns_timeout: float = 10.0
     max_consecutive_errors: int = 5
     coalesce_seconds: float = 5.0  # oldest received-but-unwritten batch waits at most this long

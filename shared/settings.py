@@ -176,7 +176,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=VARIABLES):
     max_messages: Annotated[int, Meta(ge=1)] = 100_000
     wait_seconds: Annotated[int, Meta(ge=0, le=30)] = 3
     safety_margin_seconds: Annotated[float, Meta(ge=0, le=120)] = 2.0
-    concurrency: Annotated[int, Meta(ge=1, le=64)] = 2
+    concurrency: Annotated[int, Meta(ge=1, le=64)] = 3
     mns_timeout_seconds: Annotated[float, Meta(gt=0, le=120)] = 10.0
     coalesce_seconds: Annotated[float, Meta(ge=0, le=60)] = 5.0
     token_refresh_buffer_seconds: Annotated[int, Meta(ge=0, le=3600)] = 120

@@ -16,11 +16,12 @@ import pytest
 
 from functions.drain import handler
 from scripts.receipts import make_receipts
+from shared.settings import Settings
 from tests.conftest import TYPES
 from tests.contexts import fc_context
 
 SKEW = 20 * 60
-WORKERS = len(TYPES) * 2  # DRAIN_CONCURRENCY defaults to 2 consumers per queue
+WORKERS = len(TYPES) * Settings.default("concurrency")  # consumers per queue (DRAIN_CONCURRENCY's default)
 
 
 def fill(emulator, n: int = 20) -> int:

@@ -614,6 +614,16 @@ def test_timeouts_and_concurrency_agree():
     assert resources["alicom-drain"]["asyncInvokeConfig"]["maxAsyncRetryAttempts"] == 0
 
 
+def test_consumers_per_queue_default_is_the_same_on_both_platforms():
+    # SAM passes DRAIN_CONCURRENCY from its parameter; s.yaml leaves it to the code's default.
+    from shared.drain import DrainOptions
+    from shared.settings import Settings
+
+    params = load_sam()["Parameters"]
+    assert int(params["DrainConcurrency"]["Default"]) == Settings.default("concurrency") == DrainOptions().concurrency
+    assert "DRAIN_CONCURRENCY" not in json.dumps(load_s_yaml())
+
+
 # ======================================================================================
 # RAM policies for the FC roles (scripts/deploy/)
 # ======================================================================================
