@@ -52,6 +52,7 @@ if str(ROOT) not in sys.path:
 
 AK, SECRET, UID = "LTAI5tBenchAccessKey", "bench-secret-not-real-0123456789", "1234567890123456"
 BATCH = 16
+BASELINE_THREADS = 2  # the vendor's sample: maxThread = 2
 SINKS_ALL = ("file", "sqlite", "s3", "oss", "dynamodb", "tablestore")
 SDK_GROUPS = {
     "mns": ("mns",),
@@ -553,7 +554,8 @@ class Bench:
                 record: bool = True, label: str = "") -> dict:
         a = self.args
         m = m or a.messages
-        conc = concurrency or self.default_concurrency
+        # The vendor's sample runs 2 threads per queue whatever the drain's default is.
+        conc = BASELINE_THREADS if kind == "baseline" else concurrency or self.default_concurrency
         predicted = self.predict_seconds(kind, sink, latency_ms, conc, m)
         window = None
         if predicted > a.max_config_seconds:
@@ -565,7 +567,7 @@ class Bench:
             env = self.env(emu, sink, path, **extra)
             limit = window or a.max_config_seconds
             if kind == "baseline":
-                argv = ["-m", "scripts.baseline_consumer", "--threads", "2", "--max-seconds", str(limit)]
+                argv = ["-m", "scripts.baseline_consumer", "--threads", str(BASELINE_THREADS), "--max-seconds", str(limit)]
             else:
                 argv = ["-m", "scripts.bench", "--child", "drain", "--max-seconds", str(limit),
                         "--timeout", str(min(600, limit))]
@@ -602,7 +604,7 @@ class Bench:
             "sink": sink,
             "latency_ms": latency_ms,
             "concurrency": conc,
-            "concurrency_source": "default" if concurrency is None else "DRAIN_CONCURRENCY" if kind == "drain" else "threads/queue",
+            "concurrency_source": "threads/queue" if kind == "baseline" else "default" if concurrency is None else "DRAIN_CONCURRENCY",
             "consumers": n_consumers,
             "messages": m,
             "stored": stored,
@@ -925,8 +927,8 @@ def print_report(report: dict) -> None:
           f"{meta['loadavg_at_start'][0]:.1f}, at end {meta.get('loadavg_at_end', [0])[0]:.1f}")
     emu = report.get("emulator")
     if emu:
-        print(f"\nEmulator at 0 ms injected latency (raw receive16 + batch delete, no decode, no sink; sdk = the MNS "
-              f"SDK's own client, drain = shared.mns_queue):")
+        print("\nEmulator at 0 ms injected latency (raw receive16 + batch delete, no decode, no sink; sdk = the MNS "
+              "SDK's own client, drain = shared.mns_queue):")
         for c in emu["clients"]:
             print(f"  {c.get('client', 'sdk'):>5} client, {c['threads']:>2} threads: {c['msg_per_s']:8.0f} msg/s, "
                   f"{c['requests_per_s']:7.0f} req/s, {c['ms_per_request']:.3f} ms per request per client, client CPU "
@@ -986,7 +988,7 @@ def print_report(report: dict) -> None:
                       + " ".join(f"{r['by_sdk_ms'][n]:10.1f}" for n in names)
                       + f"{r['other_ms']:7.0f}{r['process_wall_ms']:7.0f}" + ("" if r["ours_within_target"] else "  OVER")
                       + "  other: " + ", ".join(f"{k} {v:.0f}" for k, v in list(r["other_top_packages_ms"].items())[:3]))
-        print(f"  the SDKs again, each with the packages first imported beneath it (ms):")
+        print("  the SDKs again, each with the packages first imported beneath it (ms):")
         for label, r in imp["sinks"].items():
             if r.get("by_sdk_incl_deps_ms"):
                 print(f"  {label:<34}{'':21} " + " ".join(f"{r['by_sdk_incl_deps_ms'][n]:10.1f}" for n in names))
