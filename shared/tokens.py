@@ -159,6 +159,9 @@ class TokenCache:
     def get(self, message_type: str, timeout: Optional[float] = None) -> MnsToken:
         """The cached token, fetched if missing or near expiry (within `timeout` seconds, if given:
         waiting for another thread's fetch included)."""
+        token = self._tokens.get(message_type)
+        if token is not None and token.seconds_left(self.clock.now()) >= self.refresh_buffer:
+            return token  # the common case needs no lock: every consumer and delete thread asks per call
         started = self.clock.monotonic()
         if not self._lock.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
             raise TokenError(message_type, "Deadline", "no time left to wait for a token being fetched", retryable=True)

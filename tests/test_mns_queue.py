@@ -3,11 +3,15 @@
 `ReceiptClient` leaves signing, sending and error handling to the SDK and reads a
 successful BatchReceiveMessage answer with ElementTree instead of the SDK's minidom
 decoder (the drain's largest CPU cost). These tests hold the two readers to the same
-result on the same bytes, and the delete body to the SDK encoder's bytes.
+result on the same bytes, and the delete body to the SDK encoder's bytes. The token cache,
+which every receive and delete asks, is checked here too.
 """
 from __future__ import annotations
 
+import threading
+import time
 import xml.etree.ElementTree as ElementTree
+from datetime import datetime, timedelta
 
 import pytest
 from mns.mns_exception import MNSClientNetworkException
@@ -16,7 +20,10 @@ from mns.mns_xml_handler import BatchRecvMessageDecoder, ReceiptHandlesEncoder
 from scripts.emulator.models import ReceivedMessage as EmulatorMessage, receipt_body
 from scripts.emulator.responses import mns_messages
 from scripts.receipts import make_receipts
+from shared.clock import SYSTEM_CLOCK
 from shared.mns_queue import read_received_messages, receipt_handles_xml
+from shared.runtime import drain_runtime
+from shared.tokens import TokenCache
 
 FIELDS = ("message_id", "receipt_handle", "message_body", "message_body_md5", "enqueue_time",
           "next_visible_time", "first_dequeue_time", "dequeue_count", "priority", "message_group_id")
@@ -123,3 +130,49 @@ def test_delete_body_escapes_what_xml_needs_escaped():
     assert root.tag == f"{{{XMLNS}}}ReceiptHandles"
     assert [e.text for e in root] == odd
     assert [e.text for e in ElementTree.fromstring(ReceiptHandlesEncoder.encode(odd))] == odd
+
+
+# --- the token cache every receive and delete asks -----------------------------------
+
+class ShiftedClock:
+    """The system clock moved forward by `ahead` seconds (tokens age without waiting)."""
+
+    def __init__(self) -> None:
+        self.ahead = 0.0
+
+    def now(self) -> datetime:
+        return SYSTEM_CLOCK.now() + timedelta(seconds=self.ahead)
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        pass
+
+
+def test_token_cache_fetches_once_for_many_threads_and_again_near_expiry(emulator, drain_env):
+    drain_env()
+    clock = ShiftedClock()
+    cache = TokenCache(drain_runtime().tokens.source, clock, refresh_buffer=120)
+    got, start = [], threading.Barrier(24)
+
+    def ask() -> None:
+        start.wait()
+        got.extend(cache.get("SmsReport", timeout=5) for _ in range(50))
+
+    threads = [threading.Thread(target=ask) for _ in range(24)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == 24 * 50 and len({id(t) for t in got}) == 1
+    assert emulator.stats()["QueryTokenForMnsQueue"] == cache.fetches == 1
+    # The emulator's tokens live an hour: 59 minutes on, inside the 2-minute buffer, a new one.
+    clock.ahead = 59 * 60
+    renewed = cache.get("SmsReport", timeout=5)
+    assert renewed is not got[0] and cache.fetches == 2
+    clock.ahead = 0  # (the emulator's own clock did not move: its new token is an hour long again)
+    assert cache.get("SmsReport") is renewed and cache.fetches == 2
+    cache.invalidate("SmsReport", renewed)
+    assert cache.get("SmsReport") is not renewed and cache.fetches == 3
+    assert emulator.stats()["QueryTokenForMnsQueue"] == 3
