@@ -85,6 +85,8 @@ def _str_as_text(raw: str) -> str:
     No sink can encode those, so such a body would fail every write and block its queue;
     keep its bytes instead, the way `_bytes_as_text` keeps bytes that are not UTF-8.
     """
+    if raw.isascii():  # the usual case (base64 text): nothing to check
+        return raw
     try:
         raw.encode("utf-8")
         return raw
@@ -110,6 +112,9 @@ def _reject_constant(name: str) -> Any:
     raise DecodeError(f"body JSON has a non-standard number {name}")
 
 
+_JSON = json.JSONDecoder(parse_constant=_reject_constant)  # one decoder: json.loads(**kw) builds one per call
+
+
 def parse_body(text: str) -> dict[str, Any]:
     """base64 -> UTF-8 -> JSON object."""
     try:
@@ -121,7 +126,7 @@ def parse_body(text: str) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise DecodeError("body is base64 but not UTF-8 text") from None
     try:
-        payload = json.loads(decoded, parse_constant=_reject_constant)
+        payload = _JSON.decode(decoded)
     except DecodeError:
         raise
     except json.JSONDecodeError as exc:
