@@ -5,19 +5,19 @@ left undecoded (`set_encoding(False)`): with SDK decoding on, a single body with
 base64 fails the whole batch, so one poison message would block every message received
 with it. We decode each body ourselves (shared/decode.py).
 
-Every request is signed, sent and error-checked by the SDK. One step is ours: reading a
-successful BatchReceiveMessage answer. The SDK builds a `xml.dom.minidom` tree of it, and
+Every request is signed, sent and error-checked by the SDK. Two steps are ours. Reading a
+successful BatchReceiveMessage answer: the SDK builds a `xml.dom.minidom` tree of it, and
 that was about a third of the drain's CPU per message, the drain's limit on one vCPU
 (DESIGN.md "Performance model"). `ReceiptClient` reads the same XML with ElementTree into
-the SDK's own response entries, with the SDK's rules (tests/test_mns_queue.py compares
-the two readers on the same answers).
+the SDK's own response entries, with the SDK's rules. And writing the BatchDeleteMessage
+body, byte for byte what the SDK's minidom encoder writes. tests/test_mns_queue.py holds
+both to the SDK's results on the same bytes.
 """
 from __future__ import annotations
 
+import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass, field
 from typing import Sequence
-
-import xml.etree.ElementTree as ElementTree
 from xml.sax.saxutils import escape
 
 from mns.mns_client import MNSClient, RequestInternal
