@@ -115,6 +115,10 @@ class DeadLetter(_Dated):
         }
 
 
+_CANONICAL = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=str)
+
+
 def canonical_json(value: Any) -> str:
     """Stable JSON text: the same value always gives the same bytes (for hashing and names)."""
-    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=str)
+    # One encoder for every call (json.dumps with options builds one per call: a quarter of its cost).
+    return _CANONICAL.encode(value)
