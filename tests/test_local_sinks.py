@@ -54,6 +54,22 @@ def test_sqlite_one_row_per_key_and_dead_letters_in_their_table(tmp_path):
     assert json.loads(stored["body"]) == records[0].body
 
 
+@pytest.mark.parametrize("n", [1, 83, 84, 512])  # 83 rows of 12 columns fill one 999-variable INSERT
+def test_sqlite_coalesced_write_stores_every_row_whole(tmp_path, n):
+    sink = SqliteSink(str(tmp_path / "r.db"))
+    records = batch(n)
+    dead = [decode_message("SmsReport", f"garbage {i}!", MnsMeta(f"BAD{i}", 1795572000000 + i, 1)) for i in range(n)]
+    report = sink.write(records, dead)
+    assert (report.records, report.dead_letters, report.write_calls) == (n, n, 1)
+    assert sink.count("records") == n and sink.count("dead_letters") == n
+    for record in records:  # every row holds its own values, none shifted into a neighbour's columns
+        stored = sink.get(record.key)
+        assert json.loads(stored["body"]) == record.body
+        assert (stored["message_id"], stored["enqueue_time"]) == (record.mns.message_id, record.mns.enqueue_time)
+    assert sorted(d["raw_body"] for d in sink.iter_dead_letters()) == sorted(f"garbage {i}!" for i in range(n))
+    sink.close()
+
+
 def reconciled(record: Record, status: str) -> Record:
     return Record(record.message_type, record.key, dict(record.body, err_code=status), record.event_time, SOURCE_SEND_RECORD)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from itertools import chain
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
@@ -19,8 +20,28 @@ RECORD_COLUMNS = ("key", "kind", "message_type", "source", "event_time", "event_
 DEAD_COLUMNS = ("key", "kind", "message_type", "source", "event_time", "event_date", "error", "raw_body",
                 "message_id", "enqueue_time", "dequeue_count", "stored_at", "ttl")
 
-UPSERT_RECORD = f"INSERT OR REPLACE INTO records ({', '.join(RECORD_COLUMNS)}) VALUES ({', '.join('?' * len(RECORD_COLUMNS))})"
-UPSERT_DEAD = f"INSERT OR REPLACE INTO dead_letters ({', '.join(DEAD_COLUMNS)}) VALUES ({', '.join('?' * len(DEAD_COLUMNS))})"
+# Rows per INSERT: within SQLite's oldest default limit of 999 bound variables. One statement
+# for many rows is one sqlite3_step, and so one release of the GIL instead of one per row:
+# under a busy drain every release hands the GIL to another thread and waits to get it back.
+MAX_VARIABLES = 999
+
+
+def _multi_row(table: str, columns: Sequence[str], rows: list[list[Any]]) -> list[tuple[str, list[list[Any]]]]:
+    """INSERT OR REPLACE statements of up to MAX_VARIABLES values each, for executemany."""
+    if not rows:
+        return []
+    per = MAX_VARIABLES // len(columns)
+    head = f"INSERT OR REPLACE INTO {table} ({', '.join(columns)}) VALUES "
+    one = f"({', '.join('?' * len(columns))})"
+    statements = []
+    full, rest = divmod(len(rows), per)
+    if full:
+        statements.append((head + ", ".join([one] * per),
+                           [list(chain.from_iterable(rows[i * per:(i + 1) * per])) for i in range(full)]))
+    if rest:
+        statements.append((head + ", ".join([one] * rest), [list(chain.from_iterable(rows[full * per:]))]))
+    return statements
+
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -78,7 +99,7 @@ class SqliteSink(TableSink):
         self.db.close()
 
     def _execute_many(self, statements: Sequence[tuple[str, Sequence[Sequence[Any]]]]) -> None:
-        """Run each (sql, rows) with executemany, all in one transaction."""
+        """Run each (sql, parameter rows) with executemany, all in one transaction."""
         wait = self._acquire()
         try:
             try:
@@ -101,7 +122,8 @@ class SqliteSink(TableSink):
                 dead.append([item.get(c) for c in DEAD_COLUMNS])
             else:
                 records.append([item.get(c) for c in RECORD_COLUMNS])
-        self._execute_many([(sql, rows) for sql, rows in ((UPSERT_RECORD, records), (UPSERT_DEAD, dead)) if rows])
+        self._execute_many([*_multi_row("records", RECORD_COLUMNS, records),
+                            *_multi_row("dead_letters", DEAD_COLUMNS, dead)])
         return 1
 
     def _put_unless_receipt(self, item: dict[str, Any]) -> bool:
