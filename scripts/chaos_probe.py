@@ -225,8 +225,8 @@ def install() -> Optional[Probe]:
     def probed_open_queue(self, message_type, token):
         return probe.wrap_queue(open_queue(self, message_type, token))
 
-    def probed_make_sink(settings):
-        return probe.wrap_sink(make_sink(settings))
+    def probed_make_sink(settings, credentials=None):
+        return probe.wrap_sink(make_sink(settings, credentials))
 
     runtime.DrainRuntime.open_queue = probed_open_queue
     runtime.make_sink = probed_make_sink

@@ -41,5 +41,11 @@ class Deadline:
     def remaining(self) -> float:
         return self.at - self.clock.monotonic()
 
+    def earlier(self, seconds: float) -> "Deadline":
+        """The moment `seconds` before this one (e.g. the deadline less half the safety margin)."""
+        deadline = Deadline(0.0, self.clock)
+        deadline.at = self.at - seconds
+        return deadline
+
     def __repr__(self) -> str:
         return f"Deadline(remaining={self.remaining():.3f}s)"

@@ -65,7 +65,7 @@ def drain_runtime(environ: Optional[Mapping[str, str]] = None, clock: Clock = SY
             settings=settings,
             credentials=credentials,
             tokens=TokenCache(source, clock, settings.token_refresh_buffer_seconds),
-            sink=make_sink(settings),
+            sink=make_sink(settings, credentials),
         )
         _cached = (fingerprint, runtime)
         return runtime
@@ -137,7 +137,7 @@ def reconcile_runtime(environ: Optional[Mapping[str, str]] = None, clock: Clock 
             max_attempts=s.reconcile_max_attempts, backoff=s.reconcile_backoff_seconds,
             backoff_max=s.reconcile_backoff_max_seconds, margin=s.reconcile_safety_margin_seconds, clock=clock,
         )
-        runtime = ReconcileRuntime(settings=settings, credentials=credentials, sink=make_sink(settings), client=client)
+        runtime = ReconcileRuntime(settings=settings, credentials=credentials, sink=make_sink(settings, credentials), client=client)
         _reconcile_cached = (fingerprint, runtime)
         return runtime
 

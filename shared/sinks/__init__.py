@@ -12,8 +12,9 @@ from shared.sinks.base import Sink, SinkError, WriteReport
 
 if TYPE_CHECKING:
     from shared.settings import Settings
+    from shared.tokens import Credentials
 
-# SINK value -> "module:Class". Each class has `from_settings(settings) -> Sink`.
+# SINK value -> "module:Class". Each class has `from_settings(settings, credentials) -> Sink`.
 BACKENDS = {
     "file": "shared.sinks.file:FileSink",
     "sqlite": "shared.sinks.sqlite:SqliteSink",
@@ -29,9 +30,13 @@ def sink_class(name: str) -> type[Sink]:
     return getattr(importlib.import_module(module_name), class_name)
 
 
-def make_sink(settings: "Settings") -> Sink:
-    """The configured sink, its SDK imported now and not before."""
-    return sink_class(settings.sink).from_settings(settings)
+def make_sink(settings: "Settings", credentials: "Credentials | None" = None) -> Sink:
+    """The configured sink, its SDK imported now and not before.
+
+    `credentials` are the customer's Alibaba Cloud credentials as `load_credentials` found
+    them (explicit keys, the function role's STS key, or a secret): the OSS and Tablestore
+    sinks sign with them. The AWS sinks use boto3's own chain (the function's role)."""
+    return sink_class(settings.sink).from_settings(settings, credentials)
 
 
 __all__ = ["Sink", "SinkError", "WriteReport", "make_sink", "sink_class", "BACKENDS"]

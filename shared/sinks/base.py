@@ -21,6 +21,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar, Iterable, Iterator, Optional, Sequence
 
+from shared.clock import Deadline
 from shared.records import SOURCE_RECEIPT, DeadLetter, MnsMeta, Record, canonical_json
 
 
@@ -67,8 +68,10 @@ class Sink(ABC):
         return CoalesceLimits(self.coalesce_max_messages, self.coalesce_max_bytes)
 
     @abstractmethod
-    def write(self, records: Sequence[Record], dead_letters: Sequence[DeadLetter]) -> WriteReport:
-        """Store the whole batch or raise SinkError."""
+    def write(self, records: Sequence[Record], dead_letters: Sequence[DeadLetter],
+              deadline: Optional[Deadline] = None) -> WriteReport:
+        """Store the whole batch or raise SinkError; with `deadline`, return or raise before it,
+        retries included (every network call's timeouts and retry budget come from the time left)."""
 
     @abstractmethod
     def iter_records(self, message_types: Optional[Iterable[str]] = None) -> Iterator[Record]:
@@ -193,7 +196,8 @@ class ObjectSink(Sink):
             out[self._partition(root, mtype, date, hour) + name + self.suffix] = items
         return out
 
-    def write(self, records: Sequence[Record], dead_letters: Sequence[DeadLetter]) -> WriteReport:
+    def write(self, records: Sequence[Record], dead_letters: Sequence[DeadLetter],
+              deadline: Optional[Deadline] = None) -> WriteReport:
         report = WriteReport()
         for path, items in self.object_paths(records, dead_letters).items():
             self._put_object(path, self._encode([i.as_dict() for i in items]))
@@ -291,7 +295,8 @@ class TableSink(Sink):
     def item_size(self, item: dict[str, Any]) -> int:
         return sum(len(str(k).encode()) + len(str(v).encode()) for k, v in item.items())
 
-    def write(self, records: Sequence[Record], dead_letters: Sequence[DeadLetter], now: Optional[float] = None) -> WriteReport:
+    def write(self, records: Sequence[Record], dead_letters: Sequence[DeadLetter],
+              deadline: Optional[Deadline] = None, now: Optional[float] = None) -> WriteReport:
         import time
 
         now = time.time() if now is None else now

@@ -87,7 +87,7 @@ class DynamoDBSink(TableSink):
         self.max_attempts, self.base_delay, self.max_delay, self.sleep = max_attempts, base_delay, max_delay, sleep
 
     @classmethod
-    def from_settings(cls, settings: "Settings") -> "DynamoDBSink":
+    def from_settings(cls, settings: "Settings", credentials=None) -> "DynamoDBSink":
         return cls(settings.sink_table, ttl_days=settings.sink_ttl_days, region=settings.sink_region,
                    endpoint_url=settings.sink_endpoint)
 

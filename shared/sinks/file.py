@@ -24,7 +24,7 @@ class FileSink(ObjectSink):
         self.root = Path(root)
 
     @classmethod
-    def from_settings(cls, settings) -> "FileSink":
+    def from_settings(cls, settings, credentials=None) -> "FileSink":
         return cls(settings.sink_path, prefix="")
 
     def _put_object(self, path: str, data: bytes) -> None:

@@ -81,7 +81,7 @@ class S3Sink(ObjectSink):
         self.client = client or aws_client("s3", region=region, endpoint_url=endpoint_url, **client_options)
 
     @classmethod
-    def from_settings(cls, settings: "Settings") -> "S3Sink":
+    def from_settings(cls, settings: "Settings", credentials=None) -> "S3Sink":
         if settings.sink_sse and settings.sink_sse not in S3_SSE:
             raise settings_error("SINK_SSE", f"SINK=s3 takes AES256 or aws:kms, not {settings.sink_sse}")
         if settings.sink_kms_key_id and S3_SSE.get(settings.sink_sse or "") != "aws:kms":

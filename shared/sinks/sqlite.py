@@ -77,7 +77,7 @@ class SqliteSink(TableSink):
             raise SinkError(self.name, f"cannot open {self.path}: {exc}") from None
 
     @classmethod
-    def from_settings(cls, settings) -> "SqliteSink":
+    def from_settings(cls, settings, credentials=None) -> "SqliteSink":
         return cls(settings.sink_path, ttl_days=settings.sink_ttl_days)
 
     def limit_wait(self, seconds: float) -> None:

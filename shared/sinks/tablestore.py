@@ -112,7 +112,7 @@ class TablestoreSink(TableSink):
         self.max_attempts, self.base_delay, self.max_delay, self.sleep = max_attempts, base_delay, max_delay, sleep
 
     @classmethod
-    def from_settings(cls, settings: "Settings") -> "TablestoreSink":
+    def from_settings(cls, settings: "Settings", credentials=None) -> "TablestoreSink":
         from shared.settings import SettingsError
 
         if not settings.access_key_id or not settings.access_key_secret:
