@@ -1,7 +1,9 @@
 """Drain function entry point (Function Compute and Lambda): `functions.drain.handler`.
 
 Thin on purpose: adapt the platform, validate the event and settings, run the drain,
-log the summary, emit the run's metrics and return the summary. Everything else lives in shared/.
+log the summary, emit the run's metrics and return the summary, or raise `RunFailed`
+(carrying it) when the run failed, so the platform counts a failed invocation.
+Everything else lives in shared/.
 """
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from typing import Any
 
 from shared.logs import bind_invocation, get_logger, with_lambda_context
 from shared.metrics import emit_drain_metrics, failure_metric
-from shared.platform import EventError, adapt
+from shared.platform import EventError, RunFailed, adapt
 from shared.runtime import drain_runtime
 
 logger = get_logger()
@@ -49,4 +51,6 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
     log = logger.info if summary.ok else logger.error
     log("drain run finished", extra={"summary": result})
     emit_drain_metrics(invocation, result)
+    if not summary.ok:
+        raise RunFailed("drain", result)
     return result

@@ -1,7 +1,8 @@
 """Reconcile function entry point (Function Compute and Lambda): `functions.reconcile.handler`.
 
 Thin on purpose: adapt the platform, validate the event (before any API call), read the
-settings, run the reconcile logic in shared/, log and return the report.
+settings, run the reconcile logic in shared/, log and return the report, or raise
+`RunFailed` (carrying it) when the run failed.
 
 Events (shared/reconcile.py has the forms and their limits):
   {} or a timer / schedule           work the send ledger
@@ -15,7 +16,7 @@ from typing import Any
 
 from shared.logs import bind_invocation, get_logger, with_lambda_context
 from shared.metrics import RECONCILE_RUN_SET, emit_reconcile_metrics, failure_metric
-from shared.platform import adapt
+from shared.platform import RunFailed, adapt
 from shared.reconcile import expand_targets, log_safe, parse_reconcile_event, read_phones_file
 from shared.runtime import reconcile_runtime
 
@@ -46,4 +47,6 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
     result["sink"] = runtime.settings.sink
     (logger.info if report.ok else logger.error)("reconcile run finished", extra={"summary": log_safe(result)})
     emit_reconcile_metrics(invocation, result)
+    if not report.ok:
+        raise RunFailed("reconcile", result)
     return result

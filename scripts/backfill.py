@@ -328,8 +328,12 @@ class LocalInvoker:
         from functions.reconcile import handler
         from scripts.invoke_local import LambdaContext
 
+        from shared.platform import RunFailed
+
         try:
             return handler(json.loads(payload), LambdaContext("reconcile", self.timeout))
+        except RunFailed as failed:  # a failed run's report says what failed, as the platforms' would not
+            return failed.summary
         except Exception as exc:  # what the platform would report as the function's error
             raise InvokeError(f"local handler failed: {type(exc).__name__}: {exc}") from None
 

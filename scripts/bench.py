@@ -50,6 +50,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from shared.platform import RunFailed  # noqa: E402  (after the path is set)
+
 AK, SECRET, UID = "LTAI5tBenchAccessKey", "bench-secret-not-real-0123456789", "1234567890123456"
 BATCH = 16
 BASELINE_THREADS = 2  # the vendor's sample: maxThread = 2
@@ -111,6 +113,8 @@ def child_drain(args: argparse.Namespace) -> dict:
                                                            memory=512, timeout=min(args.timeout, left)))
         try:
             result = handler(_timer_event(), context)
+        except RunFailed as failed:
+            result = failed.summary
         except Exception as exc:  # keep going: the check at the end says what is missing
             result = {"ok": False, "stop_reason": "exception", "error": f"{type(exc).__name__}: {exc}",
                       "elapsed_seconds": 0, "totals": {}, "types": {}}
@@ -509,7 +513,10 @@ class Bench:
             for i in range(10):
                 ctx = SimpleNamespace(request_id=f"inproc-{i}", credentials=None,
                                       function=SimpleNamespace(name="alicom-drain", timeout=300))
-                result = handler(_timer_event(), ctx)
+                try:
+                    result = handler(_timer_event(), ctx)
+                except RunFailed as failed:
+                    result = failed.summary
                 stored += result["totals"]["stored"]
                 if self.queue_totals(emu)["visible"] == 0:
                     break

@@ -99,7 +99,12 @@ def main(argv: list[str] | None = None) -> int:
                             "triggerName": "drain-every-minute", "payload": ""}).encode()
         context = SimpleNamespace(request_id="demo-run-1", credentials=None,
                                   function=SimpleNamespace(name="alicom-drain", timeout=60))
-        result = handler(timer, context)
+        from shared.platform import RunFailed
+
+        try:
+            result = handler(timer, context)
+        except RunFailed as failed:  # the summary says what went wrong
+            result = failed.summary
         left = {t: emu.queue_state(emu.queue_name(t))["visible"] for t in enqueued}
         print_summary(result, enqueued, path, args.sink)
         print(f"Left in the queues: {sum(left.values())}")

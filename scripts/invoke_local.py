@@ -58,7 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     event = json.loads(args.event_file.read_text() if args.event_file else args.event)
     handler = importlib.import_module(f"functions.{args.function}").handler
     payload, context = build_call(args.function, args.platform, args.timeout, event, args.timer)
-    result = handler(payload, context)
+    from shared.platform import RunFailed
+
+    try:
+        result = handler(payload, context)
+    except RunFailed as failed:
+        result = failed.summary
     sys.stdout.flush()
     print(json.dumps(result, ensure_ascii=False, default=str))
     return 0 if result.get("ok", True) else 1

@@ -20,6 +20,24 @@ class EventError(ValueError):
     """The invocation event is malformed; the message names the field."""
 
 
+class RunFailed(RuntimeError):
+    """A run failed (sink, token or queue error, no time to work): raised by a handler after it
+    logged the summary and emitted the metrics, so the platform counts a failed invocation
+    (Lambda's Errors metric, async retries and on-failure destination; FC's failed invocation).
+
+    `summary` is the run's whole result, for callers that want it. The message holds the stop
+    reason and the error, redacted like a log line: the platform prints it outside our logger.
+    """
+
+    def __init__(self, function: str, summary: dict[str, Any]):
+        from shared.logs import redact
+
+        reason = summary.get("stop_reason") or "failed"
+        error = summary.get("error") or ""
+        super().__init__(redact(f"{function} run failed: {reason}" + (f": {error}" if error else "")))
+        self.summary = summary
+
+
 @dataclass
 class Invocation:
     platform: str  # "fc" | "lambda" | "local"

@@ -16,6 +16,7 @@ import pytest
 
 from functions.drain import handler
 from scripts.receipts import make_receipts
+from shared.platform import RunFailed
 from shared.settings import Settings
 from tests.conftest import TYPES
 from tests.contexts import fc_context
@@ -64,7 +65,9 @@ def test_warm_container_whose_clock_drifts_stops_at_once_saying_so(emulator, dra
     total = fill(emulator, 10)
     emulator.set_clock_skew(skew)
     emulator.reset_stats()
-    second = handler(b"{}", fc_context(timeout=30))
+    with pytest.raises(RunFailed, match="queue_error") as failed:
+        handler(b"{}", fc_context(timeout=30))
+    second = failed.value.summary
     assert not second["ok"] and second["stop_reason"] == "queue_error"
     assert "TimeExpired" in second["error"] and "clock" in second["error"].lower()
     stats = emulator.stats()

@@ -10,6 +10,7 @@ import pytest
 from functions.drain import handler
 from scripts.create_tables import create_dynamodb_table, create_tablestore_table
 from scripts.receipts import BAD_BODIES, make_receipts
+from shared.platform import RunFailed
 from shared.sinks import make_sink
 from shared.settings import load_settings
 from tests.conftest import AK, SECRET, TYPES
@@ -113,8 +114,11 @@ def test_refusing_cloud_sink_deletes_nothing(emulator, drain_env, cloud_sink):
         broken["SINK_TABLE"] = "no_such_table"
     drain_env(**broken)
     fill(emulator, per_type=5, bad=False)
-    result = handler(timer_event(), fc_context(timeout=30))
+    with pytest.raises(RunFailed, match="sink_error") as failed:
+        handler(timer_event(), fc_context(timeout=30))
+    result = failed.value.summary
     assert not result["ok"] and result["stop_reason"] == "sink_error"
+    assert SECRET not in str(failed.value)
     assert "no-such-bucket" in result["error"] or "no_such_table" in result["error"]
     assert SECRET not in json.dumps(result)
     assert result["totals"]["deleted"] == 0

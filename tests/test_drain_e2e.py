@@ -8,7 +8,7 @@ import pytest
 
 from functions.drain import handler
 from scripts.receipts import BAD_BODIES, b64json, make_receipts
-from shared.platform import EventError
+from shared.platform import EventError, RunFailed
 from shared.runtime import drain_runtime
 from shared.settings import SettingsError
 from shared.sinks.file import FileSink
@@ -189,7 +189,9 @@ def test_sink_failure_deletes_nothing_and_reports(emulator, drain_env, tmp_path)
     for mtype in TYPES:
         emulator.create_queue(emulator.queue_name(mtype), visibility_timeout=1)
     fill(emulator, per_type=10, bad=False)
-    result = handler(timer_event(), fc_context())
+    with pytest.raises(RunFailed, match="drain run failed: sink_error") as failed:
+        handler(timer_event(), fc_context())
+    result = failed.value.summary
     assert not result["ok"] and result["stop_reason"] == "sink_error"
     assert "blocker" in result["error"]
     assert result["totals"]["deleted"] == 0
@@ -204,7 +206,9 @@ def test_refused_keys_give_a_clear_error_without_retry_storm(emulator, drain_env
     drain_env(ALIBABA_CLOUD_ACCESS_KEY_SECRET="wrong-secret-value")
     fill(emulator, per_type=5, bad=False)
     emulator.reset_stats()
-    result = handler(timer_event(), fc_context())
+    with pytest.raises(RunFailed, match="token_error") as failed:
+        handler(timer_event(), fc_context())
+    result = failed.value.summary
     assert not result["ok"] and result["stop_reason"] == "token_error"
     assert "InvalidAccessKeySecret" in result["error"] or "SignatureDoesNotMatch" in result["error"]
     stats = emulator.stats()
@@ -247,8 +251,10 @@ def test_sqlite_locked_by_another_process_fails_the_write_within_the_deadline(em
     holder.execute("BEGIN EXCLUSIVE")  # an overlapping writer that holds the lock for longer than the run
     try:
         started = time.monotonic()
-        result = handler(timer_event(), fc_context(timeout=3.0))
+        with pytest.raises(RunFailed) as failed:
+            handler(timer_event(), fc_context(timeout=3.0))
         took = time.monotonic() - started
+        result = failed.value.summary
     finally:
         holder.execute("ROLLBACK")
         holder.close()

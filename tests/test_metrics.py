@@ -19,7 +19,7 @@ from functions.drain import handler
 from scripts.receipts import BAD_BODIES, make_receipts
 from shared import metrics
 from shared.logs import get_logger, is_lambda_context
-from shared.platform import Invocation
+from shared.platform import Invocation, RunFailed
 from shared.clock import Deadline
 from shared.sinks.file import FileSink
 from tests.conftest import TYPES
@@ -256,8 +256,8 @@ def test_a_failed_run_reports_run_failed(emulator, drain_env, tmp_path, captured
     drain_env(SINK_PATH=str(blocker))
     fill(emulator, {"SmsReport": 3}, bad=0)
     captured.readouterr()
-    result = handler({}, FullLambdaContext())
-    assert not result["ok"]
+    with pytest.raises(RunFailed):
+        handler({}, FullLambdaContext())
     blobs = [o for o in output_objects(captured.readouterr().out) if "_aws" in o]
     (run_blob,) = [b for b in blobs if "message_type" not in b]
     assert metric_values(run_blob)["run_failed"] == 1

@@ -13,7 +13,7 @@ import pytest
 from functions.drain import handler as drain
 from functions.reconcile import handler as reconcile
 from shared.ledger import LedgerError, Send, ledger_key, pending_sends, receipt_key, record_sends
-from shared.platform import EventError
+from shared.platform import EventError, RunFailed
 from shared.sinks.sqlite import SqliteSink
 from tests.contexts import LambdaContext, fc_context
 
@@ -168,7 +168,9 @@ def test_one_phone_refused_the_rest_continue_and_throttling_that_clears_is_retri
         emulator.add_send_record(p, ymd(day), "b", 3)
     emulator.set_send_details_error("isv.BUSINESS_LIMIT_CONTROL", phones=["13800000012"])
     event = {"dates": [day.strftime("%Y-%m-%d")], "phones": phones}
-    result = reconcile(event, LambdaContext(timeout=30))
+    with pytest.raises(RunFailed, match="reconcile run failed") as failed:
+        reconcile(event, LambdaContext(timeout=30))
+    result = failed.value.summary
     assert not result["ok"] and result["queried"] == 2 and result["delivered"] == 2
     assert result["error_codes"] == {"isv.BUSINESS_LIMIT_CONTROL": 1}
     assert [(e["phone"], e["code"]) for e in result["errors"]] == [("13800000012", "isv.BUSINESS_LIMIT_CONTROL")]
