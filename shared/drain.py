@@ -409,8 +409,11 @@ class _Consumer:
         dead = [x for b in batches for x in b.dead]
         t0 = d.clock.monotonic()
         try:
-            d.sink.limit_wait(self.run.deadline.remaining() - d.options.safety_margin / 2)
-            report = d.sink.write(records, dead)
+            # The write, retries included, ends before the deadline less half the margin; the
+            # other half is for the deletes it releases.
+            write_by = self.run.deadline.earlier(d.options.safety_margin / 2)
+            d.sink.limit_wait(write_by.remaining())
+            report = d.sink.write(records, dead, deadline=write_by)
         except Exception as exc:  # any sink failure: keep the messages (they come back)
             with self.run.lock:
                 self.stats.errors["sink"] += 1

@@ -60,7 +60,8 @@ def drain_runtime(environ: Optional[Mapping[str, str]] = None, clock: Clock = SY
         if _cached is not None:
             _cached[1].sink.close()
         credentials = load_credentials(settings)
-        source = DybaseapiTokenSource(credentials, settings.token_endpoint, settings.region, settings.mns_timeout_seconds)
+        source = DybaseapiTokenSource(credentials, settings.token_endpoint, settings.region, settings.mns_timeout_seconds,
+                                      owner_id=settings.owner_id)
         runtime = DrainRuntime(
             settings=settings,
             credentials=credentials,

@@ -72,6 +72,8 @@ ENV_FORMS = {
     "ALICOM_TOKEN_ENDPOINT": "https URL of the Dybaseapi endpoint",
     "ALICOM_SMS_ENDPOINT": "https URL of the Dysmsapi endpoint",
     "ALICOM_REGION": "an Alibaba Cloud region id such as cn-hangzhou",
+    "ALICOM_OWNER_ID": "the numeric account id passed as OwnerId to QueryTokenForMnsQueue (resellers and "
+                       "sub-accounts whose queues belong to another account; leave unset otherwise)",
     "ALIBABA_CLOUD_ACCESS_KEY_ID": "the AccessKey id (or the function role's STS key id)",
     "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "the AccessKey secret",
     "ALICOM_CREDENTIALS_SECRET": "AWS Secrets Manager secret id/ARN holding {\"access_key_id\",\"access_key_secret\"}",
@@ -97,6 +99,7 @@ VARIABLES = {
     "token_endpoint": "ALICOM_TOKEN_ENDPOINT",
     "sms_endpoint": "ALICOM_SMS_ENDPOINT",
     "region": "ALICOM_REGION",
+    "owner_id": "ALICOM_OWNER_ID",
     "access_key_id": "ALIBABA_CLOUD_ACCESS_KEY_ID",
     "access_key_secret": "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
     "security_token": "ALIBABA_CLOUD_SECURITY_TOKEN",
@@ -150,6 +153,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=VARIABLES):
     token_endpoint: str = DEFAULT_TOKEN_ENDPOINT
     sms_endpoint: str = DEFAULT_SMS_ENDPOINT
     region: Annotated[str, _REGION] = "cn-hangzhou"
+    owner_id: Optional[Annotated[str, Meta(pattern=r"^\d{1,20}$")]] = None
 
     # Credentials for the token and send-record APIs (never logged: see shared/logs.py and
     # `__repr__` below).

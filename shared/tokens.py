@@ -101,8 +101,10 @@ def call_rpc(client, request) -> tuple[dict, Optional[Exception]]:
 class DybaseapiTokenSource:
     """Fetches tokens through aliyun-python-sdk-dybaseapi."""
 
-    def __init__(self, credentials: Credentials, endpoint: str, region: str = "cn-hangzhou", timeout: float = 10.0):
+    def __init__(self, credentials: Credentials, endpoint: str, region: str = "cn-hangzhou", timeout: float = 10.0,
+                 owner_id: Optional[str] = None):
         self.client = pop_client(credentials, region, timeout)
+        self.owner_id = owner_id  # resellers and sub-accounts: whose queue the token is for
         # For callers with a deadline: one attempt within their time (SDK retries multiply it).
         self.single_client = pop_client(credentials, region, timeout, retries=0)
         self.timeout = timeout
@@ -115,6 +117,8 @@ class DybaseapiTokenSource:
 
         request = QueryTokenForMnsQueueRequest()
         request.set_MessageType(message_type)
+        if self.owner_id:
+            request.set_OwnerId(self.owner_id)
         request.set_accept_format("json")
         point_request(request, self.endpoint)
         client = self.client
