@@ -1,49 +1,50 @@
 """The drain loop: receive batches, store them, delete exactly what was stored, repeat.
 
 Knows nothing of the platform or the backends: it is given a token cache, a way to open
-a queue with a token, a sink and a clock. Invariants (DESIGN.md):
+a queue with a token (shared/queues.py), a sink and a clock. Invariants
+(docs/ARCHITECTURE.md):
 1. a message is deleted only after `sink.write` returned for it (or its dead letter);
-3. no batch starts unless receive + flush + delete (measured) + margin fit before the deadline;
+3. no batch starts unless receive + write + delete (measured) + margin fit before the
+   deadline; every call is bounded by the time left, and a write by the deadline less half
+   the margin;
 4. undecodable bodies become dead letters and are deleted like any stored message;
-5. tokens come from the cache (refreshed before expiry) and are replaced after an auth error.
+5. tokens come from the cache (refreshed before expiry) and are replaced after an auth error;
+8. a run that failed says so (the handler raises).
 
-Throughput (DESIGN.md "Performance model"): `concurrency` consumers per queue, each with
-its own MNS client (the SDK is not thread-safe) and its own delete threads (each with its
-own client), so a consumer's next receive overlaps the deletes of what it stored before.
-Received batches are coalesced per message type into one sink write (bounded by the
-sink's batch size, bytes and a time window kept well inside the visibility timeout), so
-an object sink writes a few large objects instead of one per 16 messages.
+Failures stay with their message type: a token or queue failure stops that type's
+consumers only, the other types finish their run, and the run fails naming the type. A
+sink failure stops every type (they share the sink). Throttling is retried with backoff
+for as long as the budget allows; other transient errors a few times.
+
+Throughput: `concurrency` consumers per queue, each with its own MNS client (the SDK is
+not thread-safe) and its own delete threads, so a consumer's next receive overlaps the
+deletes of what it stored before. Received batches are coalesced per message type into
+one sink write, bounded by the sink's batch size and bytes, and by time: a received batch
+waits at most `coalesce_seconds` (and at most a third of the queue's visibility timeout,
+as the messages report it) to be written. A consumer holding unwritten batches shortens
+its long poll to come back in time.
 """
 from __future__ import annotations
 
 import threading
-from collections import Counter
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Protocol, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
 
 from shared.clock import SYSTEM_CLOCK, Clock, Deadline
 from shared.decode import decode_message
-from shared.mns_queue import MAX_BATCH, DeleteOutcome, QueueError, ReceivedMessage
+from shared.queues import MAX_BATCH, DeleteOutcome, Queue, QueueError, QueueOpener, ReceivedMessage
 from shared.records import DeadLetter, Record
+from shared.retry import Backoff
+from shared.run_summary import FAILURES, RunSummary, TypeStats, overall
 from shared.sinks.base import Sink
-from shared.tokens import MnsToken, TokenCache, TokenError
+from shared.tokens import TokenCache, TokenError
 
-# Stop reasons, in the order they outrank each other in the run's overall reason.
-FAILURES = ("sink_error", "token_error", "queue_error")
+__all__ = ["Drain", "DrainOptions", "RunSummary", "TypeStats", "FAILURES", "Queue", "QueueOpener"]
 
-
-class Queue(Protocol):
-    token: MnsToken
-
-    def receive(self, max_messages: int, wait_seconds: int) -> list[ReceivedMessage]: ...
-
-    def delete(self, handles: Sequence[str]) -> DeleteOutcome: ...
-
-    def set_timeout(self, seconds: float) -> None: ...
-
-
-QueueOpener = Callable[[str, MnsToken], Queue]
+# Between tries of a failing token or receive call (each sleep also capped by the budget).
+ERROR_BACKOFF = Backoff(attempts=6, base=0.2, cap=2.0)  # 5 retries of a 5xx or a dropped connection
+THROTTLE_BACKOFF = Backoff(attempts=16, base=0.25, cap=4.0)  # "slow down" is no failure: keep at it
 
 
 @dataclass(frozen=True)
@@ -53,76 +54,10 @@ class DrainOptions:
     safety_margin: float = 2.0
     concurrency: int = 3
     mns_timeout: float = 10.0
-    max_consecutive_errors: int = 5
     coalesce_seconds: float = 5.0  # oldest received-but-unwritten batch waits at most this long
     # Deletes per consumer in parallel: a coalesced write releases many batches at once, and
     # their deletes (one call per 16) must finish before the deadline.
     delete_threads: int = 2
-
-
-@dataclass
-class TypeStats:
-    """Counts for one message type (one queue) in one run."""
-
-    message_type: str
-    received: int = 0
-    stored: int = 0
-    dead_lettered: int = 0
-    deleted: int = 0
-    delete_failures: int = 0
-    batches: int = 0
-    sink_writes: int = 0
-    api_calls: Counter = field(default_factory=Counter)
-    errors: Counter = field(default_factory=Counter)
-    oldest_enqueue_ms: Optional[int] = None
-    stop_reason: str = ""
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "received": self.received,
-            "stored": self.stored,
-            "dead_lettered": self.dead_lettered,
-            "deleted": self.deleted,
-            "delete_failures": self.delete_failures,
-            "batches": self.batches,
-            "sink_writes": self.sink_writes,
-            "api_calls": dict(self.api_calls),
-            "errors": dict(self.errors),
-            "oldest_enqueue_ms": self.oldest_enqueue_ms,
-            "stop_reason": self.stop_reason,
-        }
-
-
-@dataclass
-class RunSummary:
-    ok: bool
-    stop_reason: str
-    elapsed: float
-    remaining_at_exit: float
-    types: dict[str, TypeStats]
-    error: Optional[str] = None
-    token_fetches: int = 0
-
-    def total(self, name: str) -> int:
-        return sum(getattr(t, name) for t in self.types.values())
-
-    def as_dict(self) -> dict[str, Any]:
-        totals = {n: self.total(n) for n in ("received", "stored", "dead_lettered", "deleted", "delete_failures", "sink_writes")}
-        calls: Counter = Counter()
-        for t in self.types.values():
-            calls.update(t.api_calls)
-        calls["QueryTokenForMnsQueue"] += self.token_fetches
-        totals["api_calls"] = dict(calls)
-        return {
-            "ok": self.ok,
-            "stop_reason": self.stop_reason,
-            "error": self.error,
-            "elapsed_seconds": round(self.elapsed, 3),
-            "remaining_seconds_at_exit": round(self.remaining_at_exit, 3),
-            "totals": totals,
-            "types": {k: v.as_dict() for k, v in self.types.items()},
-        }
-
 
 
 class _Timing:
@@ -157,7 +92,7 @@ class _Batch:
 
     def __init__(self, records: list[Record], dead: list[DeadLetter], handles: list[str], size: int):
         self.records, self.dead, self.handles, self.size = records, dead, handles, size
-        self.flush: Optional[_Flush] = None
+        self.flush = _Flush()
 
 
 class _Buffer:
@@ -175,7 +110,6 @@ class _Buffer:
         with self.lock:
             if not self.batches:
                 self.first_at = self.clock.monotonic()
-            batch.flush = _Flush()
             self.batches.append(batch)
             self.messages += len(batch.handles)
             self.bytes += batch.size
@@ -189,11 +123,29 @@ class _Buffer:
                 return self._take()
             return []
 
+    def due_in(self) -> float:
+        """Seconds until the oldest buffered batch is due to be written (0 when none waits)."""
+        with self.lock:
+            if not self.batches:
+                return 0.0
+            return max(0.0, self.max_age - (self.clock.monotonic() - self.first_at))
+
+    def holds(self, batch: _Batch) -> bool:
+        with self.lock:
+            return any(b is batch for b in self.batches)
+
+    def limit_age(self, seconds: float) -> bool:
+        """Lower the time bound (never raise it); True if it was lowered."""
+        with self.lock:
+            if seconds < self.max_age:
+                self.max_age = max(0.0, seconds)
+                return True
+            return False
+
     def _take(self) -> list[_Batch]:
         taken, self.batches = self.batches, []
         self.messages = self.bytes = 0
-        # Batches taken together share one flush outcome.
-        shared = _Flush()
+        shared = _Flush()  # batches taken together share one outcome
         for b in taken:
             b.flush = shared
         return taken
@@ -207,11 +159,14 @@ class _Run:
         self.stats = {t: TypeStats(t) for t in message_types}
         self.empty = {t: False for t in message_types}
         self.buffers = buffers
-        self.stop = threading.Event()
+        self.stop = threading.Event()  # every type stops (the shared sink failed)
+        self.type_stop = {t: threading.Event() for t in message_types}
         self.lock = threading.Lock()
         self.allowance = max_messages
-        self.reason: Optional[str] = None
-        self.error: Optional[str] = None
+        self.failure: Optional[tuple[str, str]] = None
+
+    def stopped(self, message_type: str) -> bool:
+        return self.stop.is_set() or self.type_stop[message_type].is_set()
 
     def reserve(self, wanted: int) -> int:
         with self.lock:
@@ -224,10 +179,19 @@ class _Run:
             self.allowance += n
 
     def fail(self, reason: str, error: str) -> None:
+        """Stop every type: what they share failed."""
         with self.lock:
-            if self.reason is None:  # the first failure is the cause; later ones follow from the stop
-                self.reason, self.error = reason, error
+            if self.failure is None:  # the first failure is the cause; later ones follow from the stop
+                self.failure = (reason, error)
         self.stop.set()
+
+    def fail_type(self, message_type: str, reason: str, error: str) -> None:
+        """Stop this type's consumers only; the first failure of the type is its cause."""
+        stats = self.stats[message_type]
+        with self.lock:
+            if stats.stop_reason not in FAILURES:
+                stats.stop_reason, stats.error = reason, error
+        self.type_stop[message_type].set()
 
 
 class Drain:
@@ -245,28 +209,51 @@ class Drain:
     def run(self, message_types: Sequence[str], deadline: Deadline, max_messages: Optional[int] = None) -> RunSummary:
         started = self.clock.monotonic()
         fetches_before = self.tokens.fetches
+        self.tokens.forget_refusals()  # a refusal is an answer for one run, not for the container's life
         limits = self.sink.coalesce_limits()
         buffers = {t: _Buffer(limits.messages, limits.bytes, self.options.coalesce_seconds, self.clock)
                    for t in message_types}
         run = _Run(message_types, max_messages or self.options.max_messages, deadline, buffers)
-        workers = [(t, i) for t in message_types for i in range(self.options.concurrency)]
-        with ThreadPoolExecutor(max_workers=len(workers), thread_name_prefix="drain") as pool:
-            futures = [pool.submit(self._worker, t, run) for t, _ in workers]
-            for f in futures:
-                f.result()
-        reasons = [s.stop_reason for s in run.stats.values()]
-        reason = run.reason or next((r for r in ("deadline", "max_messages") if r in reasons), "empty")
+        workers = [t for t in message_types for _ in range(self.options.concurrency)]
+        pool = ThreadPoolExecutor(max_workers=len(workers), thread_name_prefix="drain")
+        futures = [pool.submit(self._worker, t, run) for t in workers]
+        self._join(pool, futures, run)
+        for stats in run.stats.values():
+            if stats.stop_reason == "deadline" and not stats.received:
+                # Time ran out before anything was received: messages age in the queue, unseen.
+                # That is a failure, of the call that kept failing if there was one.
+                stats.stop_reason, stats.error = stats.last_failure or ("no_time", (
+                    f"no time for one receive: {deadline.remaining():.1f} s left at the end, the safety margin is "
+                    f"{self.options.safety_margin:g} s (DRAIN_SAFETY_MARGIN_SECONDS)"))
+        reason, error, failed = overall(run.failure, run.stats)
         return RunSummary(
-            ok=run.reason not in FAILURES,
+            ok=run.failure is None and not failed,
             stop_reason=reason,
             elapsed=self.clock.monotonic() - started,
             remaining_at_exit=deadline.remaining(),
             types=run.stats,
-            error=run.error,
+            error=error,
             token_fetches=self.tokens.fetches - fetches_before,
+            failed_types=failed,
         )
 
-    # -- one consumer -----------------------------------------------------------
+    def _join(self, pool: ThreadPoolExecutor, futures: list[Future], run: _Run) -> None:
+        """Wait for the consumers, but not past the deadline less a quarter of the margin.
+
+        Every call has its own timeout from the time left; this is the backstop for one that
+        does not keep it (a server trickling bytes): the run then returns and fails, and the
+        stuck thread, whatever it finishes later, can only store or delete what was stored.
+        """
+        _, stuck = wait(futures, timeout=max(0.0, run.deadline.remaining() - self.options.safety_margin / 4))
+        if stuck:
+            run.fail("stuck", f"{len(stuck)} consumer(s) still inside a call at the deadline; their messages "
+                              "come back after the visibility timeout")
+            pool.shutdown(wait=False, cancel_futures=True)
+            return
+        pool.shutdown(wait=True)
+        for future in futures:
+            future.result()  # surface a bug in a consumer
+
     def _budget(self, run: _Run, owed_deletes: int = 0) -> float:
         """Seconds left for a receive, after reserving a flush, the deletes still owed
         (this batch's and the backlog's) and the margin."""
@@ -283,7 +270,7 @@ class Drain:
 
 
 class _Consumer:
-    """One receive loop on one queue, with its own MNS clients and delete thread."""
+    """One receive loop on one queue, with its own MNS clients and delete threads."""
 
     def __init__(self, drain: Drain, mtype: str, run: _Run):
         self.drain, self.mtype, self.run = drain, mtype, run
@@ -295,6 +282,7 @@ class _Consumer:
                                           thread_name_prefix=f"delete-{mtype}")
         self.delete_clients = threading.local()  # one MNS client per delete thread
         self.deletes: list[Future] = []
+        self.errors_in_row = 0
 
     def owed_deletes(self) -> int:
         """Delete calls this consumer still has to make: written or unwritten batches it holds."""
@@ -303,73 +291,104 @@ class _Consumer:
     # -- the receive loop -----------------------------------------------------
     def loop(self) -> None:
         d, run, stats = self.drain, self.run, self.stats
-        errors_in_row = auth_retries = 0
-        while not run.stop.is_set() and not run.empty[self.mtype]:
+        auth_retries = 0
+        while not run.stopped(self.mtype) and not run.empty[self.mtype]:
             self._flush(self.buffer.take_if_due())
             self._settle(block=False)
             budget = d._budget(run, self.owed_deletes())
             if budget < d.timing.receive_overhead + 0.1:
-                stats.stop_reason = "deadline"
-                return
+                return self._end("deadline")
             wanted = run.reserve(MAX_BATCH)
             if wanted == 0:
-                stats.stop_reason = "max_messages"
-                return
+                return self._end("max_messages")
             try:
                 # Bounded like the receive below: a hung token API must not hold the run past its deadline.
                 token = d.tokens.get(self.mtype, timeout=budget)
             except TokenError as exc:
                 run.release(wanted)
                 self._count_error(exc.code)
-                if exc.retryable and errors_in_row < d.options.max_consecutive_errors:
-                    errors_in_row += 1
-                    d.clock.sleep(min(0.2 * 2 ** errors_in_row, max(0.0, budget - 1)))
-                    continue
-                stats.stop_reason = "token_error"
-                run.fail("token_error", str(exc))
-                return
+                stats.last_failure = ("token_error", str(exc))
+                if not self._back_off(exc.retryable, exc.throttled, budget):
+                    run.fail_type(self.mtype, "token_error", str(exc))
+                    return
+                continue
             budget = d._budget(run, self.owed_deletes())  # what the token fetch left
             if budget < d.timing.receive_overhead + 0.1:
                 run.release(wanted)
-                stats.stop_reason = "deadline"
-                return
+                return self._end("deadline")
             if self.queue is None or self.queue.token is not token:
                 self.queue = d.open_queue(self.mtype, token)
-            wait = int(max(0, min(d.options.wait_seconds, budget - d.timing.receive_overhead - 0.5)))
+            wait_seconds = int(max(0, min(d.options.wait_seconds, budget - d.timing.receive_overhead - 0.5)))
+            hold = self._hold()
+            shortened = hold is not None and hold < wait_seconds
+            if shortened:  # unwritten batches must not wait out a long poll
+                wait_seconds = int(hold or 0)
             # A hung connection must not carry the run past its deadline.
-            self.queue.set_timeout(max(1.0, min(wait + d.options.mns_timeout, budget)))
+            self.queue.set_timeout(max(1.0, min(wait_seconds + d.options.mns_timeout, budget)))
             t0 = d.clock.monotonic()
             try:
-                messages = self.queue.receive(wanted, wait)
+                messages = self.queue.receive(wanted, wait_seconds)
             except QueueError as exc:
                 run.release(wanted)
                 self._count_call("BatchReceiveMessage")
                 self._count_error(exc.code)
+                stats.last_failure = ("queue_error", str(exc))
                 if exc.auth and auth_retries < 2:
                     # The token was refused (expired early, revoked): fetch a fresh one at once.
                     auth_retries += 1
                     d.tokens.invalidate(self.mtype, token)
                     self.queue = None
                     continue
-                errors_in_row += 1
-                if exc.fatal or exc.auth or errors_in_row > d.options.max_consecutive_errors:
-                    stats.stop_reason = "queue_error"
-                    run.fail("queue_error", str(exc))
+                if exc.fatal or exc.auth or not self._back_off(True, exc.throttled, d._budget(run)):
+                    run.fail_type(self.mtype, "queue_error", str(exc))
                     return
-                d.clock.sleep(min(0.1 * 2 ** errors_in_row, max(0.0, d._budget(run) - 1)))
                 continue
             self._count_call("BatchReceiveMessage")
             if messages:
-                d.timing.observe("receive_overhead", d.clock.monotonic() - t0 - wait)
+                d.timing.observe("receive_overhead", d.clock.monotonic() - t0 - wait_seconds)
             run.release(wanted - len(messages))
-            errors_in_row = auth_retries = 0
+            self.errors_in_row = auth_retries = 0
             if not messages:
+                if shortened:  # not a full long poll: the queue may hold more; write what is due first
+                    self._await_pending()
+                    continue
                 run.empty[self.mtype] = True
-                stats.stop_reason = stats.stop_reason or "empty"
-                return
+                return self._end("empty")
             batch = self._decode(messages)
             self.pending.append(batch)
             self._flush(self.buffer.add(batch))
+
+    def _end(self, reason: str) -> None:
+        """This consumer stops for `reason`, which never hides a failure of its type."""
+        with self.run.lock:
+            if self.stats.stop_reason not in FAILURES and (reason != "empty" or not self.stats.stop_reason):
+                self.stats.stop_reason = reason
+
+    def _back_off(self, retryable: bool, throttled: bool, budget: float) -> bool:
+        """Sleep before the next try of a failed call; False when it should not be tried again."""
+        self.errors_in_row += 1
+        policy = THROTTLE_BACKOFF if throttled else ERROR_BACKOFF
+        if not retryable or self.errors_in_row >= policy.attempts:
+            return False
+        delay = policy.delay(self.errors_in_row - 1)
+        if budget - delay < self.drain.timing.receive_overhead + 0.1:
+            return False  # no time for the try after the sleep: stop now, with the error
+        self.drain.clock.sleep(delay)
+        return True
+
+    def _hold(self) -> Optional[float]:
+        """Seconds until this consumer's oldest unwritten batch is due (0: being written now);
+        None if it holds none."""
+        if not self.pending:
+            return None
+        return self.buffer.due_in() if self.buffer.holds(self.pending[0]) else 0.0
+
+    def _await_pending(self) -> None:
+        """Wait until the oldest pending batch is written or due (at most a second), not busy-polling."""
+        if self.pending:
+            oldest = self.pending[0]
+            timeout = self.buffer.due_in() if self.buffer.holds(oldest) else 1.0
+            oldest.flush.done.wait(timeout=min(1.0, max(0.02, timeout)))
 
     def finish(self) -> None:
         """Leave nothing in flight: write what is buffered, delete what was written."""
@@ -392,12 +411,26 @@ class _Consumer:
             oldest = min(m.meta.enqueue_time for m in messages)
             if self.stats.oldest_enqueue_ms is None or oldest < self.stats.oldest_enqueue_ms:
                 self.stats.oldest_enqueue_ms = oldest
+        self._respect_visibility(messages)
         size = sum(len(m.body) for m in messages)
         if dead and self.drain.logger is not None:
             self.drain.logger.warning("dead-lettered messages", extra={
                 "message_type": self.mtype, "message_ids": [x.mns.message_id for x in dead],
                 "errors": sorted({x.error for x in dead})})
         return _Batch(records, dead, [m.receipt_handle for m in messages], size)
+
+    def _respect_visibility(self, messages: list[ReceivedMessage]) -> None:
+        """Keep the coalesce window within a third of the queue's visibility timeout.
+
+        A batch written and deleted after its messages became visible again is received twice
+        and its deletes fail with stale handles. The timeout is not a setting of ours (Alicom
+        owns the queue), but a first receive tells it: NextVisibleTime - FirstDequeueTime.
+        """
+        visibility = next((v for v in (m.meta.visibility_seconds() for m in messages) if v), None)
+        if visibility and self.buffer.limit_age(visibility / 3) and self.drain.logger is not None:
+            self.drain.logger.warning("coalesce window shortened to a third of the queue's visibility timeout",
+                                      extra={"message_type": self.mtype, "visibility_timeout_seconds": visibility,
+                                             "coalesce_seconds": round(visibility / 3, 3)})
 
     def _flush(self, batches: list[_Batch]) -> None:
         """Write coalesced batches in one sink call; mark their shared outcome."""
@@ -417,7 +450,7 @@ class _Consumer:
         except Exception as exc:  # any sink failure: keep the messages (they come back)
             with self.run.lock:
                 self.stats.errors["sink"] += 1
-            self.stats.stop_reason = "sink_error"
+            self.stats.stop_reason, self.stats.error = "sink_error", f"{type(exc).__name__}: {exc}"
             self.run.fail("sink_error", f"{type(exc).__name__}: {exc}")
             outcome.done.set()
             return
@@ -435,7 +468,7 @@ class _Consumer:
         outcome.done.set()
 
     def _settle(self, block: bool) -> None:
-        """Hand written batches to the delete thread; never delete what was not written."""
+        """Hand written batches to the delete threads; never delete what was not written."""
         still = []
         for batch in self.pending:
             flush = batch.flush
@@ -456,50 +489,50 @@ class _Consumer:
         self.deletes = running
 
     def _delete(self, handles: list[str]) -> None:
-        """On a delete thread: batch-delete; after an auth refusal retry once with a fresh token.
+        """On a delete thread: batch-delete; after an auth refusal retry with a fresh token, after
+        throttling retry with backoff, all within the time left.
 
         Receipt handles outlive the token that received them, so a token that expired
-        between receive and delete must not leave stored messages in the queue.
+        between receive and delete must not leave stored messages in the queue. Anything left
+        undeleted reappears after the visibility timeout and dedupes.
         """
         d = self.drain
         t0 = d.clock.monotonic()
         calls = 0
         outcome: Optional[DeleteOutcome] = None
 
-        def left() -> float:
-            # A hung delete (or token fetch) must not carry the run past its deadline (receives
-            # are bounded the same way); what is left undeleted reappears and dedupes.
+        def left() -> float:  # a hung delete (or token fetch) must not carry the run past its deadline
             return self.run.deadline.remaining() - d.options.safety_margin / 2
 
-        for attempt in range(2):
+        for attempt in range(4):
+            if left() <= 0.1:
+                outcome = DeleteOutcome(failed={h: "deadline" for h in handles}, calls=calls)
+                break
             try:
-                if left() <= 0.1:
-                    outcome = DeleteOutcome(failed={h: "deadline" for h in handles}, calls=calls)
-                    break
                 token = d.tokens.get(self.mtype, timeout=left())
                 queue = getattr(self.delete_clients, "queue", None)
                 if queue is None or queue.token is not token:
                     queue = self.delete_clients.queue = d.open_queue(self.mtype, token)
-                if left() <= 0.1:
-                    outcome = DeleteOutcome(failed={h: "deadline" for h in handles}, calls=calls)
-                    break
-                queue.set_timeout(min(d.options.mns_timeout, left()))
+                queue.set_timeout(max(0.1, min(d.options.mns_timeout, left())))
                 outcome = queue.delete(handles)
                 outcome.calls += calls
                 break
-            except TokenError as exc:
+            except (TokenError, QueueError) as exc:
+                calls += isinstance(exc, QueueError)
                 outcome = DeleteOutcome(failed={h: exc.code for h in handles}, calls=calls)
-                break
-            except QueueError as exc:
-                calls += 1
-                # Stored but not deleted: they reappear after the visibility timeout and dedupe.
-                outcome = DeleteOutcome(failed={h: exc.code for h in handles}, calls=calls)
-                if not exc.auth:
+                auth = isinstance(exc, QueueError) and exc.auth and attempt == 0
+                if auth:  # once: the receipt handles are still good, the token was not
+                    d.tokens.invalidate(self.mtype, queue.token)
+                    self.delete_clients.queue = None
+                    continue
+                # Throttled, or a token fetch that may work on the next try: a throttled delete was
+                # not applied, so trying again cannot delete twice.
+                delay = THROTTLE_BACKOFF.delay(attempt)
+                if not (exc.throttled or (isinstance(exc, TokenError) and exc.retryable)) or left() - delay <= 0.2:
                     break
-                queue = getattr(self.delete_clients, "queue", None)
-                d.tokens.invalidate(self.mtype, queue.token if queue else None)
-                self.delete_clients.queue = None
+                d.clock.sleep(delay)
         d.timing.observe("delete", d.clock.monotonic() - t0)
+        assert outcome is not None
         with self.run.lock:
             self.stats.deleted += outcome.deleted
             self.stats.delete_failures += len(outcome.failed)

@@ -16,7 +16,6 @@ both to the SDK's results on the same bytes.
 from __future__ import annotations
 
 import xml.etree.ElementTree as ElementTree
-from dataclasses import dataclass, field
 from typing import Sequence
 from xml.sax.saxutils import escape
 
@@ -25,49 +24,36 @@ from mns.mns_exception import MNSClientException, MNSClientNetworkException, MNS
 from mns.mns_request import ReceiveMessageResponseEntry
 from mns.mns_tool import BatchDeleteMessageValidator, BatchReceiveMessageValidator
 from mns.mns_xml_handler import BatchDeleteMessageDecoder
+from mns.pkg_info import version as SDK_VERSION
 from mns.queue import Queue as SdkQueue
 
+from shared.queues import MAX_BATCH, DeleteOutcome, QueueError, ReceivedMessage
 from shared.records import MnsMeta
 from shared.settings import check_endpoint
 from shared.tokens import MnsToken
 
-MAX_BATCH = 16
+__all__ = ["MnsQueue", "ReceiptClient", "read_received_messages", "receipt_handles_xml",
+           "MAX_BATCH", "DeleteOutcome", "QueueError", "ReceivedMessage"]
+
+# `ReceiptClient` calls the client's own steps (build_header, http.send_request, check_status) and
+# reads receive answers itself: run it only on SDK versions tests/test_mns_queue.py held it to.
+TESTED_SDK_VERSIONS = ("1.3.",)
+if not SDK_VERSION.startswith(TESTED_SDK_VERSIONS):
+    raise ImportError(f"shared/mns_queue.py was tested with aliyun-mns-sdk {', '.join(v + 'x' for v in TESTED_SDK_VERSIONS)}, "
+                      f"not {SDK_VERSION}: run tests/test_mns_queue.py against it, then add it to TESTED_SDK_VERSIONS")
 
 # Codes after which the token must be replaced (no dedicated "token expired" code exists).
 AUTH_CODES = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "SecurityTokenExpired",
               "InvalidSecurityToken", "SecurityTokenMalformed", "Unauthorized"}
 # Codes that say the request itself can never succeed as configured.
 FATAL_CODES = {"QueueNotExist", "InvalidArgument", "MessageNotExist", "TimeExpired"}
+# Codes that ask us to slow down (MNS's QPS limit, and the generic forms).
+THROTTLING_CODES = {"QpsLimitExceeded", "TooManyRequests", "Throttling", "ServiceUnavailable"}
 # What to tell the operator when retrying cannot help until something outside is fixed.
 HINTS = {
     "TimeExpired": "the request's Date is more than 15 minutes off MNS's clock: this host's clock is off "
                    "(check its time synchronisation)",
 }
-
-
-class QueueError(Exception):
-    """A queue call failed. `auth` says the token should be replaced; `code` is MNS's code."""
-
-    def __init__(self, operation: str, code: str, auth: bool = False, fatal: bool = False):
-        hint = HINTS.get(code)
-        super().__init__(f"MNS {operation} failed: {code}" + (f": {hint}" if hint else ""))
-        self.code = code
-        self.auth = auth
-        self.fatal = fatal
-
-
-@dataclass(frozen=True)
-class ReceivedMessage:
-    receipt_handle: str = field(repr=False)
-    body: str = field(repr=False)
-    meta: MnsMeta = MnsMeta()
-
-
-@dataclass
-class DeleteOutcome:
-    deleted: int = 0
-    failed: dict[str, str] = field(default_factory=dict)  # receipt handle -> error code
-    calls: int = 0
 
 
 MNS_XMLNS_URI = "http://mns.aliyuncs.com/doc/v1/"
@@ -163,7 +149,8 @@ class ReceiptClient(MNSClient):
 def _error(operation: str, exc: Exception) -> QueueError:
     if isinstance(exc, MNSServerException):
         code = str(exc.type or "Unknown")
-        return QueueError(operation, code, auth=code in AUTH_CODES, fatal=code in FATAL_CODES)
+        return QueueError(operation, code, auth=code in AUTH_CODES, fatal=code in FATAL_CODES,
+                          throttled=code in THROTTLING_CODES, hint=HINTS.get(code))
     if isinstance(exc, MNSClientException):
         return QueueError(operation, str(getattr(exc, "type", "") or "NetworkError"))
     return QueueError(operation, type(exc).__name__)
@@ -209,7 +196,8 @@ class MnsQueue:
                 receipt_handle=m.receipt_handle,
                 body=body,
                 meta=MnsMeta(message_id=m.message_id, enqueue_time=int(m.enqueue_time),
-                             dequeue_count=int(m.dequeue_count), first_dequeue_time=int(m.first_dequeue_time)),
+                             dequeue_count=int(m.dequeue_count), first_dequeue_time=int(m.first_dequeue_time),
+                             next_visible_time=int(m.next_visible_time)),
             ))
         return out
 

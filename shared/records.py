@@ -26,6 +26,13 @@ class MnsMeta:
     enqueue_time: int = 0  # epoch milliseconds, as MNS reports it
     dequeue_count: int = 0
     first_dequeue_time: int = 0
+    next_visible_time: int = 0  # epoch ms; with first_dequeue_time it tells the queue's visibility timeout
+
+    def visibility_seconds(self) -> Optional[float]:
+        """The queue's visibility timeout, on the service's clock, when this was the first receive."""
+        if self.dequeue_count == 1 and self.first_dequeue_time and self.next_visible_time > self.first_dequeue_time:
+            return (self.next_visible_time - self.first_dequeue_time) / 1000.0
+        return None
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -28,16 +28,15 @@ from tenacity.stop import stop_base
 
 from shared.clock import SYSTEM_CLOCK, Clock, Deadline
 from shared.decode import SHANGHAI
-from shared.tokens import Credentials, call_rpc, point_request, pop_client
+from shared.pop import Credentials, call_rpc, is_retryable, point_request, pop_client
 
 ACTION = "QuerySendDetails"
 PAGE_SIZE = 50
 QUERY_WINDOW_DAYS = 30
 MAX_PAGES = 2000  # 100,000 rows for one phone and day: far beyond any real sender
 
-# Codes that mean "slow down", not "this query is wrong".
-THROTTLING_CODES = ("isv.BUSINESS_LIMIT_CONTROL", "ServiceUnavailable", "InternalError", "SDK.HttpError",
-                    "SDK.ServerUnreachable", "SDK.TimeoutError")
+# Dysmsapi's own "slow down" (per-number flow control), beside the POP-wide ones in shared/pop.py.
+BUSINESS_LIMIT_CODE = "isv.BUSINESS_LIMIT_CONTROL"
 
 # SendStatus values (api-facts §4).
 STATUS_WAITING, STATUS_FAILED, STATUS_DELIVERED = 1, 2, 3
@@ -63,8 +62,7 @@ class SendDetailsError(Exception):
 
     @property
     def retryable(self) -> bool:
-        return (self.code.startswith("Throttling") or self.code in THROTTLING_CODES
-                or self.status == 429 or self.status >= 500)
+        return self.code == BUSINESS_LIMIT_CODE or is_retryable(self.code, self.status)
 
 
 # Phone numbers as QuerySendDetails takes them (PhoneNumber) and receipts carry them

@@ -8,24 +8,34 @@ after the queue refuses a token.
 """
 from __future__ import annotations
 
-import json
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Optional, Protocol
-from urllib.parse import urlparse
 
 from shared.clock import SYSTEM_CLOCK, Clock
 from shared.decode import SHANGHAI, TIME_FORMAT
+from shared.pop import Credentials, call_rpc, is_retryable, is_throttling, point_request, pop_client
+
+__all__ = ["Credentials", "DybaseapiTokenSource", "MnsToken", "TokenCache", "TokenError", "TokenSource",
+           "parse_expire_time"]
 
 
 class TokenError(Exception):
-    """The token API refused or failed. Carries the API's code, never a credential."""
+    """The token API refused or failed. Carries the API's code, never a credential.
 
-    def __init__(self, message_type: str, code: str, message: str, retryable: bool = False):
+    `retryable`: another try may work (throttling, 5xx, a failed connection, no time to wait);
+    `throttled`: the API asked us to slow down (back off longer, keep trying within the budget).
+    """
+
+    def __init__(self, message_type: str, code: str, message: str, retryable: bool = False,
+                 throttled: bool = False):
         super().__init__(f"QueryTokenForMnsQueue({message_type}) failed: {code}: {message}")
+        self.message_type = message_type
         self.code = code
-        self.retryable = retryable
+        self.message = message
+        self.retryable = retryable or throttled
+        self.throttled = throttled
 
 
 @dataclass(frozen=True)
@@ -49,68 +59,28 @@ class TokenSource(Protocol):
     def fetch(self, message_type: str, timeout: Optional[float] = None) -> MnsToken: ...
 
 
-@dataclass(frozen=True)
-class Credentials:
-    """The customer's own AccessKey (or a RAM role's STS key) for the POP APIs."""
-
-    access_key_id: str = field(repr=False)
-    access_key_secret: str = field(repr=False)
-    security_token: Optional[str] = field(default=None, repr=False)
-
-    def secrets(self) -> list[str]:
-        return [s for s in (self.access_key_id, self.access_key_secret, self.security_token) if s]
-
-
-def pop_client(credentials: Credentials, region: str, timeout: float = 10.0, retries: int = 2):
-    """An aliyunsdkcore AcsClient for RPC APIs (token, send records). SDK imported here only."""
-    from aliyunsdkcore.auth.credentials import AccessKeyCredential, StsTokenCredential
-    from aliyunsdkcore.client import AcsClient
-
-    if credentials.security_token:
-        cred = StsTokenCredential(credentials.access_key_id, credentials.access_key_secret, credentials.security_token)
-    else:
-        cred = AccessKeyCredential(credentials.access_key_id, credentials.access_key_secret)
-    # Few SDK retries: the SDK retries only throttling/5xx/timeouts, and an auth refusal must
-    # surface at once instead of becoming a retry storm.
-    return AcsClient(region_id=region, credential=cred, auto_retry=retries > 0, max_retry_time=retries or None,
-                     connect_timeout=min(timeout, 5), timeout=timeout)
-
-
-def point_request(request, endpoint: str) -> None:
-    """Send an RPC request to `endpoint` (https URL, or http on loopback)."""
-    parsed = urlparse(endpoint)
-    request.set_endpoint(parsed.netloc)
-    request.set_protocol_type("http" if parsed.scheme == "http" else "https")
-
-
-def call_rpc(client, request) -> tuple[dict, Optional[Exception]]:
-    """Run an RPC request; return (body, None) or ({"Code": ..., "Message": ...}, error)."""
-    from aliyunsdkcore.acs_exception.exceptions import ClientException, ServerException
-
-    try:
-        return json.loads(client.do_action_with_exception(request)), None
-    except ServerException as exc:
-        status = exc.get_http_status() or 0
-        return {"Code": exc.get_error_code(), "Message": exc.get_error_msg(), "_status": status}, exc
-    except ClientException as exc:
-        return {"Code": exc.get_error_code(), "Message": exc.get_error_msg(), "_status": 0}, exc
-    except ValueError as exc:
-        return {"Code": "InvalidResponse", "Message": f"response is not JSON: {exc}", "_status": 0}, exc
-
-
 class DybaseapiTokenSource:
-    """Fetches tokens through aliyun-python-sdk-dybaseapi."""
+    """Fetches tokens through aliyun-python-sdk-dybaseapi; thread-safe (one SDK client per thread)."""
 
     def __init__(self, credentials: Credentials, endpoint: str, region: str = "cn-hangzhou", timeout: float = 10.0,
                  owner_id: Optional[str] = None):
-        self.client = pop_client(credentials, region, timeout)
+        self.credentials, self.region = credentials, region
         self.owner_id = owner_id  # resellers and sub-accounts: whose queue the token is for
-        # For callers with a deadline: one attempt within their time (SDK retries multiply it).
-        self.single_client = pop_client(credentials, region, timeout, retries=0)
         self.timeout = timeout
         self.endpoint = endpoint
         self.calls = 0
-        self._lock = threading.Lock()
+        self._local = threading.local()  # the SDK's client and signer are not built for threads
+        self._count = threading.Lock()
+
+    def _client(self, with_deadline: bool):
+        name = "single" if with_deadline else "default"
+        client = getattr(self._local, name, None)
+        if client is None:
+            # With a deadline: one attempt within the caller's time (SDK retries would multiply
+            # it; the caller retries within its budget). Without: a few SDK retries (tools).
+            client = pop_client(self.credentials, self.region, self.timeout, retries=0 if with_deadline else 2)
+            setattr(self._local, name, client)
+        return client
 
     def fetch(self, message_type: str, timeout: Optional[float] = None) -> MnsToken:
         from aliyunsdkdybaseapi.request.v20170525.QueryTokenForMnsQueueRequest import QueryTokenForMnsQueueRequest
@@ -121,22 +91,21 @@ class DybaseapiTokenSource:
             request.set_OwnerId(self.owner_id)
         request.set_accept_format("json")
         point_request(request, self.endpoint)
-        client = self.client
         if timeout is not None:
-            client, seconds = self.single_client, max(0.1, min(self.timeout, timeout))
+            seconds = max(0.1, min(self.timeout, timeout))
             request.set_read_timeout(seconds)
             request.set_connect_timeout(min(seconds, 5))
-        with self._lock:  # the SDK client is shared; its signer is not built for threads
+        with self._count:
             self.calls += 1
-            body, error = call_rpc(client, request)
+        body, error = call_rpc(self._client(timeout is not None), request)
         code = str(body.get("Code") or "")
         if error is not None or code != "OK":
             status = int(body.get("_status") or 0)
-            retryable = status >= 500 or status == 429 or code in ("Throttling", "SDK.HttpError", "ServiceUnavailable")
-            message = str(body.get("Message") or "")
+            message = str(body.get("Message") or "")[:300]
             if code == "InvalidTimeStamp.Expired":
                 message += " (this host's clock is more than 15 minutes off: check its time synchronisation)"
-            raise TokenError(message_type, code or "Unknown", message, retryable)
+            raise TokenError(message_type, code or "Unknown", message, retryable=is_retryable(code, status),
+                             throttled=is_throttling(code, status))
         dto = body.get("MessageTokenDTO") or {}
         try:
             return MnsToken(
@@ -150,40 +119,81 @@ class DybaseapiTokenSource:
 
 
 class TokenCache:
-    """One token per message type for the life of a warm container; thread-safe."""
+    """One token per message type for the life of a warm container; thread-safe.
+
+    Each message type has its own lock, so a slow or hung token call for one type never
+    holds up another type's consumers. A refusal that retrying cannot fix is remembered until
+    `forget_refusals()` (the drain calls it at the start of every run): the other consumers of
+    that type get the same answer at once instead of asking again.
+    """
 
     def __init__(self, source: TokenSource, clock: Clock = SYSTEM_CLOCK, refresh_buffer: float = 120.0):
         self.source = source
         self.clock = clock
         self.refresh_buffer = refresh_buffer
         self._tokens: dict[str, MnsToken] = {}
-        self._lock = threading.Lock()
+        self._refused: dict[str, TokenError] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
+        self._count = threading.Lock()
         self.fetches = 0
+
+    def _lock_of(self, message_type: str) -> threading.Lock:
+        lock = self._locks.get(message_type)
+        if lock is None:
+            with self._locks_lock:
+                lock = self._locks.setdefault(message_type, threading.Lock())
+        return lock
+
+    def _fresh(self, message_type: str) -> Optional[MnsToken]:
+        token = self._tokens.get(message_type)
+        if token is not None and token.seconds_left(self.clock.now()) >= self.refresh_buffer:
+            return token
+        return None
+
+    def _raise_refused(self, message_type: str) -> None:
+        refused = self._refused.get(message_type)
+        if refused is not None:  # a new exception per caller: threads must not share one traceback
+            raise TokenError(message_type, refused.code, refused.message)
 
     def get(self, message_type: str, timeout: Optional[float] = None) -> MnsToken:
         """The cached token, fetched if missing or near expiry (within `timeout` seconds, if given:
         waiting for another thread's fetch included)."""
-        token = self._tokens.get(message_type)
-        if token is not None and token.seconds_left(self.clock.now()) >= self.refresh_buffer:
+        token = self._fresh(message_type)
+        if token is not None:
             return token  # the common case needs no lock: every consumer and delete thread asks per call
+        self._raise_refused(message_type)
         started = self.clock.monotonic()
-        if not self._lock.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
+        lock = self._lock_of(message_type)
+        if not lock.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
             raise TokenError(message_type, "Deadline", "no time left to wait for a token being fetched", retryable=True)
         try:
-            token = self._tokens.get(message_type)
-            if token is None or token.seconds_left(self.clock.now()) < self.refresh_buffer:
-                left = None if timeout is None else timeout - (self.clock.monotonic() - started)
-                if left is not None and left <= 0.1:
-                    raise TokenError(message_type, "Deadline", "no time left to fetch a token", retryable=True)
+            token = self._fresh(message_type)
+            if token is not None:
+                return token
+            self._raise_refused(message_type)
+            left = None if timeout is None else timeout - (self.clock.monotonic() - started)
+            if left is not None and left <= 0.1:
+                raise TokenError(message_type, "Deadline", "no time left to fetch a token", retryable=True)
+            with self._count:
                 self.fetches += 1  # count attempts: a refused call is still a call
+            try:
                 token = self.source.fetch(message_type) if left is None else self.source.fetch(message_type, left)
-                self._tokens[message_type] = token
+            except TokenError as exc:
+                if not exc.retryable:
+                    self._refused[message_type] = exc
+                raise
+            self._tokens[message_type] = token
             return token
         finally:
-            self._lock.release()
+            lock.release()
 
     def invalidate(self, message_type: str, token: Optional[MnsToken] = None) -> None:
         """Forget the token (after an auth error); a newer one fetched meanwhile is kept."""
-        with self._lock:
+        with self._lock_of(message_type):
             if token is None or self._tokens.get(message_type) is token:
                 self._tokens.pop(message_type, None)
+
+    def forget_refusals(self) -> None:
+        """Ask again next time: a refusal is remembered for one run only."""
+        self._refused.clear()

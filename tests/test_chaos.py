@@ -106,6 +106,7 @@ def test_a_hung_token_api_does_not_carry_a_run_past_its_deadline(emulator, drain
 
     from functions.drain import handler
     from scripts.receipts import make_receipts
+    from shared.platform import RunFailed
     from tests.contexts import fc_context
 
     drain_env(MNS_TIMEOUT_SECONDS="4", DRAIN_SAFETY_MARGIN_SECONDS="1")
@@ -113,7 +114,9 @@ def test_a_hung_token_api_does_not_carry_a_run_past_its_deadline(emulator, drain
         emulator.enqueue_receipt(emulator.queue_name("SmsReport"), body)
     emulator.set_faults(slow=1.0, slow_seconds=6.0, apis=["token"])
     started = time.monotonic()
-    result = handler(b'{"message_types": ["SmsReport"]}', fc_context(timeout=3.0))
+    with pytest.raises(RunFailed, match="token_error") as failed:  # nothing was received: a failed run
+        handler(b'{"message_types": ["SmsReport"]}', fc_context(timeout=3.0))
     took = time.monotonic() - started
+    result = failed.value.summary
     assert took < 3.0 and result["remaining_seconds_at_exit"] > 0, (took, result)
-    assert result["totals"]["received"] == 0 and result["stop_reason"] == "deadline"
+    assert result["totals"]["received"] == 0 and "SDK.HttpError" in result["error"]

@@ -1,0 +1,65 @@
+"""What the drain needs from a receipt queue, free of any SDK: the `Queue` protocol and its values.
+
+`shared/mns_queue.py` implements it with the MNS SDK; the drain and the tests' own queues
+depend only on this module, so importing the drain never loads the SDK.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Optional, Protocol, Sequence
+
+from shared.records import MnsMeta
+
+if TYPE_CHECKING:
+    from shared.tokens import MnsToken
+
+MAX_BATCH = 16  # messages per BatchReceiveMessage / handles per BatchDeleteMessage
+
+
+class QueueError(Exception):
+    """A queue call failed. `code` is the service's code; the flags say what the caller may do.
+
+    auth: the token should be replaced (then the call tried again);
+    fatal: the call can never succeed as configured (retrying only wastes the budget);
+    throttled: the service asked us to slow down (back off, keep trying within the budget).
+    """
+
+    def __init__(self, operation: str, code: str, auth: bool = False, fatal: bool = False,
+                 throttled: bool = False, hint: Optional[str] = None):
+        super().__init__(f"MNS {operation} failed: {code}" + (f": {hint}" if hint else ""))
+        self.code = code
+        self.auth = auth
+        self.fatal = fatal
+        self.throttled = throttled
+
+
+@dataclass(frozen=True)
+class ReceivedMessage:
+    receipt_handle: str = field(repr=False)
+    body: str = field(repr=False)
+    meta: MnsMeta = MnsMeta()
+
+
+@dataclass
+class DeleteOutcome:
+    deleted: int = 0
+    failed: dict[str, str] = field(default_factory=dict)  # receipt handle -> error code
+    calls: int = 0
+
+
+class Queue(Protocol):
+    """One receipt queue read with one token; not shared between threads."""
+
+    token: "MnsToken"
+
+    def receive(self, max_messages: int, wait_seconds: int) -> list[ReceivedMessage]:
+        """Up to `max_messages` (<= MAX_BATCH); [] when the queue had none within the wait."""
+
+    def delete(self, handles: Sequence[str]) -> DeleteOutcome:
+        """Delete by receipt handle; per-handle failures are reported, not raised."""
+
+    def set_timeout(self, seconds: float) -> None:
+        """Socket timeout of the next calls."""
+
+
+QueueOpener = Callable[[str, "MnsToken"], Queue]
