@@ -39,6 +39,7 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
         request = _parse_options(invocation.options)
         runtime = drain_runtime()
         settings = runtime.settings
+        settings.check_timeout(invocation.deadline.remaining(), "drain")
         message_types = request.message_types or settings.message_types
         missing = [t for t in message_types if settings.queue_name(t) is None]
         if missing:

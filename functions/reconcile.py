@@ -26,15 +26,16 @@ logger = get_logger()
 @with_lambda_context(logger)
 def handler(event: Any, context: Any) -> dict[str, Any]:
     invocation = adapt(event, context)
-    options = dict(invocation.options)
-    trigger = invocation.trigger
-    if options.pop("_trigger", None) == "schedule":  # a scheduler's input seen outside Lambda's adapter
-        trigger = "timer"
     bind_invocation(logger, invocation)
-    logger.append_keys(trigger=trigger)
     with failure_metric(invocation, "alicom-reconcile", RECONCILE_RUN_SET):
+        options = dict(invocation.options)
+        trigger = invocation.trigger
+        if options.pop("_trigger", None) == "schedule":  # a scheduler's input seen outside Lambda's adapter
+            trigger = "timer"
+        logger.append_keys(trigger=trigger)
         request = parse_reconcile_event(options)
         runtime = reconcile_runtime()
+        runtime.settings.check_timeout(invocation.deadline.remaining(), "reconcile")
         reconciler = runtime.reconciler(logger=logger)
         if request.is_ledger_run:
             report = reconciler.run_ledger(invocation.deadline, request.max_targets)

@@ -30,11 +30,14 @@ class DrainEvent(BaseModel):
             unknown = [t for t in value if t not in KNOWN_MESSAGE_TYPES]
             if unknown:
                 raise ValueError(f"unknown message type(s) {unknown}; expected some of {list(KNOWN_MESSAGE_TYPES)}")
+            twice = sorted({t for t in value if value.count(t) > 1})
+            if twice:  # refused, not collapsed: a typo'd list should be seen, and it would double the consumers
+                raise ValueError(f"{', '.join(twice)} listed more than once")
         return value
 
 
 FIELD_FORMS = {
-    "message_types": "a non-empty list of message type names, e.g. [\"SmsReport\"]",
+    "message_types": "a non-empty list of distinct message type names, e.g. [\"SmsReport\"]",
     "max_messages": "a whole number >= 1",
     "wait_seconds": "a whole number from 0 to 30",
 }

@@ -270,10 +270,28 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=VARIABLES):
         """The settings without credentials, for logs."""
         return {k: v for k, v in self.as_dict().items() if VARIABLES[k] not in SECRET_VARIABLES}
 
+    def check_timeout(self, seconds: float, function: str = "drain") -> None:
+        """Refuse a safety margin that leaves no time to work within the function's timeout.
+
+        Checked against the time the platform gives the first invocation (FC: the configured
+        timeout; Lambda: the remaining time at the start): a margin at or above it would make
+        every run stop before its first receive, while messages age in the queue."""
+        variable = "DRAIN_SAFETY_MARGIN_SECONDS" if function == "drain" else "RECONCILE_SAFETY_MARGIN_SECONDS"
+        margin = self.safety_margin_seconds if function == "drain" else self.reconcile_safety_margin_seconds
+        if margin >= seconds:
+            raise SettingsError(f"invalid settings: {variable}: {margin:g} s is at or above the function's "
+                                f"{seconds:.0f} s timeout, so no run could receive anything; expected seconds well "
+                                f"below the timeout (the default is {Settings.default(variable_field(variable)):g})")
+
     @staticmethod
     def default(name: str) -> Any:
         """A field's default value (the benchmark and the docs quote them)."""
         return next(f.default for f in msgspec.structs.fields(Settings) if f.name == name)
+
+
+def variable_field(variable: str) -> str:
+    """The Settings field a variable sets."""
+    return next(name for name, var in VARIABLES.items() if var == variable)
 
 
 def _missing(variable: str, detail: str) -> ValueError:

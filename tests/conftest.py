@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import pytest
 
+import sys
+
 from scripts.emulator import Emulator
+from shared.logs import get_logger
 from shared.runtime import reset_runtime
 
 AK = "LTAI5tTestCustomerKey"
@@ -72,6 +75,28 @@ def reconcile_env(emulator, drain_env, tmp_path, monkeypatch):
 
     yield update
     reset_reconcile_runtime()
+
+
+class _CurrentStdout:
+    """Whatever sys.stdout is at the moment of writing (pytest swaps it between phases)."""
+
+    def write(self, text: str) -> int:
+        return sys.stdout.write(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+
+@pytest.fixture
+def captured(capsys):
+    """stdout as the test sees it, log lines included: the Logger's handler was bound to the
+    stdout of import time, so point it at the current one for the test."""
+    handler = get_logger().registered_handler
+    old = handler.setStream(_CurrentStdout())
+    try:
+        yield capsys
+    finally:
+        handler.setStream(old)
 
 
 # Loopback stand-ins for the cloud sinks (session-wide servers shared by every test module).

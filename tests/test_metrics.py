@@ -45,28 +45,6 @@ class FullLambdaContext:
         return int((self._end - time.monotonic()) * 1000)
 
 
-class _CurrentStdout:
-    """Whatever sys.stdout is at the moment of writing (pytest swaps it between phases)."""
-
-    def write(self, text: str) -> int:
-        return sys.stdout.write(text)
-
-    def flush(self) -> None:
-        sys.stdout.flush()
-
-
-@pytest.fixture
-def captured(capsys):
-    """stdout as the test sees it, log lines included: the Logger's handler was bound to the
-    stdout of import time, so point it at the current one for the test."""
-    handler = get_logger().registered_handler
-    old = handler.setStream(_CurrentStdout())
-    try:
-        yield capsys
-    finally:
-        handler.setStream(old)
-
-
 def fill(emulator, per_type: dict[str, int], bad: int = len(BAD_BODIES)) -> None:
     for mtype, n in per_type.items():
         for body in make_receipts(mtype, n, seed=5):
@@ -322,7 +300,7 @@ RECONCILE_REPORT = {
 
 
 def invocation(platform: str) -> Invocation:
-    return Invocation(platform=platform, trigger="timer", options={}, deadline=Deadline(10),
+    return Invocation(platform=platform, trigger="timer", payload={}, deadline=Deadline(10),
                       request_id=f"{platform}-req-1", function_name="alicom-reconcile")
 
 

@@ -50,11 +50,30 @@ def test_lambda_dict_event_and_remaining_time():
     (b"not json", "not valid JSON"),
     (b"[1,2]", "JSON object"),
     (b"\xff", "UTF-8"),
+    (b"[" * 100_000 + b"]" * 100_000, "nested more than 16 levels deep"),
+    (b'{"a":' * 17 + b"1" + b"}" * 17, "nested more than 16 levels deep"),
+    (b'{"phones": "' + b"1" * (6 * 1024 * 1024) + b'"}', "6,291,470 bytes; at most 6,291,456"),
 ])
 def test_malformed_fc_events_are_rejected_clearly(event, field):
+    invocation = adapt(event, fc_context())  # the platform's part is read; the event's error waits
+    assert invocation.platform == "fc" and invocation.deadline.remaining() > 0
     with pytest.raises(EventError) as err:
-        adapt(event, fc_context())
-    assert field in str(err.value)
+        invocation.options
+    assert field in str(err.value) and str(err.value).startswith("invalid event: ")
+
+
+def test_a_deep_event_the_platform_parsed_is_rejected_without_recursion():
+    deep: dict = {}
+    node = deep
+    for _ in range(100_000):
+        node["a"] = {}
+        node = node["a"]
+    with pytest.raises(EventError, match="nested more than 16 levels deep"):
+        adapt(deep, LambdaContext()).options
+    sixteen: dict = {"x": 1}
+    for _ in range(15):
+        sixteen = {"a": sixteen}
+    assert adapt(sixteen, LambdaContext()).options == sixteen  # at the limit: accepted
 
 
 @pytest.mark.parametrize("options,field", [
@@ -64,6 +83,7 @@ def test_malformed_fc_events_are_rejected_clearly(event, field):
     ({"message_types": []}, "message_types"),
     ({"message_types": ["Sms"]}, "message_types"),
     ({"wait_seconds": 60}, "wait_seconds"),
+    ({"message_types": ["SmsUp", "SmsReport", "SmsUp"]}, "message_types: SmsUp listed more than once"),
 ])
 def test_bad_manual_event_fields_are_named(options, field):
     with pytest.raises(EventError) as err:
