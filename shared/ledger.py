@@ -25,6 +25,9 @@ Entry (the row's body; what `pending_sends` returns):
                   delivered | failed              resolved from the send record (SendStatus 3 / 2)
                   received                        the receipt arrived: nothing to ask
                   expired                         older than the query window: never asked
+                  refused                         QuerySendDetails refused the query itself (an isv.*
+                                                  code such as isv.MOBILE_NUMBER_ILLEGAL): asking again
+                                                  would fail every scheduled run until it expired
     checks        how many times reconcile asked QuerySendDetails about it
     send_status, err_code, checked_at (epoch seconds), recorded_at (epoch seconds)
 
@@ -46,7 +49,7 @@ from shared.sinks.base import Sink, TableSink
 
 LEDGER_PREFIX = "SEND"
 OPEN_STATUSES = ("pending", "waiting", "not_found")
-CLOSED_STATUSES = ("delivered", "failed", "received", "expired")
+CLOSED_STATUSES = ("delivered", "failed", "received", "expired", "refused")
 
 
 class LedgerError(ValueError):

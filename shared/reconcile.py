@@ -375,6 +375,7 @@ class ReconcileReport:
     not_found: int = 0
     expired: int = 0
     already_received: int = 0  # ledger entries whose receipt arrived: closed without a query
+    refused: int = 0  # ledger entries whose query the API refuses for good (isv.*): closed, not a failure
     records_written: int = 0
     errors: list[dict[str, Any]] = field(default_factory=list)
     unreached: list[Target] = field(default_factory=list)
@@ -387,6 +388,9 @@ class ReconcileReport:
 
     @property
     def ok(self) -> bool:
+        """False when anything failed: the handler then raises, so the platform sees it. A ledger
+        entry the API refuses for good is closed as `refused` instead (counted, not failed):
+        otherwise one bad number would fail every scheduled run for 30 days."""
         return self.sink_error is None and not self.errors
 
     def as_dict(self) -> dict[str, Any]:
@@ -403,6 +407,7 @@ class ReconcileReport:
             "not_found": self.not_found,
             "expired": self.expired,
             "already_received": self.already_received,
+            "refused": self.refused,
             "records_written": self.records_written,
             "errors": self.errors,
             "error_codes": dict(codes),
@@ -522,6 +527,12 @@ class Reconciler:
                 self._error(run, target, "InvalidSendDate", str(exc))
                 continue
             except SendDetailsError as exc:
+                if target.entry is not None and exc.about_the_target:
+                    with run.write_lock:
+                        ledger.mark(self.sink, target.entry, "refused", checked=True, err_code=exc.code)
+                    with run.lock:
+                        run.report.refused += 1
+                    continue
                 self._error(run, target, exc.code, exc.message)
                 continue
             if not self._store(run, target, result.rows):

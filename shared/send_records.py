@@ -64,6 +64,12 @@ class SendDetailsError(Exception):
     def retryable(self) -> bool:
         return self.code == BUSINESS_LIMIT_CODE or is_retryable(self.code, self.status)
 
+    @property
+    def about_the_target(self) -> bool:
+        """The API refused this query's own parameters (isv.*: the number, the date...): the same
+        query will be refused again, whatever the time; other queries are not affected."""
+        return self.code.startswith("isv.") and not self.retryable
+
 
 # Phone numbers as QuerySendDetails takes them (PhoneNumber) and receipts carry them
 # (phone_number): mainland mobiles as 11 digits, other numbers as country code + number.

@@ -293,3 +293,35 @@ def test_reconcile_run_emits_its_counts_as_a_metric_line(emulator, reconcile_env
     assert metric["queried"] == result["queried"] == 1
     assert metric["run_failed"] == 0
     assert "13800000009" not in json.dumps(lines)
+
+
+def test_a_ledger_entry_the_api_refuses_for_good_is_closed_not_failed_every_night(emulator, reconcile_env):
+    """isv.MOBILE_NUMBER_ILLEGAL answers the same query the same way forever: on the ledger path it
+    closes that entry as `refused` (the run succeeds), while a refusal that may pass (5xx) fails the
+    run and keeps the entry open; a manual target refused the same way fails the run."""
+    env = reconcile_env(RECONCILE_MAX_ATTEMPTS="2")
+    sent = beijing(hours=3)
+    good, bad = Send("7001^0", "13800000071", sent), Send("7002^0", "13800000072", sent)
+    sink = sqlite(env)
+    record_sends(sink, [good, bad])
+    emulator.add_send_record(good.phone_number, ymd(sent), good.biz_id, 3)
+    emulator.set_send_details_error("isv.MOBILE_NUMBER_ILLEGAL", phones=[bad.phone_number])
+    result = reconcile(timer_event(), fc_context(timeout=60))
+    assert result["ok"] and (result["queried"], result["delivered"], result["refused"]) == (1, 1, 1), result
+    status = {e["phone_number"]: (e["status"], e["err_code"]) for e in sink.iter_ledger()}
+    assert status[bad.phone_number] == ("refused", "isv.MOBILE_NUMBER_ILLEGAL")
+    emulator.reset_stats()
+    again = reconcile(timer_event(), fc_context(timeout=60))
+    assert again["ok"] and again["queried"] == 0 and emulator.stats().get("QuerySendDetails", 0) == 0
+
+    with pytest.raises(RunFailed, match="reconcile run failed") as failed:
+        reconcile({"dates": [sent.strftime("%Y-%m-%d")], "phones": [bad.phone_number]}, LambdaContext(timeout=30))
+    assert failed.value.summary["error_codes"] == {"isv.MOBILE_NUMBER_ILLEGAL": 1}
+
+    third = Send("7003^0", "13800000073", sent)
+    record_sends(sink, [third])
+    emulator.set_send_details_error("InternalError", phones=[third.phone_number])
+    with pytest.raises(RunFailed) as failed:
+        reconcile(timer_event(), fc_context(timeout=60))
+    assert failed.value.summary["error_codes"] == {"InternalError": 1}
+    assert {e["phone_number"]: e["status"] for e in sink.iter_ledger()}[third.phone_number] == "pending"
