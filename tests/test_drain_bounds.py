@@ -68,7 +68,7 @@ def test_a_failing_sink_raises_after_the_summary_is_logged_and_run_failed_emitte
         assert run["run_failed"] == 1 and run["ok"] is False
     else:
         (run,) = [o for o in out if "_aws" in o and "message_type" not in o]
-        assert run["run_failed"] == 1
+        assert run["run_failed"] in (1, [1])  # EMF: a value or a list of values
     assert emulator.queue_state(emulator.queue_name("SmsReport"))["deleted"] == 0
 
 
