@@ -1,13 +1,5 @@
-"""State and semantics of the emulated services (no wire formats here).
-
-- `QueueBackend`: MNS queues — visibility timeouts, receipt handles that change
-  on every receive, dequeue counts, long-poll waits.
-- `TokenStore`: the temporary credentials QueryTokenForMnsQueue hands out,
-  each scoped to one message type.
-- `RequestStats`: request counts per API action.
-- `SendRecordStore`: the send records QuerySendDetails pages through.
-- `FunctionRegistry`: Python callables standing in for FC / Lambda functions.
-"""
+"""MNS queues: visibility timeouts, receipt handles that change on every receive,
+dequeue counts, long-poll waits."""
 from __future__ import annotations
 
 import base64
@@ -15,17 +7,15 @@ import hashlib
 import heapq
 import itertools
 import json
-import math
 import random
 import re
 import threading
 import time
-import uuid
-from collections import Counter, OrderedDict, deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .exceptions import (
+from ..exceptions import (
     BatchDeleteFailed,
     MessageNotExist,
     QueueNotExist,
@@ -46,7 +36,6 @@ def now_ms(t: float) -> int:
     return int(t * 1000)
 
 
-# --- MNS queues ----------------------------------------------------------------
 
 @dataclass
 class Message:
@@ -316,280 +305,3 @@ def receipt_body(payload: dict) -> str:
     raw = json.dumps(payload, ensure_ascii=False).encode("utf-8")
     return base64.b64encode(raw).decode("ascii")
 
-
-# --- Tokens (QueryTokenForMnsQueue) ----------------------------------------------
-
-@dataclass
-class TokenGrant:
-    access_key_id: str
-    access_key_secret: str
-    security_token: str
-    message_type: str
-    customer_ak: str
-    created: float
-    expires: float
-
-    def allows_queue(self, queue_name: str) -> bool:
-        return queue_name.endswith("-" + self.message_type)
-
-
-class TokenStore:
-    def __init__(self, lifetime: float = 3600.0, clock: Callable[[], float] = time.time):
-        self.lifetime = float(lifetime)
-        self.clock = clock
-        self._lock = threading.Lock()
-        self._by_token: dict[str, TokenGrant] = {}
-
-    def issue(self, customer_ak: str, message_type: str) -> TokenGrant:
-        now = self.clock()
-        # ExpireTime is shown to the second; expire exactly at the shown second so
-        # a client comparing ExpireTime with its clock agrees with the server.
-        expires = float(math.ceil(now + self.lifetime))
-        rnd = uuid.uuid4().hex + uuid.uuid4().hex
-        grant = TokenGrant(
-            access_key_id="STS.NV" + rnd[:20],
-            access_key_secret=base64.b64encode(bytes.fromhex(rnd[20:52])).decode("ascii").rstrip("="),
-            security_token="CAIS" + base64.b64encode(uuid.uuid4().bytes * 6).decode("ascii"),
-            message_type=message_type,
-            customer_ak=customer_ak,
-            created=now,
-            expires=expires,
-        )
-        with self._lock:
-            self._drop_long_expired(now)
-            self._by_token[grant.security_token] = grant
-        return grant
-
-    def lookup(self, security_token: str) -> TokenGrant | None:
-        with self._lock:
-            return self._by_token.get(security_token)
-
-    def grants(self) -> list[TokenGrant]:
-        """Every token still remembered (tests check none of them leaks into output)."""
-        with self._lock:
-            return list(self._by_token.values())
-
-    def expire_all(self) -> None:
-        now = self.clock()
-        with self._lock:
-            for g in self._by_token.values():
-                g.expires = min(g.expires, now)
-
-    def _drop_long_expired(self, now: float) -> None:
-        # Keep expired grants for a day so they are refused as "expired", not "unknown".
-        if len(self._by_token) > 10000:
-            for k in [k for k, g in self._by_token.items() if g.expires < now - 86400]:
-                del self._by_token[k]
-
-
-# --- Request statistics ------------------------------------------------------------
-
-MNS_ACTIONS = ("BatchReceiveMessage", "ReceiveMessage", "BatchDeleteMessage", "DeleteMessage",
-               "ChangeMessageVisibility", "PeekMessage", "BatchPeekMessage")
-RPC_ACTIONS = ("QueryTokenForMnsQueue", "QuerySendDetails")
-FUNCTION_ACTIONS = ("FcInvokeFunction", "LambdaInvoke")
-
-
-class RequestStats:
-    """Counts every non-admin request by action, faulted or not."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._counts: Counter = Counter()
-
-    def count(self, action: str, service: str) -> None:
-        with self._lock:
-            self._counts[action] += 1
-            self._counts[f"{service}_total"] += 1
-            self._counts["total"] += 1
-
-    def count_fault(self, kind: str) -> None:
-        with self._lock:
-            self._counts[f"fault_{kind}"] += 1
-
-    def snapshot(self) -> dict:
-        base = {k: 0 for k in MNS_ACTIONS + RPC_ACTIONS + FUNCTION_ACTIONS}
-        base.update({"mns_total": 0, "rpc_total": 0, "fc_total": 0, "lambda_total": 0, "total": 0})
-        with self._lock:
-            base.update(self._counts)
-        return base
-
-    def reset(self) -> None:
-        with self._lock:
-            self._counts.clear()
-
-
-# --- Send records (Dysmsapi QuerySendDetails) ----------------------------------------
-
-@dataclass(frozen=True)
-class SendRecord:
-    phone: str
-    send_date: str           # yyyyMMdd (Asia/Shanghai)
-    biz_id: str
-    status: int              # 1 waiting for receipt, 2 failed, 3 delivered
-    err_code: str
-    template_code: str
-    content: str
-    send_time: str           # yyyy-MM-dd HH:mm:ss
-    receive_time: str
-    out_id: str
-
-
-@dataclass(frozen=True)
-class SendDetailsRefusal:
-    code: str
-    message: str
-    phones: frozenset | None = None     # None: every phone number
-
-
-class SendRecordStore:
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._records: list[SendRecord] = []
-        self.refusal: SendDetailsRefusal | None = None
-
-    def add(self, phone: str, send_date: str, biz_id: str, status: int, err_code: str = "DELIVERED",
-            template_code: str = "SMS_1", content: str = "test message", send_time: str | None = None,
-            receive_time: str | None = None, out_id: str = "") -> SendRecord:
-        if not re.fullmatch(r"\d{8}", send_date):
-            raise ValueError("send_date is yyyyMMdd")
-        if status not in (1, 2, 3):
-            raise ValueError("status is 1 (waiting), 2 (failed) or 3 (delivered)")
-        if send_time is None:
-            send_time = f"{send_date[:4]}-{send_date[4:6]}-{send_date[6:]} 12:00:00"
-        if receive_time is None:
-            receive_time = send_time if status in (2, 3) else ""
-        rec = SendRecord(str(phone), send_date, str(biz_id), int(status), err_code, template_code,
-                         content, send_time, receive_time, out_id)
-        with self._lock:
-            self._records.append(rec)
-        return rec
-
-    def query(self, phone: str, send_date: str, biz_id: str | None, page_size: int,
-              page: int) -> tuple[int, list[SendRecord]]:
-        with self._lock:
-            rows = [r for r in self._records if r.phone == phone and r.send_date == send_date
-                    and (not biz_id or r.biz_id == biz_id)]
-        rows.sort(key=lambda r: r.send_time)   # stable: insertion order within a second
-        start = (page - 1) * page_size
-        return len(rows), rows[start:start + page_size]
-
-
-# --- Functions (FC 2.0 and Lambda invoke) ------------------------------------------------
-
-class FunctionRegistry:
-    """Python callables standing in for deployed functions: fn(payload: bytes) -> bytes."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._functions: dict[str, Callable[[bytes], bytes]] = {}
-        self._payloads: dict[str, list[bytes]] = {}
-        self._async: list[threading.Thread] = []
-
-    def register(self, name: str, fn: Callable[[bytes], bytes]) -> None:
-        with self._lock:
-            self._functions[name] = fn
-            self._payloads.setdefault(name, [])
-
-    def resolve(self, *candidates: str) -> str | None:
-        with self._lock:
-            return next((c for c in candidates if c in self._functions), None)
-
-    def invocations(self, name: str) -> list[bytes]:
-        with self._lock:
-            return list(self._payloads.get(name, []))
-
-    def invoke(self, name: str, payload: bytes) -> bytes:
-        """Run synchronously; the function's exception propagates."""
-        with self._lock:
-            fn = self._functions[name]
-            self._payloads[name].append(payload)
-        out = fn(payload)
-        if out is None:
-            return b"null"
-        return out.encode("utf-8") if isinstance(out, str) else bytes(out)
-
-    def invoke_async(self, name: str, payload: bytes) -> None:
-        with self._lock:
-            fn = self._functions[name]
-            self._payloads[name].append(payload)
-
-        def run():
-            try:
-                fn(payload)
-            except Exception:
-                pass  # an async failure is the function's business, as on the real platforms
-
-        t = threading.Thread(target=run, name=f"async-{name}", daemon=True)
-        with self._lock:
-            self._async = [x for x in self._async if x.is_alive()] + [t]
-        t.start()
-
-    def wait_async(self, timeout: float = 10.0) -> bool:
-        """Wait for running async invocations; True if all finished."""
-        deadline = time.monotonic() + timeout
-        with self._lock:
-            threads = list(self._async)
-        for t in threads:
-            t.join(max(0.0, deadline - time.monotonic()))
-        return not any(t.is_alive() for t in threads)
-
-
-# --- Everything one emulator holds ---------------------------------------------------
-
-@dataclass
-class RpcRefusal:
-    """A configured business refusal: HTTP 200 with a non-OK Code."""
-
-    code: str
-    message: str
-    actions: frozenset | None = None    # None: every RPC action
-
-
-class EmulatorBackend:
-    def __init__(self, customer_keys: dict[str, str] | None = None, token_lifetime: float = 3600.0,
-                 visibility_timeout: float = 30.0, seed: int | None = 0, uid: str = "1234567890",
-                 clock: Callable[[], float] = time.time):
-        self.uid = str(uid)
-        self._host_clock = clock
-        self.clock_skew = 0.0  # seconds the server's clock runs ahead of the host's
-        self._keys_lock = threading.Lock()
-        self._customer_keys = dict(customer_keys or {})
-        self.queues = QueueBackend(visibility_timeout, seed, clock)
-        self.tokens = TokenStore(token_lifetime, clock)
-        self.stats = RequestStats()
-        self.rpc_refusal: RpcRefusal | None = None
-        self.send_records = SendRecordStore()
-        self.functions = FunctionRegistry()
-        self._nonces: OrderedDict[str, float] = OrderedDict()
-        self._nonce_lock = threading.Lock()
-
-    def clock(self) -> float:
-        """The server's time for request checks (Date/Timestamp windows, token expiry):
-        host time plus `clock_skew`. Queues and tokens keep host time."""
-        return self._host_clock() + self.clock_skew
-
-    def customer_keys(self) -> dict[str, str]:
-        with self._keys_lock:
-            return dict(self._customer_keys)
-
-    def add_customer_keys(self, keys: dict[str, str]) -> None:
-        with self._keys_lock:
-            self._customer_keys.update(keys)
-
-    def queue_name(self, message_type: str) -> str:
-        return f"Alicom-Queue-{self.uid}-{message_type}"
-
-    def use_nonce(self, nonce: str) -> bool:
-        """Remember a SignatureNonce for 15 minutes; False if it was already used."""
-        now = self.clock()
-        with self._nonce_lock:
-            while self._nonces:
-                oldest, t = next(iter(self._nonces.items()))
-                if t > now - 900 and len(self._nonces) < 100000:
-                    break
-                del self._nonces[oldest]
-            if nonce in self._nonces:
-                return False
-            self._nonces[nonce] = now
-            return True

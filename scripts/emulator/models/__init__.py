@@ -1,0 +1,36 @@
+"""State and semantics of the emulated services (no wire formats here), one module
+per API as moto keeps one `models.py` per service:
+
+- `queues`: MNS queues — visibility timeouts, receipt handles that change on every
+  receive, dequeue counts, long-poll waits, and the queue-level faults.
+- `tokens`: the temporary credentials QueryTokenForMnsQueue hands out, each scoped
+  to one message type.
+- `stats`: request counts per API action.
+- `send_records`: the send records QuerySendDetails pages through.
+- `functions`: Python callables standing in for FC / Lambda functions.
+- `backend`: `EmulatorBackend`, everything one emulator holds.
+"""
+from .backend import EmulatorBackend, RpcRefusal
+from .functions import FunctionRegistry
+from .queues import (
+    MAX_BATCH,
+    MAX_BODY_BYTES,
+    MAX_VISIBILITY_TIMEOUT,
+    MAX_WAIT_SECONDS,
+    Message,
+    MnsQueue,
+    QueueBackend,
+    ReceivedMessage,
+    now_ms,
+    receipt_body,
+)
+from .send_records import SendDetailsRefusal, SendRecord, SendRecordStore
+from .stats import FUNCTION_ACTIONS, MNS_ACTIONS, RPC_ACTIONS, RequestStats
+from .tokens import TokenGrant, TokenStore
+
+__all__ = [
+    "EmulatorBackend", "RpcRefusal", "FunctionRegistry", "MAX_BATCH", "MAX_BODY_BYTES",
+    "MAX_VISIBILITY_TIMEOUT", "MAX_WAIT_SECONDS", "Message", "MnsQueue", "QueueBackend",
+    "ReceivedMessage", "now_ms", "receipt_body", "SendDetailsRefusal", "SendRecord", "SendRecordStore",
+    "FUNCTION_ACTIONS", "MNS_ACTIONS", "RPC_ACTIONS", "RequestStats", "TokenGrant", "TokenStore",
+]
