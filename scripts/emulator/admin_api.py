@@ -10,7 +10,9 @@ Never faulted, never delayed, never counted in stats. Loopback only, no auth.
   GET    /_admin/stats                      stats
   DELETE /_admin/stats                      reset (also POST /_admin/stats/reset)
   GET|PUT /_admin/latency                   {"seconds", "jitter"}
-  GET|PUT|DELETE /_admin/faults             set_faults(**body); DELETE clears
+  GET|PUT|DELETE /_admin/faults             set_faults(**body) (kinds incl. hang; throttle_code,
+                                            throttle_status); DELETE clears
+  GET    /_admin/faults/hung                {"hung_requests": n} held unanswered right now
   POST   /_admin/tokens/expire              expire every issued token now
   PUT    /_admin/tokens/lifetime            {"seconds"}
   PUT    /_admin/clock                      {"skew_seconds"}: server clock ahead (+) / behind (-)
@@ -76,6 +78,8 @@ class AdminResponses:
                 emu.set_latency(float(body.get("seconds", 0.0)), float(body.get("jitter", 0.0)))
             if method in ("GET", "PUT"):
                 return {"seconds": emu.backend.faults.latency, "jitter": emu.backend.faults.jitter}
+        if head == "faults" and parts[1:] == ["hung"] and method == "GET":
+            return {"hung_requests": emu.hung_requests()}
         if head == "faults":
             if method == "PUT":
                 emu.set_faults(**body)

@@ -43,6 +43,7 @@ class Emulator:
                                     FunctionResponses(self.backend), AdminResponses(self))
             self._server = EmulatorHTTPServer(self._requested_port, dispatcher)
             self.backend.queues.open()
+            self.backend.faults.open()
             self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                             name=f"alicom-emulator-{self.port}", daemon=True)
             self._thread.start()
@@ -53,6 +54,7 @@ class Emulator:
             server, self._server = self._server, None
             if server is None:
                 return
+            self.backend.faults.close()      # hung requests let go at once
             server.shutdown()
             self.backend.queues.close()
             server.close_connections()
@@ -114,12 +116,23 @@ class Emulator:
 
     def set_faults(self, server_error: float = 0.0, throttle: float = 0.0, drop: float = 0.0,
                    drop_after_commit: float = 0.0, slow: float = 0.0, slow_seconds: float = 0.0,
-                   apis=None, throttle_status: int = 429) -> None:
-        """Fault probabilities per request; all zero (the default) turns faults off."""
+                   apis=None, throttle_status: int | None = None, hang: float = 0.0,
+                   throttle_code=None) -> None:
+        """Fault probabilities per request; all zero (the default) turns faults off.
+
+        Kinds and scopes: see `faults`. `throttle_code` picks the throttling answer
+        (e.g. "Throttling.User" -> HTTP 400, "ServiceUnavailable" -> 503, or a mapping
+        service -> code); `hang` holds requests unanswered until the client gives up,
+        the next set_faults stops covering them, or the emulator stops."""
         self.backend.faults.set_faults(server_error=server_error, throttle=throttle, drop=drop,
                                        drop_after_commit=drop_after_commit, slow=slow,
                                        slow_seconds=slow_seconds, apis=apis,
-                                       throttle_status=throttle_status)
+                                       throttle_status=throttle_status, hang=hang,
+                                       throttle_code=throttle_code)
+
+    def hung_requests(self) -> int:
+        """Requests held unanswered by a `hang` fault right now."""
+        return self.backend.faults.hung_requests()
 
     # -- credentials -------------------------------------------------------------------
 
