@@ -7,7 +7,7 @@ from .admin_api import AdminResponses
 from .faults import FaultInjector
 from .functions_api import FunctionResponses
 from .mns_api import MnsResponses
-from .models import EmulatorBackend, RpcRefusal, SendDetailsRefusal, receipt_body
+from .models import MNS_ACTIONS, EmulatorBackend, RpcRefusal, SendDetailsRefusal, TokenRefusal, receipt_body
 from .rpc_api import RpcResponses
 from .server import Dispatcher, EmulatorHTTPServer
 
@@ -103,6 +103,35 @@ class Emulator:
         """Ids of the messages still in the queue, visible or in flight (not yet deleted)."""
         return self.backend.queues.message_ids(name)
 
+    def set_visibility_timeout(self, name: str, seconds: float) -> None:
+        """The queue's VisibilityTimeout (0..43200 s) from its next receive on."""
+        self.backend.queues.set_visibility_timeout(name, seconds)
+
+    def visibility_timeout(self, name: str) -> float:
+        return self.backend.queues.visibility_timeout(name)
+
+    def redeliveries(self, name: str) -> dict[str, int]:
+        """Message id -> times received, for each message received more than once (deleted or not)."""
+        return self.backend.queues.redeliveries(name)
+
+    # -- queue faults ------------------------------------------------------------------
+
+    def malform_receives(self, name: str, field: str = "MessageId", mode: str = "empty", count: int = 1) -> None:
+        """The next `count` receives on the queue that find a visible message answer 200 with ONE
+        message whose `field` (MessageId, ReceiptHandle, EnqueueTime, ...) is empty or missing.
+        Nothing changes in the queue: the message stays visible; the answer's handle deletes nothing."""
+        self.backend.queues.malform_receives(name, field, mode, count)
+
+    def fail_deletes(self, name: str, handles: int = 1, times: int = 1) -> None:
+        """Each of the next `times` deletes on the queue fails its first `handles` receipt handles
+        with ReceiptHandleError (BatchDeleteMessage: the per-handle <Errors> body) and deletes the
+        rest. A failed handle stops working; its message comes back after the visibility timeout."""
+        self.backend.queues.fail_deletes(name, handles, times)
+
+    def clear_queue_faults(self, name: str) -> None:
+        """Drop pending malformed receives and failing deletes of the queue."""
+        self.backend.queues.clear_faults(name)
+
     # -- stats, latency, faults ----------------------------------------------------------
 
     def stats(self) -> dict:
@@ -142,6 +171,30 @@ class Emulator:
 
     def expire_tokens(self) -> None:
         self.backend.tokens.expire_all()
+
+    def expire_tokens_on(self, action: str, times: int = 1) -> None:
+        """The next `times` requests of MNS `action` (e.g. "BatchDeleteMessage") find every token
+        issued so far expired: a token that dies between a receive and its delete, on demand."""
+        if action not in MNS_ACTIONS:
+            raise ValueError(f"action must be one of {', '.join(MNS_ACTIONS)}, not {action!r}")
+        self.backend.tokens.expire_on(action, times)
+
+    def refuse_tokens(self, message_type: str, code: str | None, message: str | None = None,
+                      status: int = 403) -> None:
+        """Refuse QueryTokenForMnsQueue for `message_type` with `code` (HTTP `status`; 200 makes it
+        a 200 with a non-OK Code) while other types get tokens; code None lifts the refusal."""
+        if code is None:
+            self.backend.tokens.refuse(message_type, None)
+            return
+        if status != 200 and not 400 <= status <= 599:
+            raise ValueError("status is 200 (a non-OK Code in the body) or an HTTP error status 400-599")
+        self.backend.tokens.refuse(message_type, TokenRefusal(
+            code, message or f"Refused by the emulator: {code}", int(status)))
+
+    def token_requests(self) -> list[dict]:
+        """Every authenticated QueryTokenForMnsQueue call in order: message_type, queue_name,
+        owner_id (None if not sent), answer ("OK" or the refusal code), time. No secrets."""
+        return self.backend.tokens.requests()
 
     def set_token_lifetime(self, seconds: float) -> None:
         self.backend.tokens.lifetime = float(seconds)

@@ -13,10 +13,12 @@ per API as moto keeps one `models.py` per service:
 from .backend import EmulatorBackend, RpcRefusal
 from .functions import FunctionRegistry
 from .queues import (
+    MALFORM_MODES,
     MAX_BATCH,
     MAX_BODY_BYTES,
     MAX_VISIBILITY_TIMEOUT,
     MAX_WAIT_SECONDS,
+    MESSAGE_FIELDS,
     Message,
     MnsQueue,
     QueueBackend,
@@ -26,11 +28,12 @@ from .queues import (
 )
 from .send_records import SendDetailsRefusal, SendRecord, SendRecordStore
 from .stats import FUNCTION_ACTIONS, MNS_ACTIONS, RPC_ACTIONS, RequestStats
-from .tokens import TokenGrant, TokenStore
+from .tokens import TokenGrant, TokenRefusal, TokenRequest, TokenStore
 
 __all__ = [
     "EmulatorBackend", "RpcRefusal", "FunctionRegistry", "MAX_BATCH", "MAX_BODY_BYTES",
-    "MAX_VISIBILITY_TIMEOUT", "MAX_WAIT_SECONDS", "Message", "MnsQueue", "QueueBackend",
+    "MAX_VISIBILITY_TIMEOUT", "MAX_WAIT_SECONDS", "MALFORM_MODES", "MESSAGE_FIELDS", "Message", "MnsQueue", "QueueBackend",
     "ReceivedMessage", "now_ms", "receipt_body", "SendDetailsRefusal", "SendRecord", "SendRecordStore",
-    "FUNCTION_ACTIONS", "MNS_ACTIONS", "RPC_ACTIONS", "RequestStats", "TokenGrant", "TokenStore",
+    "FUNCTION_ACTIONS", "MNS_ACTIONS", "RPC_ACTIONS", "RequestStats", "TokenGrant", "TokenRefusal", "TokenRequest",
+    "TokenStore",
 ]

@@ -1,5 +1,15 @@
 """MNS queues: visibility timeouts, receipt handles that change on every receive,
-dequeue counts, long-poll waits."""
+dequeue counts, long-poll waits — and the queue-level faults tests ask for:
+
+- malformed receives (`malform_receives`): the next N BatchReceiveMessage answers
+  are a 200 holding one message whose required field is empty or missing. That
+  message is a snapshot of the first visible one under a handle that deletes
+  nothing; the queue is left as it was (the message stays visible).
+- failing deletes (`fail_deletes`): the next delete fails N of its handles with
+  ReceiptHandleError and deletes the rest. A failed handle stops working (as an
+  expired one does); its message stays in flight and comes back when its
+  visibility timeout ends.
+"""
 from __future__ import annotations
 
 import base64
@@ -27,6 +37,10 @@ MAX_BATCH = 16
 MAX_WAIT_SECONDS = 30
 MAX_VISIBILITY_TIMEOUT = 43200
 MAX_BODY_BYTES = 65536
+# The fields of a received message; any may be broken by `malform_receives`.
+MESSAGE_FIELDS = ("MessageId", "ReceiptHandle", "MessageBodyMD5", "MessageBody", "EnqueueTime",
+                  "NextVisibleTime", "FirstDequeueTime", "DequeueCount", "Priority")
+MALFORM_MODES = ("empty", "missing")
 # XML 1.0 cannot carry these characters at all, not even as references.
 _XML_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 _QUEUE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,255}$")
@@ -34,7 +48,6 @@ _QUEUE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,255}$")
 
 def now_ms(t: float) -> int:
     return int(t * 1000)
-
 
 
 @dataclass
@@ -64,6 +77,7 @@ class ReceivedMessage:
     first_dequeue_time: int
     dequeue_count: int
     priority: int
+    broken: tuple | None = None        # (field, "empty" | "missing") of a malformed answer
 
 
 @dataclass
@@ -75,9 +89,15 @@ class MnsQueue:
     ready: deque = field(default_factory=deque)          # message ids believed visible
     inflight: list = field(default_factory=list)          # heap of (next_visible, seq, id, generation)
     handles: dict = field(default_factory=dict)           # current handle -> message id
+    malformed: deque = field(default_factory=deque)      # (field, mode) for the next receives
+    delete_failures: deque = field(default_factory=deque)  # handles to fail, for the next deletes
+    redeliveries: dict = field(default_factory=dict)      # message id -> receives, once more than 1
     enqueued: int = 0
     received: int = 0
+    redelivered: int = 0        # receives of a message received before
     deleted: int = 0
+    delete_failed: int = 0      # handles a delete refused (injected or stale)
+    malformed_served: int = 0
 
 
 class QueueBackend:
@@ -99,6 +119,8 @@ class QueueBackend:
     def create_queue(self, name: str, visibility_timeout: float | None = None) -> MnsQueue:
         if not _QUEUE_NAME.match(name):
             raise ValueError(f"invalid MNS queue name: {name!r}")
+        if visibility_timeout is not None:
+            _check_visibility_timeout(visibility_timeout)
         with self._lock:
             q = self._queues.get(name)
             if q is None:
@@ -108,6 +130,44 @@ class QueueBackend:
             elif visibility_timeout is not None:
                 q.visibility_timeout = float(visibility_timeout)
             return q
+
+    def set_visibility_timeout(self, name: str, seconds: float) -> None:
+        """Change the queue's VisibilityTimeout; it applies to the next receives."""
+        _check_visibility_timeout(seconds)
+        with self._lock:
+            self._get(name).visibility_timeout = float(seconds)
+
+    def visibility_timeout(self, name: str) -> float:
+        with self._lock:
+            return self._get(name).visibility_timeout
+
+    def malform_receives(self, name: str, field_name: str, mode: str = "empty", count: int = 1) -> None:
+        if field_name not in MESSAGE_FIELDS:
+            raise ValueError(f"field must be one of {', '.join(MESSAGE_FIELDS)}, not {field_name!r}")
+        if mode not in MALFORM_MODES:
+            raise ValueError(f"mode must be one of {', '.join(MALFORM_MODES)}, not {mode!r}")
+        if count < 0:
+            raise ValueError("count must be >= 0")
+        with self._lock:
+            self._get(name).malformed.extend([(field_name, mode)] * count)
+
+    def fail_deletes(self, name: str, handles: int, times: int = 1) -> None:
+        if handles < 1 or times < 0:
+            raise ValueError("handles must be >= 1 and times >= 0")
+        with self._lock:
+            self._get(name).delete_failures.extend([handles] * times)
+
+    def clear_faults(self, name: str) -> None:
+        """Forget pending malformed receives and failing deletes."""
+        with self._lock:
+            q = self._get(name)
+            q.malformed.clear()
+            q.delete_failures.clear()
+
+    def redeliveries(self, name: str) -> dict[str, int]:
+        """Message id -> times received, for every message received more than once (deleted or not)."""
+        with self._lock:
+            return dict(self._get(name).redeliveries)
 
     def queue_names(self) -> list[str]:
         with self._lock:
@@ -149,6 +209,9 @@ class QueueBackend:
                 "deleted": q.deleted,
                 "enqueued": q.enqueued,
                 "received": q.received,
+                "redelivered": q.redelivered,
+                "delete_failed": q.delete_failed,
+                "malformed_served": q.malformed_served,
                 "visibility_timeout": q.visibility_timeout,
             }
 
@@ -183,7 +246,7 @@ class QueueBackend:
             deadline = self.clock() + wait_seconds
             while True:
                 now = self.clock()
-                taken = self._take(q, count, now)
+                taken = self._malformed(q, now) if q.malformed else self._take(q, count, now)
                 if taken or now >= deadline or self._closed:
                     break
                 # Sleep until new work arrives or the next in-flight message reappears.
@@ -207,6 +270,9 @@ class QueueBackend:
     def delete(self, name: str, handle: str) -> None:
         with self._lock:
             q = self._get(name)
+            if q.delete_failures:
+                q.delete_failures.popleft()
+                self._refuse(q, handle)
             self._delete_one(q, handle, self.clock())
 
     def batch_delete(self, name: str, handles: list[str]) -> None:
@@ -218,9 +284,12 @@ class QueueBackend:
         with self._lock:
             q = self._get(name)
             now = self.clock()
+            refuse = q.delete_failures.popleft() if q.delete_failures else 0
             failures = []
-            for h in handles:
+            for i, h in enumerate(handles):
                 try:
+                    if i < refuse:
+                        self._refuse(q, h)
                     self._delete_one(q, h, now)
                 except ReceiptHandleError as e:
                     failures.append((h, e.code, e.message))
@@ -247,13 +316,32 @@ class QueueBackend:
             raise QueueNotExist(name)
         return q
 
-    def _take(self, q: MnsQueue, count: int, now: float) -> list[ReceivedMessage]:
+    def _requeue_expired(self, q: MnsQueue, now: float) -> None:
         # Messages whose visibility ran out go back behind the ready ones.
         while q.inflight and q.inflight[0][0] <= now:
             _, _, mid, gen = heapq.heappop(q.inflight)
             m = q.messages.get(mid)
             if m is not None and m.generation == gen:
                 q.ready.append(mid)
+
+    def _malformed(self, q: MnsQueue, now: float) -> list[ReceivedMessage]:
+        """One broken snapshot of the first visible message, or [] if none is visible.
+        Nothing changes for the message; its snapshot's handle deletes nothing."""
+        self._requeue_expired(q, now)
+        m = next((q.messages[mid] for mid in q.ready
+                  if mid in q.messages and q.messages[mid].next_visible <= now), None)
+        if m is None:
+            return []
+        broken = q.malformed.popleft()
+        q.malformed_served += 1
+        ghost_handle = "1-" + base64.b64encode(b"malformed-" + self._rng.getrandbits(96).to_bytes(12, "big")).decode()
+        return [ReceivedMessage(
+            m.message_id, ghost_handle, m.body, m.body_md5, now_ms(m.enqueue_time),
+            now_ms(now + q.visibility_timeout), now_ms(m.first_dequeue_time or now), m.dequeue_count + 1,
+            m.priority, broken)]
+
+    def _take(self, q: MnsQueue, count: int, now: float) -> list[ReceivedMessage]:
+        self._requeue_expired(q, now)
         out = []
         while q.ready and len(out) < count:
             mid = q.ready.popleft()
@@ -265,6 +353,9 @@ class QueueBackend:
                 m.first_dequeue_time = now
             self._make_invisible(q, m, now + q.visibility_timeout)
             q.received += 1
+            if m.dequeue_count > 1:
+                q.redelivered += 1
+                q.redeliveries[mid] = m.dequeue_count
             out.append(ReceivedMessage(
                 m.message_id, m.handle, m.body, m.body_md5, now_ms(m.enqueue_time),
                 now_ms(m.next_visible), now_ms(m.first_dequeue_time), m.dequeue_count, m.priority))
@@ -294,10 +385,28 @@ class QueueBackend:
         return m
 
     def _delete_one(self, q: MnsQueue, handle: str, now: float) -> None:
-        m = self._by_handle(q, handle, now)
+        try:
+            m = self._by_handle(q, handle, now)
+        except ReceiptHandleError:
+            q.delete_failed += 1
+            raise
         del q.messages[m.message_id]
         q.handles.pop(handle, None)
         q.deleted += 1
+
+    def _refuse(self, q: MnsQueue, handle: str) -> None:
+        """An injected delete failure: the handle stops working, its message stays in flight."""
+        mid = q.handles.pop(handle, None)
+        m = q.messages.get(mid) if mid is not None else None
+        if m is not None and m.handle == handle:
+            m.handle = None
+        q.delete_failed += 1
+        raise ReceiptHandleError(handle)
+
+
+def _check_visibility_timeout(seconds: float) -> None:
+    if not 0 <= seconds <= MAX_VISIBILITY_TIMEOUT:
+        raise ValueError(f"visibility_timeout must be from 0 to {MAX_VISIBILITY_TIMEOUT} seconds, not {seconds!r}")
 
 
 def receipt_body(payload: dict) -> str:

@@ -1,5 +1,7 @@
 """The temporary credentials QueryTokenForMnsQueue hands out, each scoped to one
-message type."""
+message type; per-type refusals; a log of the calls (what the client sent, no
+secrets); and expiry triggered by an MNS action (a token that dies between a
+receive and its delete)."""
 from __future__ import annotations
 
 import base64
@@ -7,8 +9,33 @@ import math
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import asdict, dataclass
 from typing import Callable
+
+MAX_LOGGED_REQUESTS = 10000
+
+
+@dataclass(frozen=True)
+class TokenRefusal:
+    """QueryTokenForMnsQueue refused for one message type: an HTTP error with this
+    code (status 4xx/5xx), or a 200 whose Code is it (status 200)."""
+
+    code: str
+    message: str
+    status: int = 403
+
+
+@dataclass(frozen=True)
+class TokenRequest:
+    """One authenticated QueryTokenForMnsQueue call, as the client sent it."""
+
+    message_type: str
+    queue_name: str | None
+    owner_id: str | None
+    answer: str          # "OK" or the code it was refused with
+    time: float
+
 
 @dataclass
 class TokenGrant:
@@ -30,6 +57,44 @@ class TokenStore:
         self.clock = clock
         self._lock = threading.Lock()
         self._by_token: dict[str, TokenGrant] = {}
+        self._refusals: dict[str, TokenRefusal] = {}
+        self._requests: list[TokenRequest] = []
+        self._expire_on: Counter = Counter()      # MNS action -> requests still to find tokens expired
+
+    # -- refusals and the request log --------------------------------------------
+
+    def refuse(self, message_type: str, refusal: TokenRefusal | None) -> None:
+        with self._lock:
+            if refusal is None:
+                self._refusals.pop(message_type, None)
+            else:
+                self._refusals[message_type] = refusal
+
+    def refusal_for(self, message_type: str) -> TokenRefusal | None:
+        with self._lock:
+            return self._refusals.get(message_type)
+
+    def record(self, message_type: str, queue_name: str | None, owner_id: str | None, answer: str) -> None:
+        with self._lock:
+            if len(self._requests) >= MAX_LOGGED_REQUESTS:
+                del self._requests[: MAX_LOGGED_REQUESTS // 2]
+            self._requests.append(TokenRequest(message_type, queue_name, owner_id, answer, self.clock()))
+
+    def requests(self) -> list[dict]:
+        with self._lock:
+            return [asdict(r) for r in self._requests]
+
+    def expire_on(self, action: str, times: int = 1) -> None:
+        with self._lock:
+            self._expire_on[action] += times
+
+    def take_expiry(self, action: str) -> bool:
+        """True (once per armed time) if this request of `action` must find every token expired."""
+        with self._lock:
+            if self._expire_on[action] <= 0:
+                return False
+            self._expire_on[action] -= 1
+            return True
 
     def issue(self, customer_ak: str, message_type: str) -> TokenGrant:
         now = self.clock()
