@@ -1,11 +1,14 @@
-"""Token controls of the emulator: refusal per message type, the OwnerId log, and
-token expiry triggered by an MNS action — through the real SDKs over real sockets."""
+"""Token controls of the emulator: refusal per message type, the OwnerId log, token
+expiry triggered by an MNS action, and the function role's STS credentials — through
+the real SDKs over real sockets."""
 from __future__ import annotations
 
 import json
 
 import pytest
 from aliyunsdkcore.acs_exception.exceptions import ServerException
+from aliyunsdkcore.auth.credentials import StsTokenCredential
+from aliyunsdkcore.client import AcsClient
 from aliyunsdkdybaseapi.request.v20170525.QueryTokenForMnsQueueRequest import QueryTokenForMnsQueueRequest
 from mns.mns_exception import MNSServerException
 
@@ -133,3 +136,44 @@ def test_token_controls_over_admin_http(emu):
         queue.batch_delete_message([m.receipt_handle for m in msgs])
     assert exc2.value.type == "AccessDenied"
     assert admin(emu, "PUT", "/_admin/tokens/refusals/SmsUp", {"code": "X", "status": 302})[0] == 400
+
+
+# --- the function role's STS credentials (what FC hands a function) -------------------------
+
+def sts_client(emu, creds):
+    client = AcsClient(region_id="cn-hangzhou", auto_retry=False, timeout=5, credential=StsTokenCredential(
+        creds["access_key_id"], creds["access_key_secret"], creds["security_token"]))
+    client.add_endpoint("cn-hangzhou", "Dybaseapi", f"127.0.0.1:{emu.port}")
+    return client
+
+
+def sts_token_call(client, message_type="SmsReport"):
+    req = QueryTokenForMnsQueueRequest()
+    req.set_MessageType(message_type)
+    return json.loads(client.do_action_with_exception(req))
+
+
+def test_role_credentials_sign_pop_calls_only_with_their_security_token(emu):
+    name = make_queue(emu)
+    creds = emu.issue_role_credentials(lifetime=900)
+    assert creds["access_key_id"].startswith("STS.") and creds["security_token"]
+    dto = sts_token_call(sts_client(emu, creds))["MessageTokenDTO"]
+    assert receive_error(mns_queue(emu, name, dto)).type == "MessageNotExist"
+    ak, secret = creds["access_key_id"], creds["access_key_secret"]
+    # Signed correctly, but without the token, or with another role's token.
+    status, body = raw_rpc(emu, signed_rpc_params("QueryTokenForMnsQueue", {"MessageType": "SmsReport"},
+                                                    ak=ak, secret=secret))
+    assert (status, body["Code"]) == (400, "MissingSecurityToken")
+    other = emu.issue_role_credentials()["security_token"]
+    status, body = raw_rpc(emu, signed_rpc_params("QueryTokenForMnsQueue", {"MessageType": "SmsReport",
+                                                                            "SecurityToken": other},
+                                                    ak=ak, secret=secret))
+    assert (status, body["Code"]) == (400, "InvalidSecurityToken.MismatchWithAccessKey")
+    # Long-term keys need no token.
+    assert query_token(emu)["Code"] == "OK"
+    emu.expire_role_credentials()
+    with pytest.raises(ServerException) as exc:
+        sts_token_call(sts_client(emu, creds))
+    assert (exc.value.get_http_status(), exc.value.get_error_code()) == (400, "InvalidSecurityToken.Expired")
+    status, fresh = admin(emu, "POST", "/_admin/role-credentials", {"lifetime": 60})
+    assert status == 200 and sts_token_call(sts_client(emu, fresh))["Code"] == "OK"

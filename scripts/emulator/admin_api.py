@@ -25,6 +25,8 @@ Never faulted, never delayed, never counted in stats. Loopback only, no auth.
   PUT    /_admin/tokens/lifetime            {"seconds"}
   PUT    /_admin/clock                      {"skew_seconds"}: server clock ahead (+) / behind (-)
   POST   /_admin/keys                       {"keys": {ak: secret}} or {"ak", "secret"}
+  POST   /_admin/role-credentials           {"lifetime"?} -> {access_key_id, access_key_secret, security_token}
+  POST   /_admin/role-credentials/expire    expire every role credential now
   PUT|DELETE /_admin/rpc-refusal            {"code", "message"?, "actions"?}
   POST   /_admin/send-records               {"records": [add_send_record kwargs, ...]} or one record
   PUT|DELETE /_admin/send-details-error     {"code", "phones"?, "message"?}
@@ -120,6 +122,12 @@ class AdminResponses:
             keys = body.get("keys") or {body["ak"]: body["secret"]}
             emu.add_customer_keys(keys)
             return {"added": sorted(keys)}
+        if head == "role-credentials" and method == "POST":
+            if parts[1:] == ["expire"]:
+                emu.expire_role_credentials()
+                return None
+            if not parts[1:]:
+                return emu.issue_role_credentials(float(body.get("lifetime", 3600.0)))
         if head == "rpc-refusal" and method in ("PUT", "DELETE"):
             if method == "DELETE":
                 emu.set_rpc_refusal(None)

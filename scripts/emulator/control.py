@@ -204,6 +204,17 @@ class Emulator:
         whose clock is off sees it: requests more than 15 minutes off are refused."""
         self.backend.clock_skew = float(seconds)
 
+    def issue_role_credentials(self, lifetime: float = 3600.0) -> dict:
+        """STS credentials of the customer's function role, as FC hands them to a function
+        (access_key_id, access_key_secret, security_token). POP calls signed with them must
+        carry that SecurityToken and be made before they expire."""
+        c = self.backend.issue_role_credentials(lifetime)
+        return {"access_key_id": c.access_key_id, "access_key_secret": c.access_key_secret,
+                "security_token": c.security_token}
+
+    def expire_role_credentials(self) -> None:
+        self.backend.expire_role_credentials()
+
     def add_customer_key(self, ak: str, secret: str) -> None:
         self.backend.add_customer_keys({ak: secret})
 

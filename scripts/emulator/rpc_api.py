@@ -56,6 +56,7 @@ class RpcResponses:
                 raise RpcError("InvalidAction.NotFound",
                                f"Specified api '{action}' is not found, please check your url and method.", 404)
             ak = verify_rpc(req.method, params, self.backend.customer_keys(), self.backend.clock())
+            self.backend.check_security_token(ak, params.get("SecurityToken"))
             if params.get("Version") != API_VERSION:
                 raise RpcError("InvalidVersion", "Specified parameter Version is not valid.", 400)
             if not self.backend.use_nonce(params["SignatureNonce"]):

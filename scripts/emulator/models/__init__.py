@@ -10,7 +10,7 @@ per API as moto keeps one `models.py` per service:
 - `functions`: Python callables standing in for FC / Lambda functions.
 - `backend`: `EmulatorBackend`, everything one emulator holds.
 """
-from .backend import EmulatorBackend, RpcRefusal
+from .backend import EmulatorBackend, RoleCredentials, RpcRefusal
 from .functions import FunctionRegistry
 from .queues import (
     MALFORM_MODES,
@@ -31,7 +31,7 @@ from .stats import FUNCTION_ACTIONS, MNS_ACTIONS, RPC_ACTIONS, RequestStats
 from .tokens import TokenGrant, TokenRefusal, TokenRequest, TokenStore
 
 __all__ = [
-    "EmulatorBackend", "RpcRefusal", "FunctionRegistry", "MAX_BATCH", "MAX_BODY_BYTES",
+    "EmulatorBackend", "RoleCredentials", "RpcRefusal", "FunctionRegistry", "MAX_BATCH", "MAX_BODY_BYTES",
     "MAX_VISIBILITY_TIMEOUT", "MAX_WAIT_SECONDS", "MALFORM_MODES", "MESSAGE_FIELDS", "Message", "MnsQueue", "QueueBackend",
     "ReceivedMessage", "now_ms", "receipt_body", "SendDetailsRefusal", "SendRecord", "SendRecordStore",
     "FUNCTION_ACTIONS", "MNS_ACTIONS", "RPC_ACTIONS", "RequestStats", "TokenGrant", "TokenRefusal", "TokenRequest",
