@@ -193,3 +193,26 @@ def test_unknown_throttle_code_is_refused_by_name(emu):
                                                         "throttle_code": "Throttling.User", "apis": ["token"]})
     assert status == 200 and (body["hang"], body["throttle_code"], body["throttle_status"]) == (
         0.5, "Throttling.User", None)
+
+
+# --- scope: one message type -------------------------------------------------------------------
+
+def test_faults_scoped_to_one_message_type(emu):
+    report, up = make_queue(emu, "SmsReport"), make_queue(emu, "SmsUp")
+    report_q, up_q = mns_queue(emu, report), mns_queue(emu, up)
+    emu.set_faults(server_error=1.0, apis="mns", message_types="SmsUp")
+    with pytest.raises(MNSServerException) as exc:
+        up_q.batch_receive_message(16, 0)
+    assert exc.value.type == "InternalError"
+    with pytest.raises(MNSServerException) as exc:
+        report_q.batch_receive_message(16, 0)
+    assert exc.value.type == "MessageNotExist"
+    assert query_token(emu, "SmsUp")["Code"] == "OK"          # apis="mns": tokens untouched
+    emu.set_faults(throttle=1.0, throttle_code="Throttling.User", message_types=["SmsUp"])
+    with pytest.raises(ServerException) as exc:
+        query_token(emu, "SmsUp")
+    assert (exc.value.get_http_status(), exc.value.get_error_code()) == (400, "Throttling.User")
+    assert query_token(emu, "SmsReport")["Code"] == "OK"
+    assert emu.stats()["fault_throttle"] == 1 and emu.stats()["fault_server_error"] == 1
+    status, body = admin(emu, "PUT", "/_admin/faults", {"hang": 1.0, "message_types": ["SmsUp"]})
+    assert status == 200 and body["message_types"] == ["SmsUp"]

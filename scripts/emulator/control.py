@@ -146,18 +146,19 @@ class Emulator:
     def set_faults(self, server_error: float = 0.0, throttle: float = 0.0, drop: float = 0.0,
                    drop_after_commit: float = 0.0, slow: float = 0.0, slow_seconds: float = 0.0,
                    apis=None, throttle_status: int | None = None, hang: float = 0.0,
-                   throttle_code=None) -> None:
+                   throttle_code=None, message_types=None) -> None:
         """Fault probabilities per request; all zero (the default) turns faults off.
 
         Kinds and scopes: see `faults`. `throttle_code` picks the throttling answer
         (e.g. "Throttling.User" -> HTTP 400, "ServiceUnavailable" -> 503, or a mapping
         service -> code); `hang` holds requests unanswered until the client gives up,
-        the next set_faults stops covering them, or the emulator stops."""
+        the next set_faults stops covering them, or the emulator stops. `message_types`
+        (e.g. "SmsUp") limits the faults to that type's queue and token calls."""
         self.backend.faults.set_faults(server_error=server_error, throttle=throttle, drop=drop,
                                        drop_after_commit=drop_after_commit, slow=slow,
                                        slow_seconds=slow_seconds, apis=apis,
                                        throttle_status=throttle_status, hang=hang,
-                                       throttle_code=throttle_code)
+                                       throttle_code=throttle_code, message_types=message_types)
 
     def hung_requests(self) -> int:
         """Requests held unanswered by a `hang` fault right now."""

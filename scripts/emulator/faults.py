@@ -24,6 +24,9 @@ Kinds:
 Scope (`apis`): None means every non-admin request; otherwise a set of action
 names (e.g. "BatchDeleteMessage") and/or groups: "mns", "rpc", "token"
 (= QueryTokenForMnsQueue), "sms" (= QuerySendDetails), "functions", "fc", "lambda".
+`message_types` narrows the scope further to the requests of those message types:
+MNS requests on their queues (Alicom-Queue-<uid>-<type>) and QueryTokenForMnsQueue
+calls for them; requests of no message type are then left alone.
 `throttle_code` is one code (used by the services that have it; the others keep
 their default) or a mapping service -> code, e.g. {"rpc": "Throttling.User",
 "mns": "ServiceUnavailable"}.
@@ -53,6 +56,7 @@ class FaultConfig:
     throttle_status: int | None = None
     throttle_code: str | dict | None = None
     apis: frozenset | None = None
+    message_types: frozenset | None = None
 
     def __post_init__(self):
         probs = [getattr(self, k) for k in FAULT_KINDS]
@@ -70,7 +74,9 @@ class FaultConfig:
             code = code.get(service)
         return throttling_error(service, code, self.throttle_status)
 
-    def applies_to(self, action: str, service: str) -> bool:
+    def applies_to(self, action: str, service: str, message_type: str | None = None) -> bool:
+        if self.message_types is not None and message_type not in self.message_types:
+            return False
         if self.apis is None:
             return True
         return (action in self.apis or service in self.apis
@@ -79,7 +85,8 @@ class FaultConfig:
     def as_dict(self) -> dict:
         d = {k: getattr(self, k) for k in FAULT_KINDS}
         d.update(slow_seconds=self.slow_seconds, throttle_status=self.throttle_status,
-                 throttle_code=self.throttle_code, apis=None if self.apis is None else sorted(self.apis))
+                 throttle_code=self.throttle_code, apis=None if self.apis is None else sorted(self.apis),
+                 message_types=None if self.message_types is None else sorted(self.message_types))
         return d
 
 
@@ -145,6 +152,9 @@ class FaultInjector:
 
     def set_faults(self, **kwargs) -> None:
         kwargs["apis"] = normalize_apis(kwargs.get("apis"))
+        types = kwargs.get("message_types")
+        if types is not None:
+            kwargs["message_types"] = frozenset([types] if isinstance(types, str) else types)
         config = FaultConfig(**kwargs)
         with self._lock:
             self.config = config
@@ -160,11 +170,11 @@ class FaultInjector:
         with self._lock:
             self._closed = True
 
-    def still_hangs(self, action: str, service: str) -> bool:
+    def still_hangs(self, action: str, service: str, message_type: str | None = None) -> bool:
         """True while a hung request should stay unanswered."""
         with self._lock:
             cfg, closed = self.config, self._closed
-        return not closed and bool(cfg.hang) and cfg.applies_to(action, service)
+        return not closed and bool(cfg.hang) and cfg.applies_to(action, service, message_type)
 
     @contextmanager
     def hanging(self):
@@ -186,7 +196,7 @@ class FaultInjector:
             self._fault_rng.seed(None if seed is None else f"faults-{seed}")
             self._jitter_rng.seed(None if seed is None else f"jitter-{seed}")
 
-    def decide(self, action: str, service: str) -> Decision:
+    def decide(self, action: str, service: str, message_type: str | None = None) -> Decision:
         """Latency for this request and the fault to inject, if any."""
         with self._lock:
             cfg, latency, jitter = self.config, self.latency, self.jitter
@@ -194,7 +204,7 @@ class FaultInjector:
             if jitter:
                 delay = max(0.0, latency + self._jitter_rng.uniform(-jitter, jitter))
             fault = None
-            if cfg.applies_to(action, service) and any(getattr(cfg, k) for k in FAULT_KINDS):
+            if cfg.applies_to(action, service, message_type) and any(getattr(cfg, k) for k in FAULT_KINDS):
                 r = self._fault_rng.random()
                 acc = 0.0
                 for kind in FAULT_KINDS:

@@ -42,14 +42,15 @@ class Dispatcher:
             handler.send(r.json_response(404, {"Code": "NotFound", "Message": f"No API at {req.method} {req.path}."}))
             return
         self.backend.stats.count(route.action, route.service)
-        decision = self.backend.faults.decide(route.action, route.service)
+        message_type = route.message_type(req)
+        decision = self.backend.faults.decide(route.action, route.service, message_type)
         if decision.delay:
             time.sleep(decision.delay)
         fault = decision.fault
         if fault:
             self.backend.stats.count_fault(fault)
         if fault == "hang":
-            handler.hang(lambda: self.backend.faults.still_hangs(route.action, route.service))
+            handler.hang(lambda: self.backend.faults.still_hangs(route.action, route.service, message_type))
             return
         if fault == "drop":
             handler.drop()
