@@ -96,6 +96,16 @@ def signed_rpc_params(action, extra, ak=AK, secret=SECRET, timestamp=None):
     return params
 
 
+def wait_for(predicate, timeout=5.0):
+    """Poll until predicate() is true; False if it never became true."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()
+
+
 def admin(emu, method, path, body=None):
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(emu.url + path, data=data, method=method)

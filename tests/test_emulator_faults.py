@@ -12,23 +12,13 @@ from aliyunsdkdybaseapi.request.v20170525.QueryTokenForMnsQueueRequest import Qu
 from mns.mns_exception import MNSClientNetworkException, MNSServerException
 
 from scripts.emulator import Emulator
-from tests.test_emulator import AK, SECRET, _raw_mns, admin, make_queue, mns_queue, query_token
+from tests.test_emulator import AK, SECRET, _raw_mns, admin, make_queue, mns_queue, query_token, wait_for
 
 
 @pytest.fixture
 def emu():
     with Emulator(customer_keys={AK: SECRET}, seed=0) as e:
         yield e
-
-
-def wait_for(predicate, timeout=5.0):
-    """Poll until predicate() is true; False if it never became true."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
 
 
 def in_thread(fn):

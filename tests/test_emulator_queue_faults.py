@@ -10,7 +10,8 @@ import pytest
 from mns.mns_exception import MNSClientNetworkException, MNSServerException
 
 from scripts.emulator import Emulator
-from tests.test_emulator import AK, SECRET, _raw_mns, admin, make_queue, mns_queue, query_token, receive_error
+from tests.test_emulator import (AK, SECRET, _raw_mns, admin, make_queue, mns_queue, query_token, receive_error,
+                                 wait_for)
 
 NS = "{http://mns.aliyuncs.com/doc/v1/}"
 FIELDS = ("MessageId", "ReceiptHandle", "MessageBodyMD5", "MessageBody", "EnqueueTime", "NextVisibleTime",
@@ -187,3 +188,21 @@ def test_queue_controls_over_admin_http(emu):
     assert admin(emu, "GET", f"/_admin/queues/{name}/redeliveries") == (200, {second: 2})
     queue.batch_delete_message([msg.receipt_handle])
     assert emu.queue_state(name)["deleted"] == 1
+
+
+# --- a trickle of messages -------------------------------------------------------------------------
+
+def test_trickle_enqueues_in_the_background_and_stops(emu):
+    name = make_queue(emu)
+    trickle = emu.trickle(name, ["YQ==", {"biz_id": "b1"}, "Yw=="], interval=0.05)
+    assert trickle.wait(5)
+    assert emu.message_ids(name) == trickle.ids and len(trickle.ids) == 3
+    bodies = [m.message_body for m in mns_queue(emu, name).batch_receive_message(16, 0)]
+    assert bodies[0] == "YQ==" and bodies[2] == "Yw==" and bodies[1] == "eyJiaXpfaWQiOiAiYjEifQ=="
+    long = emu.trickle(name, ["eA=="] * 1000, interval=0.05)
+    assert wait_for(lambda: len(long.ids) >= 2)
+    long.stop()
+    assert long.wait(5) and 2 <= len(long.ids) < 1000
+    emu.stop()
+    after_stop = emu.trickle(name, ["eA=="] * 3, interval=0)
+    assert after_stop.wait(5) and after_stop.ids == []

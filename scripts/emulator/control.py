@@ -15,6 +15,37 @@ DEFAULT_AK = "LTAIexampleAK"
 DEFAULT_SECRET = "exampleSecret"
 
 
+class Trickle:
+    """Enqueues bodies (str) or receipts (dict) one at a time, `interval` seconds apart,
+    on its own thread, until done, stopped, or the emulator stops."""
+
+    def __init__(self, emulator: "Emulator", name: str, items, interval: float):
+        if interval < 0:
+            raise ValueError("interval must be >= 0")
+        self.ids: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(emulator, name, list(items), float(interval)),
+                                        name=f"trickle-{name}", daemon=True)
+        self._thread.start()
+
+    def _run(self, emulator: "Emulator", name: str, items: list, interval: float) -> None:
+        for i, item in enumerate(items):
+            if i and self._stop.wait(interval):
+                return
+            if not emulator.running:
+                return
+            enqueue = emulator.enqueue_receipt if isinstance(item, dict) else emulator.enqueue
+            self.ids.append(enqueue(name, item))
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """True once every item was enqueued or the trickle was stopped."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+
 class Emulator:
     """Loopback stand-in for Dybaseapi, MNS, Dysmsapi, Function Compute and Lambda.
 
@@ -74,6 +105,10 @@ class Emulator:
         return self._server.server_address[1]
 
     @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
@@ -95,6 +130,11 @@ class Emulator:
 
     def enqueue_receipt(self, name: str, payload: dict) -> str:
         return self.enqueue(name, receipt_body(payload))
+
+    def trickle(self, name: str, items, interval: float) -> Trickle:
+        """Enqueue `items` (str bodies or receipt dicts) one every `interval` seconds in the
+        background, the first at once; `.ids` grows as they go in, `.wait()` / `.stop()`."""
+        return Trickle(self, name, items, interval)
 
     def queue_state(self, name: str) -> dict:
         return self.backend.queues.state(name)
