@@ -51,6 +51,17 @@ class Emulator:
 
     >>> with Emulator(customer_keys={"LTAIexampleAK": "exampleSecret"}) as emu:
     ...     emu.create_queue(emu.queue_name("SmsReport"))
+
+    Failure controls, each also on the admin HTTP API (`admin_api`):
+      set_faults(...)            per-request faults: server_error, throttle (throttle_code),
+                                 drop, drop_after_commit, slow, hang; scoped by apis and
+                                 message_types
+      refuse_tokens(type, code)  refuse one message type's tokens
+      expire_tokens_on(action)   tokens expire when the next such MNS request arrives
+      malform_receives(queue, field, mode, count)   broken 200 answers, queue untouched
+      fail_deletes(queue, handles, times)           deletes that fail some handles
+      set_visibility_timeout(queue, s), issue_role_credentials(), set_clock_skew(s), ...
+    Observation: stats(), queue_state(), redeliveries(), token_requests(), hung_requests().
     """
 
     def __init__(self, customer_keys: dict[str, str] | None = None, token_lifetime: float = 3600.0,
@@ -74,7 +85,6 @@ class Emulator:
                                     FunctionResponses(self.backend), AdminResponses(self))
             self._server = EmulatorHTTPServer(self._requested_port, dispatcher)
             self.backend.queues.open()
-            self.backend.faults.open()
             self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                             name=f"alicom-emulator-{self.port}", daemon=True)
             self._thread.start()
@@ -85,10 +95,9 @@ class Emulator:
             server, self._server = self._server, None
             if server is None:
                 return
-            self.backend.faults.close()      # hung requests let go at once
             server.shutdown()
             self.backend.queues.close()
-            server.close_connections()
+            server.close_connections()       # also lets hung requests go at once
             server.server_close()
             self._thread.join(timeout=5)
 

@@ -141,7 +141,6 @@ class FaultInjector:
         self._jitter_rng = random.Random(None if seed is None else f"jitter-{seed}")
         self.config = FaultConfig()
         self.set_latency(latency, jitter)
-        self._closed = False
         self._hung = 0
 
     def set_latency(self, seconds: float, jitter: float = 0.0) -> None:
@@ -159,22 +158,13 @@ class FaultInjector:
         with self._lock:
             self.config = config
 
-    # -- hung requests ------------------------------------------------------------
-
-    def open(self) -> None:
-        with self._lock:
-            self._closed = False
-
-    def close(self) -> None:
-        """Release every hung request (the emulator is stopping)."""
-        with self._lock:
-            self._closed = True
+    # -- hung requests (a stopping server lets them go by shutting their sockets down) --
 
     def still_hangs(self, action: str, service: str, message_type: str | None = None) -> bool:
         """True while a hung request should stay unanswered."""
         with self._lock:
-            cfg, closed = self.config, self._closed
-        return not closed and bool(cfg.hang) and cfg.applies_to(action, service, message_type)
+            cfg = self.config
+        return bool(cfg.hang) and cfg.applies_to(action, service, message_type)
 
     @contextmanager
     def hanging(self):
