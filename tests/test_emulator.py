@@ -96,6 +96,16 @@ def signed_rpc_params(action, extra, ak=AK, secret=SECRET, timestamp=None):
     return params
 
 
+def wait_for(predicate, timeout=5.0):
+    """Poll until predicate() is true; False if it never became true."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()
+
+
 def admin(emu, method, path, body=None):
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(emu.url + path, data=data, method=method)
@@ -213,7 +223,8 @@ def test_receive_fields_dequeue_count_and_redelivery(emu):
     assert 900 <= m.next_visible_time - m.first_dequeue_time <= 1100
     assert receive_error(queue).type == "MessageNotExist"   # all in flight
     assert emu.queue_state(name) == {"visible": 0, "in_flight": 3, "deleted": 0, "enqueued": 3,
-                                     "received": 3, "visibility_timeout": 1.0}
+                                     "received": 3, "redelivered": 0, "delete_failed": 0,
+                                     "malformed_served": 0, "visibility_timeout": 1.0}
     time.sleep(1.05)
     # The visibility ran out: the old handle no longer deletes anything.
     with pytest.raises(MNSServerException) as exc:
@@ -225,7 +236,11 @@ def test_receive_fields_dequeue_count_and_redelivery(emu):
     assert {x.receipt_handle for x in again}.isdisjoint({x.receipt_handle for x in first})
     assert again[0].first_dequeue_time == m.first_dequeue_time
     queue.batch_delete_message([x.receipt_handle for x in again])
-    assert emu.queue_state(name)["deleted"] == 3 and emu.queue_state(name)["visible"] == 0
+    state = emu.queue_state(name)
+    assert (state["deleted"], state["visible"], state["received"]) == (3, 0, 6)
+    # Each message came twice; the one stale delete is counted as a failed handle.
+    assert (state["redelivered"], state["delete_failed"]) == (3, 1)
+    assert emu.redeliveries(name) == {ids[0]: 2, ids[1]: 2, ids[2]: 2}
 
 
 def test_single_receive_and_change_visibility_issue_new_handles(emu):

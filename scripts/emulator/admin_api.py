@@ -6,15 +6,27 @@ Never faulted, never delayed, never counted in stats. Loopback only, no auth.
   GET    /_admin/queues                     {"queues": {name: state}}
   POST   /_admin/queues                     {"name" | "message_type", "visibility_timeout"?}
   GET    /_admin/queues/<name>              state
+  PUT    /_admin/queues/<name>              {"visibility_timeout"} -> state
   POST   /_admin/queues/<name>/messages     {"body" | "bodies" | "receipt" | "receipts"} -> {"message_ids"}
+  POST   /_admin/queues/<name>/malformed-receives  {"field", "mode"?, "count"?}
+  POST   /_admin/queues/<name>/failing-deletes     {"handles", "times"?}
+  DELETE /_admin/queues/<name>/faults       drop pending malformed receives and failing deletes
+  GET    /_admin/queues/<name>/redeliveries {message_id: times received} (received more than once)
   GET    /_admin/stats                      stats
   DELETE /_admin/stats                      reset (also POST /_admin/stats/reset)
   GET|PUT /_admin/latency                   {"seconds", "jitter"}
-  GET|PUT|DELETE /_admin/faults             set_faults(**body); DELETE clears
+  GET|PUT|DELETE /_admin/faults             set_faults(**body) (kinds incl. hang; throttle_code,
+                                            throttle_status); DELETE clears
+  GET    /_admin/faults/hung                {"hung_requests": n} held unanswered right now
   POST   /_admin/tokens/expire              expire every issued token now
+  POST   /_admin/tokens/expire-on           {"action", "times"?}: those MNS requests find tokens expired
+  PUT|DELETE /_admin/tokens/refusals/<type> {"code", "message"?, "status"?}: refuse that type's tokens
+  GET    /_admin/tokens/requests            {"requests": [{message_type, queue_name, owner_id, answer, time}]}
   PUT    /_admin/tokens/lifetime            {"seconds"}
   PUT    /_admin/clock                      {"skew_seconds"}: server clock ahead (+) / behind (-)
   POST   /_admin/keys                       {"keys": {ak: secret}} or {"ak", "secret"}
+  POST   /_admin/role-credentials           {"lifetime"?} -> {access_key_id, access_key_secret, security_token}
+  POST   /_admin/role-credentials/expire    expire every role credential now
   PUT|DELETE /_admin/rpc-refusal            {"code", "message"?, "actions"?}
   POST   /_admin/send-records               {"records": [add_send_record kwargs, ...]} or one record
   PUT|DELETE /_admin/send-details-error     {"code", "phones"?, "message"?}
@@ -76,6 +88,8 @@ class AdminResponses:
                 emu.set_latency(float(body.get("seconds", 0.0)), float(body.get("jitter", 0.0)))
             if method in ("GET", "PUT"):
                 return {"seconds": emu.backend.faults.latency, "jitter": emu.backend.faults.jitter}
+        if head == "faults" and parts[1:] == ["hung"] and method == "GET":
+            return {"hung_requests": emu.hung_requests()}
         if head == "faults":
             if method == "PUT":
                 emu.set_faults(**body)
@@ -90,6 +104,17 @@ class AdminResponses:
             if parts[1:] == ["lifetime"] and method == "PUT":
                 emu.set_token_lifetime(float(body["seconds"]))
                 return None
+            if parts[1:] == ["expire-on"] and method == "POST":
+                emu.expire_tokens_on(body["action"], int(body.get("times", 1)))
+                return None
+            if len(parts) == 3 and parts[1] == "refusals" and method in ("PUT", "DELETE"):
+                if method == "DELETE":
+                    emu.refuse_tokens(parts[2], None)
+                else:
+                    emu.refuse_tokens(parts[2], body["code"], body.get("message"), int(body.get("status", 403)))
+                return None
+            if parts[1:] == ["requests"] and method == "GET":
+                return {"requests": emu.token_requests()}
         if head == "clock" and method == "PUT":
             emu.set_clock_skew(float(body["skew_seconds"]))
             return {"skew_seconds": emu.backend.clock_skew}
@@ -97,6 +122,12 @@ class AdminResponses:
             keys = body.get("keys") or {body["ak"]: body["secret"]}
             emu.add_customer_keys(keys)
             return {"added": sorted(keys)}
+        if head == "role-credentials" and method == "POST":
+            if parts[1:] == ["expire"]:
+                emu.expire_role_credentials()
+                return None
+            if not parts[1:]:
+                return emu.issue_role_credentials(float(body.get("lifetime", 3600.0)))
         if head == "rpc-refusal" and method in ("PUT", "DELETE"):
             if method == "DELETE":
                 emu.set_rpc_refusal(None)
@@ -130,6 +161,20 @@ class AdminResponses:
         name = rest[0]
         if len(rest) == 1 and method == "GET":
             return emu.queue_state(name)
+        if len(rest) == 1 and method == "PUT":
+            emu.set_visibility_timeout(name, float(body["visibility_timeout"]))
+            return emu.queue_state(name)
+        if rest[1:] == ["malformed-receives"] and method == "POST":
+            emu.malform_receives(name, body["field"], body.get("mode", "empty"), int(body.get("count", 1)))
+            return None
+        if rest[1:] == ["failing-deletes"] and method == "POST":
+            emu.fail_deletes(name, int(body["handles"]), int(body.get("times", 1)))
+            return None
+        if rest[1:] == ["faults"] and method == "DELETE":
+            emu.clear_queue_faults(name)
+            return None
+        if rest[1:] == ["redeliveries"] and method == "GET":
+            return emu.redeliveries(name)
         if rest[1:] == ["messages"] and method == "POST":
             ids = [emu.enqueue(name, b) for b in body.get("bodies", [])]
             ids += [emu.enqueue_receipt(name, p) for p in body.get("receipts", [])]

@@ -7,7 +7,7 @@ from .admin_api import AdminResponses
 from .faults import FaultInjector
 from .functions_api import FunctionResponses
 from .mns_api import MnsResponses
-from .models import EmulatorBackend, RpcRefusal, SendDetailsRefusal, receipt_body
+from .models import MNS_ACTIONS, EmulatorBackend, RpcRefusal, SendDetailsRefusal, TokenRefusal, receipt_body
 from .rpc_api import RpcResponses
 from .server import Dispatcher, EmulatorHTTPServer
 
@@ -15,11 +15,53 @@ DEFAULT_AK = "LTAIexampleAK"
 DEFAULT_SECRET = "exampleSecret"
 
 
+class Trickle:
+    """Enqueues bodies (str) or receipts (dict) one at a time, `interval` seconds apart,
+    on its own thread, until done, stopped, or the emulator stops."""
+
+    def __init__(self, emulator: "Emulator", name: str, items, interval: float):
+        if interval < 0:
+            raise ValueError("interval must be >= 0")
+        self.ids: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(emulator, name, list(items), float(interval)),
+                                        name=f"trickle-{name}", daemon=True)
+        self._thread.start()
+
+    def _run(self, emulator: "Emulator", name: str, items: list, interval: float) -> None:
+        for i, item in enumerate(items):
+            if i and self._stop.wait(interval):
+                return
+            if not emulator.running:
+                return
+            enqueue = emulator.enqueue_receipt if isinstance(item, dict) else emulator.enqueue
+            self.ids.append(enqueue(name, item))
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """True once every item was enqueued or the trickle was stopped."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+
 class Emulator:
     """Loopback stand-in for Dybaseapi, MNS, Dysmsapi, Function Compute and Lambda.
 
     >>> with Emulator(customer_keys={"LTAIexampleAK": "exampleSecret"}) as emu:
     ...     emu.create_queue(emu.queue_name("SmsReport"))
+
+    Failure controls, each also on the admin HTTP API (`admin_api`):
+      set_faults(...)            per-request faults: server_error, throttle (throttle_code),
+                                 drop, drop_after_commit, slow, hang; scoped by apis and
+                                 message_types
+      refuse_tokens(type, code)  refuse one message type's tokens
+      expire_tokens_on(action)   tokens expire when the next such MNS request arrives
+      malform_receives(queue, field, mode, count)   broken 200 answers, queue untouched
+      fail_deletes(queue, handles, times)           deletes that fail some handles
+      set_visibility_timeout(queue, s), issue_role_credentials(), set_clock_skew(s), ...
+    Observation: stats(), queue_state(), redeliveries(), token_requests(), hung_requests().
     """
 
     def __init__(self, customer_keys: dict[str, str] | None = None, token_lifetime: float = 3600.0,
@@ -55,7 +97,7 @@ class Emulator:
                 return
             server.shutdown()
             self.backend.queues.close()
-            server.close_connections()
+            server.close_connections()       # also lets hung requests go at once
             server.server_close()
             self._thread.join(timeout=5)
 
@@ -70,6 +112,10 @@ class Emulator:
         if self._server is None:
             raise RuntimeError("emulator not started")
         return self._server.server_address[1]
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
 
     @property
     def url(self) -> str:
@@ -94,12 +140,46 @@ class Emulator:
     def enqueue_receipt(self, name: str, payload: dict) -> str:
         return self.enqueue(name, receipt_body(payload))
 
+    def trickle(self, name: str, items, interval: float) -> Trickle:
+        """Enqueue `items` (str bodies or receipt dicts) one every `interval` seconds in the
+        background, the first at once; `.ids` grows as they go in, `.wait()` / `.stop()`."""
+        return Trickle(self, name, items, interval)
+
     def queue_state(self, name: str) -> dict:
         return self.backend.queues.state(name)
 
     def message_ids(self, name: str) -> list[str]:
         """Ids of the messages still in the queue, visible or in flight (not yet deleted)."""
         return self.backend.queues.message_ids(name)
+
+    def set_visibility_timeout(self, name: str, seconds: float) -> None:
+        """The queue's VisibilityTimeout (0..43200 s) from its next receive on."""
+        self.backend.queues.set_visibility_timeout(name, seconds)
+
+    def visibility_timeout(self, name: str) -> float:
+        return self.backend.queues.visibility_timeout(name)
+
+    def redeliveries(self, name: str) -> dict[str, int]:
+        """Message id -> times received, for each message received more than once (deleted or not)."""
+        return self.backend.queues.redeliveries(name)
+
+    # -- queue faults ------------------------------------------------------------------
+
+    def malform_receives(self, name: str, field: str = "MessageId", mode: str = "empty", count: int = 1) -> None:
+        """The next `count` receives on the queue that find a visible message answer 200 with ONE
+        message whose `field` (MessageId, ReceiptHandle, EnqueueTime, ...) is empty or missing.
+        Nothing changes in the queue: the message stays visible; the answer's handle deletes nothing."""
+        self.backend.queues.malform_receives(name, field, mode, count)
+
+    def fail_deletes(self, name: str, handles: int = 1, times: int = 1) -> None:
+        """Each of the next `times` deletes on the queue fails its first `handles` receipt handles
+        with ReceiptHandleError (BatchDeleteMessage: the per-handle <Errors> body) and deletes the
+        rest. A failed handle stops working; its message comes back after the visibility timeout."""
+        self.backend.queues.fail_deletes(name, handles, times)
+
+    def clear_queue_faults(self, name: str) -> None:
+        """Drop pending malformed receives and failing deletes of the queue."""
+        self.backend.queues.clear_faults(name)
 
     # -- stats, latency, faults ----------------------------------------------------------
 
@@ -114,12 +194,24 @@ class Emulator:
 
     def set_faults(self, server_error: float = 0.0, throttle: float = 0.0, drop: float = 0.0,
                    drop_after_commit: float = 0.0, slow: float = 0.0, slow_seconds: float = 0.0,
-                   apis=None, throttle_status: int = 429) -> None:
-        """Fault probabilities per request; all zero (the default) turns faults off."""
+                   apis=None, throttle_status: int | None = None, hang: float = 0.0,
+                   throttle_code=None, message_types=None) -> None:
+        """Fault probabilities per request; all zero (the default) turns faults off.
+
+        Kinds and scopes: see `faults`. `throttle_code` picks the throttling answer
+        (e.g. "Throttling.User" -> HTTP 400, "ServiceUnavailable" -> 503, or a mapping
+        service -> code); `hang` holds requests unanswered until the client gives up,
+        the next set_faults stops covering them, or the emulator stops. `message_types`
+        (e.g. "SmsUp") limits the faults to that type's queue and token calls."""
         self.backend.faults.set_faults(server_error=server_error, throttle=throttle, drop=drop,
                                        drop_after_commit=drop_after_commit, slow=slow,
                                        slow_seconds=slow_seconds, apis=apis,
-                                       throttle_status=throttle_status)
+                                       throttle_status=throttle_status, hang=hang,
+                                       throttle_code=throttle_code, message_types=message_types)
+
+    def hung_requests(self) -> int:
+        """Requests held unanswered by a `hang` fault right now."""
+        return self.backend.faults.hung_requests()
 
     # -- credentials -------------------------------------------------------------------
 
@@ -130,6 +222,30 @@ class Emulator:
     def expire_tokens(self) -> None:
         self.backend.tokens.expire_all()
 
+    def expire_tokens_on(self, action: str, times: int = 1) -> None:
+        """The next `times` requests of MNS `action` (e.g. "BatchDeleteMessage") find every token
+        issued so far expired: a token that dies between a receive and its delete, on demand."""
+        if action not in MNS_ACTIONS:
+            raise ValueError(f"action must be one of {', '.join(MNS_ACTIONS)}, not {action!r}")
+        self.backend.tokens.expire_on(action, times)
+
+    def refuse_tokens(self, message_type: str, code: str | None, message: str | None = None,
+                      status: int = 403) -> None:
+        """Refuse QueryTokenForMnsQueue for `message_type` with `code` (HTTP `status`; 200 makes it
+        a 200 with a non-OK Code) while other types get tokens; code None lifts the refusal."""
+        if code is None:
+            self.backend.tokens.refuse(message_type, None)
+            return
+        if status != 200 and not 400 <= status <= 599:
+            raise ValueError("status is 200 (a non-OK Code in the body) or an HTTP error status 400-599")
+        self.backend.tokens.refuse(message_type, TokenRefusal(
+            code, message or f"Refused by the emulator: {code}", int(status)))
+
+    def token_requests(self) -> list[dict]:
+        """Every authenticated QueryTokenForMnsQueue call in order: message_type, queue_name,
+        owner_id (None if not sent), answer ("OK" or the refusal code), time. No secrets."""
+        return self.backend.tokens.requests()
+
     def set_token_lifetime(self, seconds: float) -> None:
         self.backend.tokens.lifetime = float(seconds)
 
@@ -137,6 +253,17 @@ class Emulator:
         """Run the server's clock `seconds` ahead of this host's (negative: behind), as a client
         whose clock is off sees it: requests more than 15 minutes off are refused."""
         self.backend.clock_skew = float(seconds)
+
+    def issue_role_credentials(self, lifetime: float = 3600.0) -> dict:
+        """STS credentials of the customer's function role, as FC hands them to a function
+        (access_key_id, access_key_secret, security_token). POP calls signed with them must
+        carry that SecurityToken and be made before they expire."""
+        c = self.backend.issue_role_credentials(lifetime)
+        return {"access_key_id": c.access_key_id, "access_key_secret": c.access_key_secret,
+                "security_token": c.security_token}
+
+    def expire_role_credentials(self) -> None:
+        self.backend.expire_role_credentials()
 
     def add_customer_key(self, ak: str, secret: str) -> None:
         self.backend.add_customer_keys({ak: secret})

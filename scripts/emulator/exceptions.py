@@ -80,3 +80,41 @@ class LambdaError(EmulatorError):
     def __init__(self, code: str, message: str, status: int = 400, error_type: str = "User"):
         super().__init__(code, message, status)
         self.error_type = error_type
+
+
+# --- Throttling, as each service answers it ------------------------------------
+
+# service -> {code: (HTTP status, message)}; the first code is the service's default.
+# POP APIs answer flow control with 400 (Throttling.*) or 503; MNS with 429 or 503.
+THROTTLING = {
+    "mns": {
+        "QpsLimitExceeded": (429, "The QPS of your requests exceeds the limit."),
+        "TooManyRequests": (429, "Too many requests, please try again later."),
+        "ServiceUnavailable": (503, "The service is unavailable temporarily, please try again later."),
+    },
+    "rpc": {
+        "Throttling.User": (400, "Request was denied due to user flow control."),
+        "Throttling": (400, "Request was denied due to request throttling."),
+        "Throttling.Api": (400, "Request was denied due to api flow control."),
+        "ServiceUnavailable": (503, "The request has failed due to a temporary failure of the server."),
+    },
+    "fc": {"ResourceThrottled": (429, "Request was throttled.")},
+    "lambda": {"TooManyRequestsException": (429, "Rate exceeded")},
+}
+LEGACY_THROTTLE_STATUS = 429   # status of a throttle fault that names no code (kept for old callers)
+
+
+def throttling_error(service: str, code: str | None = None, status: int | None = None) -> EmulatorError:
+    """The service's throttling answer for `code` (None or a code it does not use: its default).
+
+    The status is the code's own unless `status` overrides it; with neither a known code
+    nor a status, 429.
+    """
+    table = THROTTLING[service]
+    known = code in table
+    if not known:
+        code = next(iter(table))
+    real_status, message = table[code]
+    if status is None:
+        status = real_status if known else LEGACY_THROTTLE_STATUS
+    return EmulatorError(code, message, status)

@@ -32,6 +32,8 @@ class MnsResponses:
     def dispatch(self, action: str, req: Request, queue: str) -> r.Response:
         rid = r.new_request_id()
         try:
+            if self.backend.tokens.take_expiry(action):
+                self.backend.tokens.expire_all()
             self._authorize(req, queue)
             return getattr(self, action)(req, queue, rid)
         except MnsError as e:

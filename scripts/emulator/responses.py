@@ -75,13 +75,24 @@ def _mns(status: int, body: str, request_id: str) -> Response:
 
 
 def _message_fields(m: ReceivedMessage) -> str:
-    return ("<MessageId>%s</MessageId><ReceiptHandle>%s</ReceiptHandle>"
+    text = ("<MessageId>%s</MessageId><ReceiptHandle>%s</ReceiptHandle>"
             "<MessageBodyMD5>%s</MessageBodyMD5><MessageBody>%s</MessageBody>"
             "<EnqueueTime>%d</EnqueueTime><NextVisibleTime>%d</NextVisibleTime>"
             "<FirstDequeueTime>%d</FirstDequeueTime><DequeueCount>%d</DequeueCount>"
             "<Priority>%d</Priority>") % (
         m.message_id, escape(m.receipt_handle), m.body_md5, escape(m.body), m.enqueue_time,
         m.next_visible_time, m.first_dequeue_time, m.dequeue_count, m.priority)
+    if m.broken is not None:
+        name, mode = m.broken
+        text = _break_field(text, name, mode)
+    return text
+
+
+def _break_field(text: str, name: str, mode: str) -> str:
+    """Empty (`<X></X>`) or drop the element `name` of one rendered message."""
+    start = text.index("<%s>" % name)
+    end = text.index("</%s>" % name, start) + len(name) + 3
+    return text[:start] + ("<%s></%s>" % (name, name) if mode == "empty" else "") + text[end:]
 
 
 def mns_messages(messages: list[ReceivedMessage], request_id: str) -> Response:

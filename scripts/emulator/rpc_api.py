@@ -1,6 +1,11 @@
 """POP RPC endpoint (signature 1.0): Dybaseapi QueryTokenForMnsQueue and
 Dysmsapi QuerySendDetails, routed on the `Action` parameter.
 
+QueryTokenForMnsQueue takes MessageType (required), QueueName and OwnerId
+(optional; a number, else HTTP 400 `InvalidParameter`, the emulator's choice);
+every authenticated call is logged (`Emulator.token_requests`); a refusal set
+for its message type (`Emulator.refuse_tokens`) answers instead of a token.
+
 QuerySendDetails answers:
   - a required parameter missing (PhoneNumber, SendDate, PageSize, CurrentPage):
     HTTP 400 `Missing<Name>`, as the POP gateway does;
@@ -21,7 +26,7 @@ from zoneinfo import ZoneInfo
 from . import responses as r
 from .auth import verify_rpc
 from .exceptions import RpcError
-from .models import EmulatorBackend
+from .models import EmulatorBackend, TokenRefusal
 from .request import Request
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -51,6 +56,7 @@ class RpcResponses:
                 raise RpcError("InvalidAction.NotFound",
                                f"Specified api '{action}' is not found, please check your url and method.", 404)
             ak = verify_rpc(req.method, params, self.backend.customer_keys(), self.backend.clock())
+            self.backend.check_security_token(ak, params.get("SecurityToken"))
             if params.get("Version") != API_VERSION:
                 raise RpcError("InvalidVersion", "Specified parameter Version is not valid.", 400)
             if not self.backend.use_nonce(params["SignatureNonce"]):
@@ -66,7 +72,18 @@ class RpcResponses:
         message_type = params.get("MessageType")
         if not message_type:
             raise RpcError("MissingMessageType", "MessageType is mandatory for this action.", 400)
-        grant = self.backend.tokens.issue(ak, message_type)
+        tokens = self.backend.tokens
+        owner_id = params.get("OwnerId")
+        refusal = tokens.refusal_for(message_type)
+        if owner_id and not owner_id.isdigit():
+            # OwnerId is a Long (an account uid); the emulator's choice of code.
+            refusal = TokenRefusal("InvalidParameter", "Specified parameter OwnerId is not valid.", 400)
+        tokens.record(message_type, params.get("QueueName"), owner_id, refusal.code if refusal else "OK")
+        if refusal is not None:
+            if refusal.status == 200:
+                return r.rpc_ok({"Code": refusal.code, "Message": refusal.message}, rid)
+            raise RpcError(refusal.code, refusal.message, refusal.status)
+        grant = tokens.issue(ak, message_type)
         return r.rpc_ok({
             "Code": "OK",
             "Message": "OK",

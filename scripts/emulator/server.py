@@ -2,6 +2,7 @@
 faults and latency applied around the service handlers."""
 from __future__ import annotations
 
+import select
 import socket
 import threading
 import time
@@ -14,21 +15,13 @@ from .urls import Route, resolve
 
 MAX_BODY = 16 * 1024 * 1024
 
-_THROTTLE = {
-    "mns": ("QpsLimitExceeded", "The QPS of your requests exceeds the limit."),
-    "rpc": ("Throttling.User", "Request was denied due to user flow control."),
-    "fc": ("ResourceThrottled", "Request was throttled."),
-    "lambda": ("TooManyRequestsException", "Rate exceeded"),
-}
 _INTERNAL = {
     "mns": "InternalError", "rpc": "InternalError", "fc": "InternalServerError", "lambda": "ServiceException",
 }
+HANG_POLL_SECONDS = 0.05
 
 
-def fault_error(service: str, kind: str, throttle_status: int) -> EmulatorError:
-    if kind == "throttle":
-        code, msg = _THROTTLE[service]
-        return EmulatorError(code, msg, throttle_status)
+def internal_error(service: str) -> EmulatorError:
     return EmulatorError(_INTERNAL[service], "The request processing has failed due to some unknown error.", 500)
 
 
@@ -49,20 +42,25 @@ class Dispatcher:
             handler.send(r.json_response(404, {"Code": "NotFound", "Message": f"No API at {req.method} {req.path}."}))
             return
         self.backend.stats.count(route.action, route.service)
-        decision = self.backend.faults.decide(route.action, route.service)
+        message_type = route.message_type(req)
+        decision = self.backend.faults.decide(route.action, route.service, message_type)
         if decision.delay:
             time.sleep(decision.delay)
         fault = decision.fault
         if fault:
             self.backend.stats.count_fault(fault)
+        if fault == "hang":
+            handler.hang(lambda: self.backend.faults.still_hangs(route.action, route.service, message_type))
+            return
         if fault == "drop":
             handler.drop()
             return
         if fault == "slow":
-            time.sleep(decision.slow_seconds)
+            time.sleep(decision.config.slow_seconds)
             fault = "server_error"
         if fault in ("server_error", "throttle"):
-            err = fault_error(route.service, fault, decision.throttle_status)
+            err = (decision.config.throttle_error(route.service) if fault == "throttle"
+                   else internal_error(route.service))
             resp = r.render_error(route.service, err, r.new_request_id(), req.host_id)
         else:
             resp = self.call(route, req)
@@ -142,6 +140,23 @@ class Handler(BaseHTTPRequestHandler):
     def drop(self) -> None:
         """Close without answering (the request was read completely, so this is a FIN)."""
         self.close_connection = True
+
+    def hang(self, still_hangs) -> None:
+        """Answer nothing while `still_hangs()`; return (and close) once the client hangs up,
+        or the fault is lifted, or the emulator stops (its sockets are shut down)."""
+        sock = self.connection
+        with self.server.dispatcher.backend.faults.hanging():
+            while still_hangs():
+                readable, _, _ = select.select([sock], [], [], HANG_POLL_SECONDS)
+                if not readable:
+                    continue
+                try:
+                    if not sock.recv(1, socket.MSG_PEEK):
+                        break               # the client closed its end
+                except OSError:
+                    break
+                time.sleep(HANG_POLL_SECONDS)   # it sent more: keep ignoring it
+        self.drop()
 
 
 class EmulatorHTTPServer(ThreadingHTTPServer):

@@ -19,6 +19,15 @@ class Route:
     action: str
     args: tuple = ()
 
+    def message_type(self, req: Request) -> str | None:
+        """The Alicom message type a request is about (its queue's, or the token's), if any."""
+        if self.service == "mns":
+            queue = self.args[0] if self.args else ""
+            return queue.rsplit("-", 1)[1] if queue.startswith("Alicom-Queue-") and "-" in queue else None
+        if self.action == "QueryTokenForMnsQueue":
+            return req.form_params().get("MessageType") or None
+        return None
+
 
 def resolve(req: Request) -> Route:
     path = req.path
