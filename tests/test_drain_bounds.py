@@ -219,3 +219,130 @@ def test_business_key_parts_escape_percent_and_hash():
     other = decode_message("SmsReport", base64.b64encode(json.dumps(
         dict(body, biz_id="12%25#34")).encode()).decode())
     assert other.key == "SmsReport#12%2525%2334#13800000000"  # no two ids share a key
+
+
+# -- throttling retried, failures isolated --------------------------------------------------------
+
+def test_a_token_api_throttling_a_third_of_its_calls_costs_nothing(emulator, drain_env, tmp_path):
+    """400 Throttling.User ("user flow control") to 30% of the token calls: eight cold runs (each
+    fetches a token per type) all succeed and store everything; the throttled calls were retried."""
+    from shared.runtime import reset_runtime
+
+    db = tmp_path / "r.db"
+    drain_env(SINK="sqlite", SINK_PATH=str(db))
+    emulator.set_faults(throttle=0.3, throttle_code="Throttling.User", apis=["token"])
+    throttled = sent = 0
+    for run in range(8):
+        reset_runtime()  # a cold container: no cached token
+        sent += sum(len(enqueue(emulator, t, 20, seed=run)) for t in TYPES)
+        result = handler(b"{}", fc_context(timeout=30))
+        assert result["ok"], result
+        throttled += sum(t["errors"].get("Throttling.User", 0) for t in result["types"].values())
+        assert SqliteSink(str(db)).count("records") == sent
+    assert throttled >= 1  # the fault struck (seeded: the same calls every time)
+
+
+def test_one_type_refused_its_token_does_not_stop_the_others(emulator, drain_env):
+    """SmsUp's token is refused for good; SmsReport's (and the rest) work: they are stored and
+    deleted in that same run, and the run fails naming SmsUp."""
+    drain_env(DRAIN_CONCURRENCY="1")
+    emulator.set_latency(0.02)  # more receives than one refused token call lasts
+    sent = {t: enqueue(emulator, t, 200, seed=8) for t in TYPES}
+    emulator.refuse_tokens("SmsUp", "Forbidden.NoPermission", "not subscribed to SmsUp")
+    with pytest.raises(RunFailed, match="token_error: SmsUp: .*Forbidden.NoPermission") as failed:
+        handler(b"{}", fc_context(timeout=30))
+    summary = failed.value.summary
+    assert summary["failed_types"] == ["SmsUp"] and summary["types"]["SmsUp"]["stop_reason"] == "token_error"
+    for mtype in TYPES:
+        state = emulator.queue_state(emulator.queue_name(mtype))
+        if mtype == "SmsUp":
+            assert summary["types"][mtype]["received"] == 0 and state["visible"] == len(sent[mtype])
+        else:
+            assert summary["types"][mtype]["stored"] == summary["types"][mtype]["deleted"] == len(sent[mtype])
+            assert state["visible"] + state["in_flight"] == 0
+    # One refused call for the type, not one per consumer.
+    assert [r["answer"] for r in emulator.token_requests() if r["message_type"] == "SmsUp"] == ["Forbidden.NoPermission"]
+
+
+def test_a_hung_queue_endpoint_fails_the_run_in_time_and_deletes_nothing(emulator, drain_env):
+    drain_env(MNS_TIMEOUT_SECONDS="30", DRAIN_SAFETY_MARGIN_SECONDS="1")
+    enqueue(emulator, "SmsReport", 10)
+    emulator.set_faults(hang=1.0, apis=["BatchReceiveMessage"])
+    started = time.monotonic()
+    with pytest.raises(RunFailed, match="queue_error"):
+        handler(b'{"message_types": ["SmsReport"]}', fc_context(timeout=6))
+    assert time.monotonic() - started < 6 - 0.5
+    emulator.set_faults()
+    assert emulator.queue_state(emulator.queue_name("SmsReport"))["visible"] == 10
+
+
+# -- what the queue says back -------------------------------------------------------------------
+
+def test_a_partly_failed_batch_delete_is_counted_and_its_messages_come_back_once(emulator, drain_env, tmp_path):
+    db = tmp_path / "r.db"
+    drain_env(SINK="sqlite", SINK_PATH=str(db), DRAIN_CONCURRENCY="1")
+    queue = emulator.queue_name("SmsReport")
+    emulator.create_queue(queue, visibility_timeout=1)
+    bodies = enqueue(emulator, "SmsReport", 16, seed=12)
+    emulator.fail_deletes(queue, handles=3)
+    first = handler({"message_types": ["SmsReport"]}, LambdaContext(timeout=20))
+    assert first["ok"] and first["totals"]["stored"] == 16
+    assert (first["totals"]["deleted"], first["totals"]["delete_failures"]) == (13, 3), first
+    assert first["types"]["SmsReport"]["errors"] == {"delete:ReceiptHandleError": 3}
+    time.sleep(1.2)
+    second = handler({"message_types": ["SmsReport"]}, LambdaContext(timeout=20))
+    assert (second["totals"]["received"], second["totals"]["deleted"]) == (3, 3)
+    assert SqliteSink(str(db)).count("records") == len(bodies)  # no second row for the three
+
+
+def test_a_delete_refused_for_its_token_is_retried_once_with_a_fresh_one(emulator, drain_env):
+    drain_env(DRAIN_CONCURRENCY="1")
+    enqueue(emulator, "SmsReport", 16, seed=13)
+    emulator.expire_tokens_on("BatchDeleteMessage")
+    result = handler({"message_types": ["SmsReport"]}, LambdaContext(timeout=20))
+    assert result["ok"], result
+    assert (result["totals"]["deleted"], result["totals"]["delete_failures"]) == (16, 0)
+    assert result["totals"]["api_calls"]["QueryTokenForMnsQueue"] == 2  # the first, then the fresh one
+    assert result["totals"]["api_calls"]["BatchDeleteMessage"] == 2  # refused, then done
+    assert emulator.queue_state(emulator.queue_name("SmsReport"))["visible"] == 0
+
+
+@pytest.mark.parametrize("field,mode", [("MessageId", "empty"), ("ReceiptHandle", "missing"),
+                                        ("EnqueueTime", "empty"), ("MessageBodyMD5", "missing")])
+def test_a_receive_answer_with_a_broken_field_is_retried_not_stored(emulator, drain_env, tmp_path, field, mode):
+    db = tmp_path / "r.db"
+    drain_env(SINK="sqlite", SINK_PATH=str(db), DRAIN_CONCURRENCY="1")
+    queue = emulator.queue_name("SmsReport")
+    bodies = enqueue(emulator, "SmsReport", 5, seed=14)
+    emulator.malform_receives(queue, field=field, mode=mode, count=2)
+    result = handler({"message_types": ["SmsReport"]}, LambdaContext(timeout=20))
+    assert result["ok"], result
+    assert result["types"]["SmsReport"]["errors"] == {"RespDataDamaged": 2}
+    assert result["totals"]["stored"] == len(bodies) and result["totals"]["dead_lettered"] == 0
+    assert SqliteSink(str(db)).count("dead_letters") == 0 and emulator.queue_state(queue)["visible"] == 0
+
+
+# -- credentials and OwnerId --------------------------------------------------------------------
+
+def test_the_function_roles_sts_credentials_sign_the_token_calls(emulator, drain_env):
+    role = emulator.issue_role_credentials()
+    drain_env(ALIBABA_CLOUD_ACCESS_KEY_ID=role["access_key_id"], ALIBABA_CLOUD_ACCESS_KEY_SECRET=role["access_key_secret"],
+              ALIBABA_CLOUD_SECURITY_TOKEN=role["security_token"])
+    enqueue(emulator, "SmsReport", 4)
+    assert handler(b'{"message_types": ["SmsReport"]}', fc_context())["totals"]["stored"] == 4
+    drain_env(ALIBABA_CLOUD_SECURITY_TOKEN="CAISnot-the-role-token")
+    with pytest.raises(RunFailed, match="InvalidSecurityToken"):
+        handler(b'{"message_types": ["SmsReport"]}', fc_context())
+
+
+def test_owner_id_is_sent_on_every_token_call(emulator, drain_env):
+    drain_env(ALICOM_OWNER_ID="1234567890123")
+    for mtype in ("SmsReport", "SmsUp"):
+        enqueue(emulator, mtype, 2)
+    handler({"message_types": ["SmsReport", "SmsUp"]}, LambdaContext())
+    requests = emulator.token_requests()
+    assert sorted(r["message_type"] for r in requests) == ["SmsReport", "SmsUp"]
+    assert {r["owner_id"] for r in requests} == {"1234567890123"}
+    with pytest.raises(SettingsError, match="ALICOM_OWNER_ID"):
+        drain_env(ALICOM_OWNER_ID="reseller-7")
+        handler({}, LambdaContext())
