@@ -35,6 +35,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -268,22 +269,32 @@ def target_interpreter(python_version: str) -> list[str]:
     )
 
 
-# Run by the target interpreter: import what the functions import, from the build only, then
-# compile exactly those files (and all of functions/ and shared/) to unchecked-hash bytecode.
+# Run by the target interpreter with -X pycache_prefix=<temporary dir>: import what the
+# functions import, from the build only; every source CPython compiled on the way (a module
+# whose import failed, like dateutil's Windows-only tz module, included) left a .pyc under the
+# prefix. Compile exactly those files (and all of functions/ and shared/) into the build.
 _TRACE_AND_COMPILE = r"""
 import importlib, os, py_compile, sys
 root, paths, modules = sys.argv[1], sys.argv[2].split(os.pathsep), sys.argv[3].split(",")
 sys.path[:0] = paths
 for name in modules:
     importlib.import_module(name)
-files = {m.__file__ for m in list(sys.modules.values())
-         if (getattr(m, "__file__", None) or "").startswith(root + os.sep) and m.__file__.endswith(".py")}
+prefix, files = sys.pycache_prefix, set()
+for folder, _, names in os.walk(prefix):
+    source_dir = os.sep + os.path.relpath(folder, prefix)
+    for n in names:
+        source = os.path.join(source_dir, n.split(".")[0] + ".py")
+        if source.startswith(root + os.sep) and os.path.exists(source):
+            files.add(source)
 for own in ("functions", "shared"):
     for folder, _, names in os.walk(os.path.join(root, own)):
         files.update(os.path.join(folder, n) for n in names if n.endswith(".py"))
 files.update(os.path.join(root, n) for n in os.listdir(root) if n.endswith(".py"))
 for path in sorted(files):
-    py_compile.compile(path, doraise=True, invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+    # cfile spelled out: with a pycache_prefix, py_compile's default would write under the prefix.
+    cfile = os.path.join(os.path.dirname(path), "__pycache__",
+                         os.path.basename(path)[:-3] + "." + sys.implementation.cache_tag + ".pyc")
+    py_compile.compile(path, cfile=cfile, doraise=True, invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
 print(len(files))
 """
 
@@ -316,8 +327,10 @@ def compile_bytecode(out: Path, target: Target, python_version: str, platform: s
         return sum(1 for _ in out.rglob("*.pyc"))
     deps = out / target.deps_subdir if target.deps_subdir else out
     paths = os.pathsep.join(dict.fromkeys([str(out), str(deps)]))
-    command = interpreter + ["-I", "-B", "-c", _TRACE_AND_COMPILE, str(out), paths, ",".join(runtime_modules(target, sink))]
-    proc = subprocess.run(command, capture_output=True, text=True, cwd=out)
+    with tempfile.TemporaryDirectory(prefix="alicom-pycache-") as prefix:
+        command = interpreter + ["-I", "-X", f"pycache_prefix={prefix}", "-c", _TRACE_AND_COMPILE, str(out), paths,
+                                 ",".join(runtime_modules(target, sink))]
+        proc = subprocess.run(command, capture_output=True, text=True, cwd=out)
     if proc.returncode != 0:
         raise PackagingError(f"importing the functions from the build failed, so it would fail when deployed:\n"
                              f"{_tail(proc.stderr)}")
