@@ -192,3 +192,38 @@ def fc_context(name: str, timeout: float):
 
     return SimpleNamespace(request_id=f"fc-{time.monotonic_ns()}", credentials=None,
                            function=SimpleNamespace(name=name, handler=f"{name}.handler", memory=512, timeout=timeout))
+
+
+# -- the manual events ------------------------------------------------------------------------
+
+def test_manual_drain_event_file_narrows_a_run(emulator, drain_env):
+    drain_env(ALICOM_MESSAGE_TYPES="SmsReport,SmsUp")
+    for mtype in ("SmsReport", "SmsUp"):
+        for body in make_receipts(mtype, 20, seed=4):
+            emulator.enqueue_receipt(emulator.queue_name(mtype), body)
+    event = (EVENTS / "drain-manual.json").read_bytes()  # FC delivers a manual invoke's body as bytes
+    result = drain_handler(event, fc_context("alicom-drain", 55))
+    assert result["ok"] and list(result["types"]) == ["SmsReport"] and result["totals"]["stored"] == 20
+    assert emulator.queue_state(emulator.queue_name("SmsUp"))["visible"] == 20
+
+
+def shifted(event: dict, days_ago: int) -> dict:
+    """The file's example dates moved to recent days: QuerySendDetails answers for 30 days only."""
+    today = datetime.now(timezone(timedelta(hours=8))).date()
+    day = lambda n: (today - timedelta(days=n)).isoformat()  # noqa: E731
+    out = dict(event)
+    if "dates" in out:
+        out["dates"] = [day(days_ago)]
+    if "date_from" in out:
+        out["date_from"], out["date_to"] = day(days_ago + 2), day(days_ago)
+    return out
+
+
+@pytest.mark.parametrize("name, queried", [("reconcile-targets.json", 2), ("reconcile-backfill.json", 9)])
+def test_manual_reconcile_event_files_run_with_an_object_sink(emulator, reconcile_env, tmp_path, name, queried):
+    """Explicit targets need no ledger: they work with the file sink (an object sink) too."""
+    reconcile_env(SINK="file", SINK_PATH=str(tmp_path / "receipts"))
+    event = shifted(event_file(name), days_ago=1)
+    result = reconcile_handler(event, LambdaContext(timeout=60))
+    assert result["ok"] and result["queried"] == queried and result["errors"] == [], result
+
