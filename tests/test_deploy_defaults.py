@@ -28,6 +28,7 @@ from shared.runtime import reset_reconcile_runtime, reset_runtime
 from shared.settings import VARIABLES, load_settings
 from shared.sinks import make_sink
 from tests.conftest import AK, SECRET, UID
+import tests.contexts
 from tests.contexts import LambdaContext
 from tests.fakes.oss_gateway import OssGateway
 from tests.fakes.tablestore_server import TablestoreServer
@@ -188,10 +189,9 @@ def test_fc_project_with_its_defaults_runs_every_timer_green(emulator, moto, mon
 
 
 def fc_context(name: str, timeout: float):
-    from types import SimpleNamespace
-
-    return SimpleNamespace(request_id=f"fc-{time.monotonic_ns()}", credentials=None,
-                           function=SimpleNamespace(name=name, handler=f"{name}.handler", memory=512, timeout=timeout))
+    context = tests.contexts.fc_context(timeout)
+    context.function.name = name
+    return context
 
 
 # -- the manual events ------------------------------------------------------------------------
