@@ -308,9 +308,10 @@ def runtime_modules(target: Target, sink: Optional[str]) -> list[str]:
 
 
 def _host_platform(platform: str) -> bool:
+    """Can this machine load the build's libraries (Linux, same architecture)?"""
     import platform as host
 
-    return platform.endswith(host.machine())
+    return sys.platform == "linux" and platform.endswith(host.machine())
 
 
 def compile_bytecode(out: Path, target: Target, python_version: str, platform: str, sink: Optional[str]) -> int:
