@@ -127,7 +127,20 @@ def validate(invocations: list[Invocation]) -> None:
             raise UsageError(f"day {inv.day}: {exc}") from None
 
 
+def event_phone(normalized: str) -> str:
+    """The form a reconcile event accepts for a normalised number: a mainland number as its 11
+    digits, any other as '+' and its digits (normalising gives `85212345678` for
+    `+85212345678`, which the event would refuse without its '+')."""
+    from shared.send_records import PhoneError, normalize_phone
+
+    try:
+        return normalized if normalize_phone(normalized) == normalized else "+" + normalized
+    except PhoneError:
+        return "+" + normalized
+
+
 def load_phones(phones: Optional[str], phones_file: Optional[Path]) -> list[str]:
+    """The numbers, deduplicated, each in the form the reconcile event accepts."""
     from shared.platform import EventError
     from shared.reconcile import parse_phone_list
     from shared.send_records import PhoneError, normalize_phone
@@ -136,7 +149,7 @@ def load_phones(phones: Optional[str], phones_file: Optional[Path]) -> list[str]
         raise UsageError("give --phones or --phones-file (one of them)")
     if phones_file:
         try:
-            return parse_phone_list(phones_file.read_bytes(), str(phones_file))
+            return [event_phone(p) for p in parse_phone_list(phones_file.read_bytes(), str(phones_file))]
         except OSError as exc:
             raise UsageError(f"--phones-file: cannot read {phones_file} ({exc.strerror or exc})") from None
         except EventError as exc:
@@ -149,7 +162,7 @@ def load_phones(phones: Optional[str], phones_file: Optional[Path]) -> list[str]
             raise UsageError(f"--phones: item {i}: {exc}") from None
     if not out:
         raise UsageError("--phones: no phone number given")
-    return list(dict.fromkeys(out))
+    return [event_phone(p) for p in dict.fromkeys(out)]
 
 
 # --- the resume file ------------------------------------------------------------------------

@@ -73,10 +73,29 @@ def print_summary(result: dict, enqueued: dict[str, int], path: str, sink: str) 
         print(f"  try: sqlite3 {path} \"select message_type, count(*) from records group by 1\"")
 
 
+MARKER = ".alicom-demo"  # marks a directory this demo made, so a later run may replace it
+
+
+def prepare_out(out: Path) -> None:
+    """An empty --out directory, replacing only one this demo made earlier (never other files)."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a directory")
+    if out.exists() and any(out.iterdir()):
+        if not (out / MARKER).exists():
+            raise ValueError(f"--out {out} is not empty and was not made by this demo; "
+                             "choose another directory or empty it yourself")
+        print(f"Replacing the previous demo output in {out}")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("made by scripts/demo.py; replaced by the next demo run\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sink", choices=["file", "sqlite"], default="file")
-    parser.add_argument("--out", type=Path, default=Path("demo-output"))
+    parser.add_argument("--out", type=Path, default=Path("demo-output"),
+                        help="output directory: made if absent; a previous demo output there is replaced, "
+                             "anything else is refused")
     parser.add_argument("--per-type", type=int, default=200, help="receipts per message type")
     parser.add_argument("--no-reconcile", action="store_true", help="skip the reconcile part")
     parser.add_argument("--logs", action="store_true", help="show the functions' JSON logs and metric lines")
@@ -85,9 +104,11 @@ def main(argv: list[str] | None = None) -> int:
         # The functions log JSON for machines; the demo prints its own summary for people.
         os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
         os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
-    if args.out.exists():
-        shutil.rmtree(args.out)
-    args.out.mkdir(parents=True)
+    try:
+        prepare_out(args.out)
+    except ValueError as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return 2
     with Emulator(customer_keys={AK: SECRET}, uid=UID, seed=1) as emu:
         enqueued = enqueue_mix(emu, args.per_type)
         path = configure(emu, args.sink, args.out)

@@ -1,14 +1,22 @@
 """Build the deployable code directory (and zip) for Lambda or Function Compute, without Docker.
 
-    python -m scripts.package --target aws --out build/aws   # template.yml CodeUri
-    python -m scripts.package --target fc  --out build/fc    # s.yaml code
+    python -m scripts.package --target aws --out build/aws                 # template.yml CodeUri
+    python -m scripts.package --target aws --arch arm64 --out build/aws    # Architecture=arm64
+    python -m scripts.package --target fc --sink oss --out build/fc        # s.yaml code (its pre-deploy action)
 
 The build holds `functions/` and `shared/` at its root and the dependencies of
 requirements.txt cross-installed for the target (manylinux2014_x86_64, CPython 3.12 by
 default) with pip's --platform/--python-version: at the root for Lambda, in `python/`
 for Function Compute (s.yaml sets PYTHONPATH=/code/python). Each target leaves out the
-SDKs it never uses; the packages to leave out are named here and everything else,
+SDKs it never uses, and `--sink` leaves out the other sinks' SDKs too (an OSS build carries
+no tablestore and its numpy); the packages to leave out are named here and everything else,
 version pins included, comes from requirements.txt alone.
+
+Every module is compiled to bytecode by the target CPython version with
+`--invalidation-mode unchecked-hash`: pip's `--no-compile` and the zip's fixed 1980
+timestamps would otherwise make every `.pyc` stale, and each cold start would compile
+every module again. The target interpreter is the running one when the versions match,
+else `python<version>` on PATH (pyenv's shims count).
 
 A requirement published only as a source distribution (aliyun-python-sdk-dybaseapi,
 oss2, crcmod) cannot be installed with --only-binary: it is built here into a pure-Python
@@ -27,6 +35,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +49,8 @@ SOURCE_PACKAGES = ("functions", "shared")
 FC_ENTRY_POINTS = {"drain_handler": "functions.drain", "reconcile_handler": "functions.reconcile"}
 MARKER = ".alicom-package"  # marks a directory this script built, so --out can be replaced safely
 DEFAULT_PLATFORM = "manylinux2014_x86_64"
+# template.yml's Architecture parameter -> the wheel platform to cross-install for.
+ARCH_PLATFORMS = {"x86_64": "manylinux2014_x86_64", "arm64": "manylinux2014_aarch64"}
 DEFAULT_PYTHON = "3.12"
 MB = 1024 * 1024
 
@@ -55,6 +66,17 @@ class Target:
     limit_source: str
     zipped_warning: Optional[int] = None
     zipped_warning_text: str = ""
+    # sink -> requirements.txt entries only that sink needs; --sink X leaves out the others'.
+    sink_sdks: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def sink_exclude(self, sink: Optional[str]) -> tuple[str, ...]:
+        """What a build for one sink leaves out on top of `exclude` (nothing without --sink)."""
+        sdks = dict(self.sink_sdks)
+        if sink is None:
+            return ()
+        if sink not in sdks:
+            raise PackagingError(f"--sink {sink!r}: target {self.name} deploys the sinks {', '.join(sdks)}")
+        return tuple(n for other, names in sdks.items() if other != sink for n in names if n not in sdks[sink])
 
 
 TARGETS = {
@@ -69,6 +91,7 @@ TARGETS = {
         unzipped_limit=262_144_000,
         zipped_limit=None,
         limit_source="AWS Lambda quotas: deployment package 250 MB unzipped (262144000 bytes)",
+        sink_sdks=(("s3", ()), ("dynamodb", ())),  # both are boto3, which Powertools Parameters needs too
     ),
     # Function Compute 3.0 "Limits" page (alibabacloud.com/help/en/functioncompute/fc-3-0/
     # product-overview/limits-of-usage): a code package is at most 500 MB as a ZIP uploaded
@@ -88,6 +111,7 @@ TARGETS = {
         "(100 MB via SDK/OpenAPI); 500 MB unzipped assumed",
         zipped_warning=100 * MB,
         zipped_warning_text="over 100 MB: upload through s deploy or OSS, not the SDK/OpenAPI",
+        sink_sdks=(("oss", ("oss2",)), ("tablestore", ("tablestore",))),
     ),
 }
 
@@ -105,6 +129,8 @@ class BuildResult:
     zipped_bytes: Optional[int]
     python_version: str
     platform: str
+    sink: Optional[str] = None
+    compiled: int = 0  # .pyc files written
 
 
 # -- requirements ----------------------------------------------------------------------
@@ -223,6 +249,120 @@ def _tidy(deps: Path) -> None:
         shutil.rmtree(cache, ignore_errors=True)
 
 
+def target_interpreter(python_version: str) -> list[str]:
+    """A command running CPython `python_version` (bytecode is version-specific)."""
+    if f"{sys.version_info.major}.{sys.version_info.minor}" == python_version:
+        return [sys.executable]
+    # pyenv's shim answers only for a selected version, so look in its versions/ too.
+    pyenv_root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv")
+    candidates = [shutil.which(f"python{python_version}")]
+    candidates += sorted(str(p) for p in pyenv_root.glob(f"versions/{python_version}.*/bin/python{python_version}"))
+    for found in filter(None, candidates):
+        probe = subprocess.run([found, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                               capture_output=True, text=True)
+        if probe.returncode == 0 and probe.stdout.strip() == python_version:
+            return [found]
+    raise PackagingError(
+        f"bytecode for CPython {python_version} must be compiled by CPython {python_version}, and "
+        f"python{python_version} is not on PATH; install it (e.g. pyenv install {python_version}) or run "
+        f"this script with it, or build with --python-version {sys.version_info.major}.{sys.version_info.minor}"
+    )
+
+
+# Run by the target interpreter with -X pycache_prefix=<temporary dir>: import what the
+# functions import, from the build only; every source CPython compiled on the way (a module
+# whose import failed, like dateutil's Windows-only tz module, included) left a .pyc under the
+# prefix. Compile exactly those files (and all of functions/ and shared/) into the build.
+_TRACE_AND_COMPILE = r"""
+import importlib, os, py_compile, sys
+root, paths, modules = sys.argv[1], sys.argv[2].split(os.pathsep), sys.argv[3].split(",")
+sys.path[:0] = paths
+for name in modules:
+    importlib.import_module(name)
+prefix, files = sys.pycache_prefix, set()
+for folder, _, names in os.walk(prefix):
+    source_dir = os.sep + os.path.relpath(folder, prefix)
+    for n in names:
+        source = os.path.join(source_dir, n.split(".")[0] + ".py")
+        if source.startswith(root + os.sep) and os.path.exists(source):
+            files.add(source)
+for own in ("functions", "shared"):
+    for folder, _, names in os.walk(os.path.join(root, own)):
+        files.update(os.path.join(folder, n) for n in names if n.endswith(".py"))
+files.update(os.path.join(root, n) for n in os.listdir(root) if n.endswith(".py"))
+for path in sorted(files):
+    # cfile spelled out: with a pycache_prefix, py_compile's default would write under the prefix.
+    cfile = os.path.join(os.path.dirname(path), "__pycache__",
+                         os.path.basename(path)[:-3] + "." + sys.implementation.cache_tag + ".pyc")
+    py_compile.compile(path, cfile=cfile, doraise=True, invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+print(len(files))
+"""
+
+
+def runtime_modules(target: Target, sink: Optional[str]) -> list[str]:
+    """What a cold start and a run import: both handlers, every shared module, the sinks built in."""
+    shared = sorted(f"shared.{p.stem}" for p in (REPO_ROOT / "shared").glob("*.py") if p.stem != "__init__")
+    sinks = [sink] if sink else [name for name, _ in target.sink_sdks]
+    entries = list(FC_ENTRY_POINTS) if target.name == "fc" else []
+    return ["functions.drain", "functions.reconcile", *shared, *(f"shared.sinks.{s}" for s in sinks), *entries]
+
+
+def _host_platform(platform: str) -> bool:
+    """Can this machine load the build's libraries (Linux, same architecture)?"""
+    import platform as host
+
+    return sys.platform == "linux" and platform.endswith(host.machine())
+
+
+def compile_bytecode(out: Path, target: Target, python_version: str, platform: str, sink: Optional[str]) -> int:
+    """Bytecode that is never checked against its source (unchecked-hash), so the zip's 1980
+    timestamps cannot make it stale. Only the modules a run imports are compiled (found by
+    importing them from the build), which keeps an OSS build under 45 MB; a build for another
+    architecture cannot be imported here, so everything in it is compiled instead."""
+    interpreter = target_interpreter(python_version)
+    if not _host_platform(platform):
+        command = interpreter + ["-m", "compileall", "-q", "-j", "0", "--invalidation-mode", "unchecked-hash", str(out)]
+        proc = subprocess.run(command, capture_output=True, text=True)
+        if proc.returncode not in (0, 1):  # 1: some SDK ships a test file that does not compile
+            raise PackagingError(f"compileall failed:\n{_tail(proc.stdout + proc.stderr)}")
+        return sum(1 for _ in out.rglob("*.pyc"))
+    deps = out / target.deps_subdir if target.deps_subdir else out
+    paths = os.pathsep.join(dict.fromkeys([str(out), str(deps)]))
+    with tempfile.TemporaryDirectory(prefix="alicom-pycache-") as prefix:
+        command = interpreter + ["-I", "-X", f"pycache_prefix={prefix}", "-c", _TRACE_AND_COMPILE, str(out), paths,
+                                 ",".join(runtime_modules(target, sink))]
+        proc = subprocess.run(command, capture_output=True, text=True, cwd=out)
+    if proc.returncode != 0:
+        raise PackagingError(f"importing the functions from the build failed, so it would fail when deployed:\n"
+                             f"{_tail(proc.stderr)}")
+    return int(proc.stdout.strip().splitlines()[-1])
+
+
+def strip_debug_info(out: Path, platform: str) -> int:
+    """Drop the debug sections some wheels ship in their shared libraries (pycryptodome's are
+    80% DWARF): `strip --strip-debug` leaves every symbol and all code, so nothing behaves
+    differently. Skipped, with the package larger, where binutils' strip is absent or the
+    libraries are for another architecture."""
+    tool = shutil.which("strip")
+    # Not the wheels auditwheel repaired (numpy: `numpy.libs/` beside `numpy/`): patchelf edited
+    # their libraries, and strip then leaves them unloadable. The import check after this catches
+    # any other breakage. Some SDKs ship macOS libraries too: only ELF files are stripped.
+    repaired = {d.name[: -len(".libs")] for d in out.rglob("*.libs") if d.is_dir()}
+    libraries = sorted(str(p) for p in out.rglob("*.so*") if p.is_file() and _is_elf(p)
+                       and not any(part.endswith(".libs") or part in repaired for part in p.relative_to(out).parts))
+    if not tool or not libraries or not _host_platform(platform):
+        return 0
+    proc = subprocess.run([tool, "--strip-debug", *libraries], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise PackagingError(f"strip --strip-debug failed:\n{_tail(proc.stderr)}")
+    return len(libraries)
+
+
+def _is_elf(path: Path) -> bool:
+    with path.open("rb") as f:
+        return f.read(4) == b"\x7fELF"
+
+
 def installed_distributions(deps: Path) -> set[str]:
     names = set()
     for info in deps.glob("*.dist-info"):
@@ -271,10 +411,13 @@ def check_limits(target: Target, unzipped: int, zipped: Optional[int]) -> tuple[
 
 def build(target_name: str, out: Path, python_version: str = DEFAULT_PYTHON, platform: str = DEFAULT_PLATFORM,
           make_zip: bool = True, install: bool = True, wheelhouse: Optional[Path] = None,
-          requirements_file: Path = REPO_ROOT / "requirements.txt") -> BuildResult:
+          requirements_file: Path = REPO_ROOT / "requirements.txt", sink: Optional[str] = None,
+          compile: bool = True) -> BuildResult:
     target = TARGETS[target_name]
     out = Path(out).resolve()
-    requirements = filter_requirements(requirements_file.read_text(), target.exclude)
+    exclude = target.exclude + target.sink_exclude(sink)
+    requirements = filter_requirements(requirements_file.read_text(), exclude)
+    compiler = target_interpreter(python_version) if compile and install else None  # fail before the long part
     _prepare_out(out)
     _copy_sources(out)
     deps = out / target.deps_subdir if target.deps_subdir else out
@@ -288,22 +431,24 @@ def build(target_name: str, out: Path, python_version: str = DEFAULT_PYTHON, pla
         # dependency install in FC's own image, to the same place.
         (out / "requirements.txt").write_text(
             "# Generated by scripts/package.py from requirements.txt (without: "
-            + ", ".join(target.exclude) + ")\n" + "\n".join(requirements) + "\n"
+            + ", ".join(exclude) + ")\n" + "\n".join(requirements) + "\n"
         )
     if install:
         wheelhouse = Path(wheelhouse) if wheelhouse else out.parent / ".wheelhouse"
         _install_dependencies(requirements, deps, wheelhouse, target, python_version, platform)
         _tidy(deps)
-        present = installed_distributions(deps) & {canonical(n) for n in target.forbidden}
+        strip_debug_info(deps, platform)
+        present = installed_distributions(deps) & {canonical(n) for n in target.forbidden + target.sink_exclude(sink)}
         if present:
             raise PackagingError(
                 f"{', '.join(sorted(present))} ended up in the {target.name} package although this target "
                 "excludes it: a dependency pulls it in; exclude that dependency too or drop it from the target list"
             )
+    compiled = compile_bytecode(out, target, python_version, platform, sink) if compiler else 0
     unzipped = directory_size(out)
     zip_path = out.with_name(out.name + ".zip") if make_zip else None
     zipped = write_zip(out, zip_path) if zip_path else None
-    return BuildResult(target.name, out, zip_path, unzipped, zipped, python_version, platform)
+    return BuildResult(target.name, out, zip_path, unzipped, zipped, python_version, platform, sink, compiled)
 
 
 def _mb(n: int) -> str:
@@ -319,19 +464,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--target", choices=sorted(TARGETS), required=True)
     parser.add_argument("--out", type=Path, required=True, help="build directory (replaced); the zip goes beside it")
     parser.add_argument("--python-version", default=DEFAULT_PYTHON, help="target CPython version (default %(default)s)")
-    parser.add_argument("--platform", default=DEFAULT_PLATFORM, help="target wheel platform (default %(default)s)")
+    parser.add_argument("--arch", choices=sorted(ARCH_PLATFORMS), default="x86_64",
+                        help="target architecture (template.yml's Architecture; default %(default)s)")
+    parser.add_argument("--platform", help="target wheel platform (default: from --arch, e.g. manylinux2014_x86_64)")
+    parser.add_argument("--sink", help="build only this sink's SDK (fc: oss or tablestore; aws: s3 or dynamodb)")
+    parser.add_argument("--no-compile", dest="compile", action="store_false",
+                        help="ship no bytecode (every cold start then compiles every module)")
     parser.add_argument("--no-zip", action="store_true", help="build the directory only")
     parser.add_argument("--sources-only", action="store_true",
                         help="copy functions/ and shared/ (and FC's requirements.txt) without installing dependencies")
     args = parser.parse_args(argv)
     target = TARGETS[args.target]
+    platform = args.platform or ARCH_PLATFORMS[args.arch]
     try:
-        result = build(args.target, args.out, args.python_version, args.platform,
-                       make_zip=not args.no_zip, install=not args.sources_only)
+        result = build(args.target, args.out, args.python_version, platform,
+                       make_zip=not args.no_zip, install=not args.sources_only, sink=args.sink, compile=args.compile)
     except PackagingError as exc:
         print(f"package: error: {exc}", file=sys.stderr)
         return 2
-    print(f"target {result.target}: {result.directory} (CPython {result.python_version}, {result.platform})")
+    print(f"target {result.target}: {result.directory} (CPython {result.python_version}, {result.platform}, "
+          f"sink {result.sink or 'all'}, {result.compiled} .pyc)")
     print(f"  unzipped: {_mb(result.unzipped_bytes)} ({result.unzipped_bytes:,} bytes)")
     if result.zipped_bytes is not None:
         print(f"  zipped:   {_mb(result.zipped_bytes)} ({result.zipped_bytes:,} bytes) -> {result.zip_path}")

@@ -220,3 +220,20 @@ def test_targets_still_unreached_after_max_requeue_are_reported(emulator, reconc
     assert len(emulator.invocations("reconcile")) == 3  # the first, then two re-queues
     out = capsys.readouterr().out
     assert "UNREACHED after 2 re-queues" in out and PHONES[0] not in out
+
+
+def test_international_numbers_reach_the_function_with_their_plus(deployed, tmp_path, capsys):
+    """`+85212345678` is normalised to `85212345678` for de-duplication; the event must carry the
+    '+' again, or the function's own check refuses the bare digits (and every such number)."""
+    deployed.add_send_record("85212345678", day(1).replace("-", ""), "intl", 3)
+    phones_file = tmp_path / "phones.txt"
+    phones_file.write_text("+85212345678\n13800000101\n00852 12345678\n")
+    assert main(["fc", "--endpoint", deployed.url, "--service", "alicom", "--function", "reconcile", "--dates", day(1),
+                 "--phones", "+85212345678,13800000101,0085212345678", "--no-progress"]) == 0
+    assert [p["phones"] for p in payloads(deployed)] == [["+85212345678", "13800000101"]]
+    rows = {r.body["phone_number"]: r.body["send_status"] for r in SqliteSink(deployed.env["SINK_PATH"]).iter_records()}
+    assert rows.get("85212345678") == 3, rows
+    phones_file.write_text("+85212345678\n# a comment\n13800000102\n")
+    assert main(["fc", "--endpoint", deployed.url, "--service", "alicom", "--function", "reconcile", "--dates", day(2),
+                 "--phones-file", str(phones_file), "--no-progress"]) == 0
+    assert payloads(deployed)[-1]["phones"] == ["+85212345678", "13800000102"]

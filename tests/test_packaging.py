@@ -114,15 +114,19 @@ def test_sources_only_build_is_laid_out_for_each_platform_and_zips_reproducibly(
 
 @pytest.fixture(scope="session")
 def builds(tmp_path_factory):
-    """Both targets, built once per session for the running CPython (cached wheelhouse)."""
+    """The AWS package, and the FC package for each of its sinks, built once per session for
+    the running CPython (the deployed ones are 3.12)."""
     root = tmp_path_factory.mktemp("packages")
+    specs = {"aws": ("aws", None), "fc": ("fc", "oss"), "fc-tablestore": ("fc", "tablestore")}
 
-    def one(target: str) -> package.BuildResult:
-        # Separate wheelhouses: the two builds run side by side (pip is mostly waiting on I/O).
-        return package.build(target, root / target, python_version=RUNNING_PYTHON, wheelhouse=root / f"wheels-{target}")
+    def one(name: str) -> package.BuildResult:
+        target, sink = specs[name]
+        # Separate wheelhouses: the builds run side by side (pip is mostly waiting on I/O).
+        return package.build(target, root / name, python_version=RUNNING_PYTHON, wheelhouse=root / f"wheels-{name}",
+                             sink=sink)
 
     with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {target: pool.submit(one, target) for target in ("aws", "fc")}
+        futures = {name: pool.submit(one, name) for name in specs}
     results = {}
     for target, future in futures.items():
         try:
@@ -142,11 +146,16 @@ def test_real_builds_hold_what_each_target_needs_within_its_limits(builds):
     fc_dists = package.installed_distributions(fc.directory / "python")
     assert {"boto3", "aws-lambda-powertools", "pydantic", "aliyun-mns-sdk", "aliyun-python-sdk-dybaseapi"} <= aws_dists
     assert not {"oss2", "tablestore", "crcmod", "aliyun-fc2"} & aws_dists
-    assert {"oss2", "tablestore", "aws-lambda-powertools", "pydantic", "aliyun-python-sdk-dysmsapi"} <= fc_dists
-    assert not {"boto3", "botocore", "s3transfer"} & fc_dists
+    assert {"oss2", "aws-lambda-powertools", "pydantic", "aliyun-python-sdk-dysmsapi"} <= fc_dists
+    assert not {"boto3", "botocore", "s3transfer", "tablestore", "numpy"} & fc_dists  # --sink oss: its SDK only
+    tablestore_dists = package.installed_distributions(builds["fc-tablestore"].directory / "python")
+    assert "tablestore" in tablestore_dists and not {"oss2", "boto3"} & tablestore_dists
+    # The lean FC package: an OSS build within 45 MB unzipped, bytecode included.
+    assert fc.unzipped_bytes <= 45 * MB, f"OSS build is {fc.unzipped_bytes / MB:.1f} MB"
     assert not package.installed_distributions(fc.directory) - {"functions", "shared"}  # nothing at FC's code root
     assert {p.name for p in fc.directory.glob("*.py")} == {f"{e}.py" for e in package.FC_ENTRY_POINTS}
     for result in builds.values():
+        assert result.compiled > 100
         target = package.TARGETS[result.target]
         assert package.check_limits(target, result.unzipped_bytes, result.zipped_bytes)[0] == []
         assert not (result.directory / "bin").exists()
@@ -188,3 +197,43 @@ def test_every_template_handler_imports_from_its_package_in_a_clean_interpreter(
     expected.update({f"s.yaml {FC_FUNCTIONS[f]}": h for f, h in HANDLERS.items()})
     broken = {where: outcome for where, outcome in results.items() if outcome != expected[where]}
     assert not broken, "handlers that do not resolve:\n" + "\n".join(f"  {w}: {o}" for w, o in sorted(broken.items()))
+
+
+# -- bytecode, sinks and architectures ----------------------------------------------------------
+
+def test_sink_and_arch_options_choose_what_is_built(tmp_path, capsys):
+    assert package.TARGETS["fc"].sink_exclude("oss") == ("tablestore",)
+    assert package.TARGETS["fc"].sink_exclude("tablestore") == ("oss2",)
+    assert package.TARGETS["fc"].sink_exclude(None) == ()
+    with pytest.raises(package.PackagingError, match="deploys the sinks oss, tablestore"):
+        package.build("fc", tmp_path / "x", install=False, sink="s3")
+    built = package.build("fc", tmp_path / "fc", install=False, sink="oss")
+    assert "tablestore" not in (built.directory / "requirements.txt").read_text().split("without:")[1].split(")")[1]
+    assert "oss2" in (built.directory / "requirements.txt").read_text()
+    assert package.main(["--target", "aws", "--arch", "arm64", "--out", str(tmp_path / "arm"), "--sources-only"]) == 0
+    assert "manylinux2014_aarch64" in capsys.readouterr().out
+
+
+def _pyc_flags(path: Path) -> int:
+    return int.from_bytes(path.read_bytes()[4:8], "little")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, sink", [("aws", "s3"), ("fc", "oss")])
+def test_the_zip_ships_bytecode_that_a_cold_start_uses_as_it_is(builds, tmp_path, name, sink):
+    """Unzipped (every timestamp 1980, as the platforms unpack it), the handlers and the sink
+    import without compiling anything: no .pyc is written, so none was stale or missing."""
+    root = tmp_path / "code"
+    with zipfile.ZipFile(builds[name].zip_path) as zf:
+        zf.extractall(root)
+    own = sorted(root.rglob("shared/__pycache__/*.pyc"))
+    assert own and all(_pyc_flags(p) == 0b01 for p in own)  # hash-based, source never checked
+    before = {p: p.stat().st_mtime_ns for p in root.rglob("*.pyc")}
+    paths = [str(root)] + ([str(root / "python")] if (root / "python").is_dir() else [])
+    script = (f"import sys; sys.path[:0] = {paths!r}\n"
+              f"import functions.drain, functions.reconcile, shared.sinks.{sink}\n")
+    # Not -B: CPython writes a .pyc for every module it had to compile.
+    proc = subprocess.run([sys.executable, "-I", "-c", script], capture_output=True, text=True, cwd=root, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    after = {p: p.stat().st_mtime_ns for p in root.rglob("*.pyc")}
+    assert sorted(set(after) - set(before)) == [] and after == before

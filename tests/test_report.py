@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import re
 import struct
@@ -369,7 +370,10 @@ def test_missing_and_unparseable_fields_are_unknown_with_reasons():
 
 def chromium(*args: str, user_data: Path) -> subprocess.CompletedProcess:
     if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} not found: the HTML report test needs Debian's chromium package ({INSTALL_HINT})")
+        message = f"{CHROMIUM} not found: the HTML report test needs Debian's chromium package ({INSTALL_HINT})"
+        if os.environ.get("CI"):  # .ci/run installs it: absent there means the install broke
+            pytest.fail(message)
+        pytest.skip(message)  # -ra in pytest.ini prints the reason
     command = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
                f"--user-data-dir={user_data}", "--enable-logging=stderr", "--v=0", *args]

@@ -31,7 +31,20 @@ EXPECTED_SCHEDULES = {
     "reconcile": ("cron", ("0", "0", "2", "*", "*", "*", "Asia/Shanghai")),
 }
 PLATFORM_VARIABLES = {"PYTHONPATH", "LD_LIBRARY_PATH", "PATH", "TZ"}
-POWERTOOLS_VARIABLES = {"LOG_LEVEL"}  # plus every POWERTOOLS_* name
+POWERTOOLS_VARIABLES = {"POWERTOOLS_LOG_LEVEL", "POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE"}
+README = REPO / "README.md"
+# Settings of README's configuration table that a template does not set, and why.
+NOT_IN_TEMPLATES = {
+    "ALIBABA_CLOUD_ACCESS_KEY_ID": "FC: the function role's STS credentials arrive here; AWS: the secret",
+    "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "as ALIBABA_CLOUD_ACCESS_KEY_ID",
+    "ALIBABA_CLOUD_SECURITY_TOKEN": "as ALIBABA_CLOUD_ACCESS_KEY_ID",
+    "SINK_PATH": "file and sqlite sinks are local only",
+}
+ONE_CLOUD_ONLY = {
+    "ALICOM_CREDENTIALS_SECRET": "aws",  # FC uses the role
+    "ALICOM_CREDENTIALS_PARAMETER": None,  # an alternative to the secret, for hand-made deployments
+    "TABLESTORE_INSTANCE": "fc",
+}
 FC3_RUNTIMES = {"python3.10", "python3.12"}
 DATA_SERVICES = ("s3", "dynamodb", "secretsmanager", "ssm", "kms", "sqs")
 SAMPLE_UID = "1234567890123456"
@@ -53,13 +66,19 @@ _EXPR = re.compile(r"\$\{([^}]+)\}")
 
 
 def resolve_s(value: Any, variables: dict[str, Any], env: dict[str, str] | None = None) -> Any:
-    """Serverless Devs' ${vars.x}, ${config('AccountID')} and ${env(X)} with sample values."""
+    """Serverless Devs' ${vars.x}, ${config('AccountID')} and ${env(X)} with sample values.
+
+    A value that is one `${vars.x}` and nothing else takes the variable's own value and type
+    (a map, a boolean), as Serverless Devs does (`service: ${vars.service}` in its docs)."""
     if isinstance(value, dict):
         return {k: resolve_s(v, variables, env) for k, v in value.items()}
     if isinstance(value, list):
         return [resolve_s(v, variables, env) for v in value]
     if not isinstance(value, str):
         return value
+    whole = re.fullmatch(r"\$\{\s*vars\.([A-Za-z0-9_]+)\s*\}", value)
+    if whole:
+        return variables[whole.group(1)]
 
     def one(match: re.Match) -> str:
         expr = match.group(1).strip()
@@ -311,7 +330,7 @@ def test_drain_writes_only_and_reconcile_reads_and_writes(transformed):
     drain, reconcile = actions("DrainFunctionRole"), actions("ReconcileFunctionRole")
     assert "s3:PutObject" in drain and "dynamodb:BatchWriteItem" in drain
     assert not {"s3:GetObject", "s3:ListBucket", "dynamodb:Scan", "dynamodb:GetItem"} & drain
-    assert {"s3:GetObject", "s3:PutObject", "s3:ListBucket", "dynamodb:Scan", "dynamodb:GetItem", "dynamodb:PutItem"} <= reconcile
+    assert {"s3:GetObject", "s3:PutObject", "dynamodb:Scan", "dynamodb:GetItem", "dynamodb:PutItem"} <= reconcile
     assert not [a for a in drain | reconcile if "Delete" in a]
     for role in ("DrainFunctionRole", "ReconcileFunctionRole"):
         secret = [s for s in role_statements(transformed, role) if "secretsmanager:GetSecretValue" in as_list(s["Action"])]
@@ -388,13 +407,18 @@ IMPOSSIBLE = [
     ("AlicomCredentialsSecretArn", "my-secret", "AllowedPattern"),
     ("AlicomMnsEndpoint", "http://1943695596114318.mns.cn-hangzhou.aliyuncs.com/", "AllowedPattern"),
     ("SinkPrefix", "alicom/*", "AllowedPattern"),
+    ("SinkPrefix", "", "AllowedPattern"),  # would grant the whole bucket
+    ("Architecture", "i386", "AllowedValues"),
+    ("AlicomOwnerId", "12ab", "AllowedPattern"),
+    ("HeartbeatMinutes", 1, "MinValue"),
     ("SinkPrefix", "alicom", "AllowedPattern"),
     ("ExistingBucketName", "Not_A_Bucket", "AllowedPattern"),
 ]
 POSSIBLE = [
     ("DrainTimeout", 900), ("Sink", "dynamodb"), ("DrainScheduleExpression", "rate(5 minutes)"),
     ("DrainScheduleExpression", "cron(0/2 * * * ? *)"), ("ReconcileScheduleTimezone", "UTC"),
-    ("AlicomMessageTypes", "SmsReport"), ("AlicomUid", SAMPLE_UID), ("SinkPrefix", ""), ("SinkPrefix", "a/b/"),
+    ("AlicomMessageTypes", "SmsReport"), ("AlicomUid", SAMPLE_UID), ("SinkPrefix", "a/"), ("SinkPrefix", "a/b/"),
+    ("Architecture", "arm64"), ("AlicomOwnerId", ""), ("AlicomOwnerId", SAMPLE_UID),
     ("AlicomCredentialsSecretArn", "arn:aws:secretsmanager:ap-southeast-1:123456789012:secret:alicom/ak-AbC123"),
     ("AlicomQueueNames", "SmsReport=Alicom-Queue-1-SmsReport,SmsUp=Alicom-Queue-1-SmsUp"),
     ("DrainReservedConcurrency", 0),
@@ -443,7 +467,7 @@ def test_no_alibaba_credential_travels_in_plain_text():
     assert "SecretString" not in secret and "GenerateSecretString" in secret
     for name, props in s_resources().items():
         for key, value in props.get("environmentVariables", {}).items():
-            if "ACCESS_KEY" in key or "SECRET" in key or "TOKEN" in key:
+            if "ACCESS_KEY" in key or "SECRET" in key or key.endswith("SECURITY_TOKEN"):
                 raise AssertionError(f"s.yaml {name} sets {key}; credentials come from the function's role")
 
 
@@ -483,7 +507,7 @@ def test_s_yaml_props_validate_against_fc3_schema():
         assert trigger["triggerType"] == "timer" and trigger["triggerName"]
         config = trigger["triggerConfig"]
         assert set(config) <= {"cronExpression", "enable", "payload"}
-        assert isinstance(config["cronExpression"], str) and config["enable"] is True
+        assert isinstance(config["cronExpression"], str) and isinstance(config["enable"], bool)
         assert isinstance(config["payload"], str)
         normalise_fc_schedule(config["cronExpression"])
 
@@ -615,13 +639,12 @@ def test_timeouts_and_concurrency_agree():
 
 
 def test_consumers_per_queue_default_is_the_same_on_both_platforms():
-    # SAM passes DRAIN_CONCURRENCY from its parameter; s.yaml leaves it to the code's default.
     from shared.drain import DrainOptions
     from shared.settings import Settings
 
     params = load_sam()["Parameters"]
     assert int(params["DrainConcurrency"]["Default"]) == Settings.default("concurrency") == DrainOptions().concurrency
-    assert "DRAIN_CONCURRENCY" not in json.dumps(load_s_yaml())
+    assert s_resources()["alicom-drain"]["environmentVariables"]["DRAIN_CONCURRENCY"] == "3"
 
 
 # ======================================================================================
@@ -667,7 +690,8 @@ def test_ram_policy_values_cannot_widen_a_resource():
     from scripts.deploy import policies
 
     values = policies.values_from_vars(load_s_yaml()["vars"])
-    for field, bad in [("Prefix", "*"), ("Prefix", "a/*/"), ("Bucket", "*"), ("Table", "*"), ("Region", "*")]:
+    for field, bad in [("Prefix", "*"), ("Prefix", "a/*/"), ("Prefix", ""), ("Bucket", "*"), ("Table", "*"),
+                       ("Region", "*"), ("FailureQueue", "*")]:
         with pytest.raises(policies.PolicyError):
             sink = "tablestore" if field == "Table" else "oss"
             policies.render("drain", sink, dict(values, **{field: bad}))
@@ -679,3 +703,174 @@ def test_fc_role_names_match_the_policy_tool():
     assert resources["alicom-drain"]["role"].endswith(f":role/{variables['drainRole']}")
     assert resources["alicom-reconcile"]["role"].endswith(f":role/{variables['reconcileRole']}")
     assert variables["drainRole"] != variables["reconcileRole"]
+
+
+# ======================================================================================
+# Deployment as users of SAM and Serverless Devs expect (issue 13)
+# ======================================================================================
+
+def documented_settings() -> set[str]:
+    """The variables README's "Configuration" table lists (a row may name several)."""
+    text = README.read_text()
+    table = text[text.index("## Configuration"):text.index("## Deploy to Function Compute")]
+    names = set()
+    for row in re.findall(r"^\| (`[^|]+)\|", table, re.M):
+        first = re.findall(r"`([A-Z][A-Z0-9_]+)`", row)
+        for name in first:
+            names.add(name)
+        stem = first[0] if first else ""
+        for suffix in re.findall(r"`(_[A-Z_]+)`", row):  # `ALIBABA_CLOUD_ACCESS_KEY_ID` / `_SECRET`
+            # the setting of that family (same first two words) that ends so
+            family = "_".join(stem.split("_")[:2])
+            names.update(v for v in settings_aliases() if v.startswith(family) and v.endswith(suffix))
+    return names
+
+
+def test_every_documented_setting_is_settable_from_both_templates_under_the_same_name():
+    documented = documented_settings()
+    assert {"SINK", "DRAIN_COALESCE_SECONDS", "POWERTOOLS_LOG_LEVEL", "ALIBABA_CLOUD_SECURITY_TOKEN"} <= documented
+    sam = set.union(*sam_env_names().values())  # drain-only settings sit on the drain
+    fc = {n for props in s_resources().values() for n in props["environmentVariables"]}
+    for name in sorted(documented - set(NOT_IN_TEMPLATES)):
+        only = ONE_CLOUD_ONLY.get(name, "both")
+        if only in ("both", "aws"):
+            assert name in sam, f"template.yml cannot set {name} (README's configuration table lists it)"
+        if only in ("both", "fc"):
+            assert name in fc, f"s.yaml cannot set {name} (README's configuration table lists it)"
+    # The new optional setting, and no alias spelling of the log level.
+    assert "ALICOM_OWNER_ID" in sam and "ALICOM_OWNER_ID" in fc
+    assert "LOG_LEVEL" not in sam | fc
+    # Every s.yaml value comes from vars (one place to edit), not a literal buried in a function.
+    raw = load_s_yaml()["resources"]["alicom-drain"]["props"]["environmentVariables"]
+    literal = sorted(k for k, v in raw.items() if "${vars." not in str(v) and not k.startswith("POWERTOOLS_")
+                     and k not in PLATFORM_VARIABLES)
+    assert not literal, f"s.yaml sets {literal} without a var"
+
+
+def test_template_defaults_are_the_codes_defaults():
+    """A value both templates pass by default must be what the code would use without it."""
+    import msgspec
+
+    from shared.settings import VARIABLES, Settings
+
+    field = {v: k for k, v in VARIABLES.items()}
+    sam = sam_environment("drain", {"AlicomUid": SAMPLE_UID}) | sam_environment("reconcile", {"AlicomUid": SAMPLE_UID})
+    fc = {k: v for props in s_resources().values() for k, v in props["environmentVariables"].items()}
+    checked = 0
+    for name in sorted(set(sam) & set(fc) & set(field)):
+        default = Settings.default(field[name])
+        if default in (None, msgspec.NODEFAULT) or isinstance(default, tuple):
+            continue
+        for where, value in (("template.yml", sam[name]), ("s.yaml", fc[name])):
+            assert float(value) == float(default) if isinstance(default, (int, float)) else value.rstrip("/") == str(default).rstrip("/"), \
+                f"{where} {name}={value!r}, the code's default is {default!r}"
+        checked += 1
+    assert checked >= 9
+
+
+def test_reconcile_schedule_runs_only_with_a_table_sink():
+    """The scheduled reconcile works the ledger, which needs a table sink: with the default
+    object sink its schedule is off on both clouds (it would fail every day), on with a table."""
+    template = load_sam()
+    state = template["Resources"]["ReconcileFunction"]["Properties"]["Events"]["Schedule"]["Properties"]["State"]
+    assert Cfn(template).eval(state) == "DISABLED"  # Sink=s3, the default
+    assert Cfn(template, {"Sink": "dynamodb"}).eval(state) == "ENABLED"
+    assert Cfn(template, {"Sink": "dynamodb", "ScheduleState": "DISABLED"}).eval(state) == "DISABLED"
+    drain_state = template["Resources"]["DrainFunction"]["Properties"]["Events"]["Schedule"]["Properties"]["State"]
+    assert Cfn(template).eval(drain_state) == "ENABLED"
+    timer = lambda variables: s_resources(variables)["alicom-reconcile"]["triggers"][0]["triggerConfig"]["enable"]
+    assert load_s_yaml()["vars"]["sink"] == "oss" and timer({}) is False
+    assert timer({"sink": "tablestore", "reconcileScheduleEnabled": True}) is True
+    assert s_resources()["alicom-drain"]["triggers"][0]["triggerConfig"]["enable"] is True
+
+
+def test_fc_logs_are_one_entry_per_line_and_failures_have_a_destination():
+    for name, props in s_resources().items():
+        # DefaultRegex glues every line not starting with a date to the one before: JSON lines would merge.
+        assert props["logConfig"]["logBeginRule"] == "None", name
+        assert "destinationConfig" in props["asyncInvokeConfig"], name
+    queue = "acs:mns:cn-hangzhou:123:/queues/alicom-failed/messages"
+    resources = s_resources({"failureDestination": {"onFailure": {"destination": queue}}})
+    for name, props in resources.items():
+        assert props["asyncInvokeConfig"]["destinationConfig"] == {"onFailure": {"destination": queue}}, name
+
+
+def test_s_deploy_builds_the_package_for_the_chosen_sink_first():
+    doc = load_s_yaml()
+    (step,) = doc["actions"]["pre-deploy"]
+    command = resolve_s(step["run"], dict(doc["vars"], sink="tablestore")).split()
+    assert command[:3] == ["python3", "-m", "scripts.package"] and step["path"] == "./"
+    from scripts.package import TARGETS
+
+    args = dict(zip(command[3::2], command[4::2]))
+    assert args == {"--target": "fc", "--sink": "tablestore", "--out": "build/fc"}
+    assert "tablestore" in dict(TARGETS["fc"].sink_sdks)
+    assert all(props["code"] == "./" + args["--out"] for props in s_resources().values())
+
+
+def test_samconfig_deploys_this_template_with_lint_on():
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+    config = tomllib.loads((REPO / "samconfig.toml").read_text())
+    default = config["default"]
+    assert default["global"]["parameters"]["stack_name"] == "alicom-drain"
+    assert default["validate"]["parameters"]["lint"] is True
+    deploy = default["deploy"]["parameters"]
+    assert deploy["capabilities"] == "CAPABILITY_IAM" and deploy["resolve_s3"] is True
+    parameters = load_sam()["Parameters"]
+    overrides = dict(item.split("=", 1) for item in deploy["parameter_overrides"])
+    assert set(overrides) <= set(parameters) and "Sink" in overrides
+    # The sample account id is refused by the template until the user puts theirs.
+    assert constraint_violations(parameters["AlicomUid"], overrides["AlicomUid"]) == ["AllowedPattern"]
+
+
+def test_architecture_parameter_matches_a_package_build():
+    from scripts.package import ARCH_PLATFORMS
+
+    template = load_sam()
+    assert set(template["Parameters"]["Architecture"]["AllowedValues"]) == set(ARCH_PLATFORMS)
+    assert Cfn(template, {"Architecture": "arm64"}).eval(template["Globals"]["Function"]["Architectures"]) == ["arm64"]
+
+
+def test_what_stays_after_delete_is_explicit():
+    """Data stays (bucket, table and its policy); what the stack made for itself goes."""
+    resources = load_sam()["Resources"]
+    expected = {"SinkBucket": "Retain", "SinkBucketPolicy": "Retain", "SinkTable": "Retain",
+                "AlicomCredentialsSecret": "Delete", "FailureQueue": "Delete",
+                "DrainLogGroup": "Delete", "ReconcileLogGroup": "Delete"}
+    for name, policy in expected.items():
+        assert resources[name].get("DeletionPolicy") == policy, name
+        assert resources[name].get("UpdateReplacePolicy") == policy, name
+    stateful = {"AWS::S3::Bucket", "AWS::DynamoDB::Table", "AWS::SecretsManager::Secret", "AWS::SQS::Queue",
+                "AWS::Logs::LogGroup"}
+    assert {n for n, r in resources.items() if r["Type"] in stateful} <= set(expected)
+
+
+@pytest.mark.parametrize("parameters", [{"Sink": "s3"}, {"Sink": "dynamodb"}])
+def test_sink_key_grants_go_through_the_sink_service_only(parameters):
+    template = load_sam()
+    cfn = Cfn(template, dict(parameters, SinkKmsKeyArn="arn:aws:kms:ap-southeast-1:123456789012:key/abcd-1234"))
+    service = {"s3": "s3", "dynamodb": "dynamodb"}[parameters["Sink"]]
+    found = 0
+    for function in SAM_FUNCTIONS.values():
+        for document in filter(None, cfn.eval(template["Resources"][function]["Properties"]["Policies"])):
+            for statement in document["Statement"]:
+                if any(a.startswith("kms:") for a in as_list(statement["Action"])):
+                    found += 1
+                    via = statement["Condition"]["StringEquals"]["kms:ViaService"]
+                    assert via in (f"{service}.ap-southeast-1.amazonaws.com", "secretsmanager.ap-southeast-1.amazonaws.com")
+    assert found == 2
+
+
+def test_heartbeat_alarm_fires_when_no_drain_run_succeeded():
+    template = load_sam()
+    alarm = template["Resources"]["DrainHeartbeatAlarm"]
+    props = alarm["Properties"]
+    # Minimum of run_failed (0 per successful run) per minute; no data at all = alarm.
+    assert (props["Namespace"], props["MetricName"], props["Statistic"], props["Period"]) == ("AlicomDrain", "run_failed", "Minimum", 60)
+    assert props["ComparisonOperator"] == "GreaterThanOrEqualToThreshold" and props["Threshold"] == 1
+    assert props["TreatMissingData"] == "breaching"
+    assert props["EvaluationPeriods"] == props["DatapointsToAlarm"] == {"Ref": "HeartbeatMinutes"}
+    assert Cfn(template).condition(alarm["Condition"]) and not Cfn(template, {"ScheduleState": "DISABLED"}).condition(alarm["Condition"])

@@ -2,12 +2,16 @@
 
     python -m scripts.deploy.policies --out build/ram        # values from s.yaml's vars
     python -m scripts.deploy.policies --sink tablestore --table t --out build/ram
+    python -m scripts.deploy.policies --failure-queue alicom-drain-failed --out build/ram
 
 Each document (`ram-<function>-<sink>.json`) grants one function exactly what it uses:
 its sink's bucket+prefix or table, the Alicom API it calls, and its logstore. Values come
 from s.yaml `vars` (one place to edit) and may be overridden by flags; each is checked
-against a strict pattern first, so a `*` can never widen a resource. Prints the aliyun CLI
-commands that create the roles and attach the policies.
+against a strict pattern first, so a `*` can never widen a resource and the prefix is never
+empty (which would grant the whole bucket). Every action is one the code calls
+(tests/test_least_privilege.py holds them to what the stand-ins see). `--failure-queue`
+adds `mns:SendMessage` on that MNS queue, for s.yaml's `failureDestination`. Prints the
+aliyun CLI commands that create the roles and attach the policies.
 """
 from __future__ import annotations
 
@@ -29,11 +33,12 @@ TRUST_POLICY = HERE / "fc-trust-policy.json"
 FIELDS = {
     "Region": ("region", r"[a-z]{2,}-[a-z0-9-]+"),
     "Bucket": ("bucket", r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]"),
-    "Prefix": ("prefix", r"([A-Za-z0-9!_.'()=-]+/)*"),
+    "Prefix": ("prefix", r"([A-Za-z0-9!_.'()=-]+/)+"),  # never empty: "" would grant bucket/*
     "Instance": ("tablestoreInstance", r"[A-Za-z][A-Za-z0-9-]{2,15}"),
     "Table": ("table", r"[A-Za-z_][A-Za-z0-9_]{0,254}"),
     "LogProject": ("logProject", r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]"),
     "LogStore": ("logStore", r"[a-z0-9][a-z0-9_-]{1,61}[a-z0-9]"),
+    "FailureQueue": ("failureQueue", r"[A-Za-z0-9][A-Za-z0-9-]{0,255}"),  # optional
 }
 NEEDS = {
     "oss": ("Region", "Bucket", "Prefix", "LogProject", "LogStore"),
@@ -77,7 +82,15 @@ def render(function: str, sink: str, values: dict[str, str]) -> dict[str, Any]:
         rendered = Template(text).substitute(checked)
     except KeyError as exc:
         raise PolicyError(f"{document_path(function, sink).name} uses {exc}, which sink {sink} does not provide") from None
-    return json.loads(rendered)
+    document = json.loads(rendered)
+    queue = values.get("FailureQueue")
+    if queue:
+        if not re.fullmatch(FIELDS["FailureQueue"][1], queue):
+            raise PolicyError(f"FailureQueue={queue!r} does not match {FIELDS['FailureQueue'][1]}")
+        # FC's on-failure destination sends the failed event there with the function's role.
+        document["Statement"].append({"Effect": "Allow", "Action": "mns:SendMessage",
+                                      "Resource": f"acs:mns:{checked['Region']}:*:/queues/{queue}/messages"})
+    return document
 
 
 def commands(roles: dict[str, str], out: Path) -> list[str]:
