@@ -308,7 +308,10 @@ class LambdaInvoker:
             raise UsageError("lambda: give --region (or set AWS_REGION)")
         # No SDK retries: a failed invocation is reported and a rerun retries it from the resume file.
         config = Config(retries={"max_attempts": 1, "mode": "standard"}, read_timeout=timeout, connect_timeout=10)
-        self.client = boto3.client("lambda", region_name=region, endpoint_url=endpoint, config=config)
+        # A session of its own: boto3's default session keeps the first credentials it resolved
+        # for the life of the process, whatever the environment says later.
+        self.client = boto3.session.Session().client("lambda", region_name=region, endpoint_url=endpoint,
+                                                     config=config)
         self.function, self.qualifier = function, qualifier
 
     def invoke(self, payload: bytes, run_async: bool) -> Optional[dict]:
