@@ -1,14 +1,15 @@
 """One Alicom MNS queue, read with aliyun-mns-sdk (module `mns`).
 
-The SDK object is not thread-safe: each consumer thread owns one `MnsQueue`. Bodies are
-left undecoded (`set_encoding(False)`): with SDK decoding on, a single body with bad
-base64 fails the whole batch, so one poison message would block every message received
-with it. We decode each body ourselves (shared/decode.py).
+The adapter behind the `Queue` protocol of shared/queues.py. The SDK's client is not
+thread-safe: each consumer thread owns one `MnsQueue`. Bodies are left undecoded
+(`base64decode=False`): with SDK decoding on, a single body with bad base64 fails the whole
+batch, so one poison message would block every message received with it. We decode each
+body ourselves (shared/decode.py).
 
-Every request is signed, sent and error-checked by the SDK. Two steps are ours. Reading a
-successful BatchReceiveMessage answer: the SDK builds a `xml.dom.minidom` tree of it, and
-that was about a third of the drain's CPU per message, the drain's limit on one vCPU
-(DESIGN.md "Performance model"). `ReceiptClient` reads the same XML with ElementTree into
+Every request is built, signed, sent and error-checked by the SDK. Two steps are ours.
+Reading a successful BatchReceiveMessage answer: the SDK builds a `xml.dom.minidom` tree of
+it, and that was about a third of the drain's CPU per message, the drain's limit on one vCPU
+(docs/ARCHITECTURE.md, "Performance"). `ReceiptClient` reads the same XML with ElementTree into
 the SDK's own response entries, with the SDK's rules. And writing the BatchDeleteMessage
 body, byte for byte what the SDK's minidom encoder writes. tests/test_mns_queue.py holds
 both to the SDK's results on the same bytes.
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ElementTree
 from typing import Sequence
-from xml.sax.saxutils import escape
 
 from mns.mns_client import MNSClient, RequestInternal
 from mns.mns_exception import MNSClientException, MNSClientNetworkException, MNSServerException
@@ -25,7 +25,8 @@ from mns.mns_request import ReceiveMessageResponseEntry
 from mns.mns_tool import BatchDeleteMessageValidator, BatchReceiveMessageValidator
 from mns.mns_xml_handler import BatchDeleteMessageDecoder
 from mns.pkg_info import version as SDK_VERSION
-from mns.queue import Queue as SdkQueue
+from mns.mns_request import (BatchDeleteMessageRequest, BatchDeleteMessageResponse, BatchReceiveMessageRequest,
+                              BatchReceiveMessageResponse)
 
 from shared.queues import MAX_BATCH, DeleteOutcome, QueueError, ReceivedMessage
 from shared.records import MnsMeta
@@ -106,12 +107,15 @@ def read_received_messages(xml_text: str, request_id: str = "") -> list[ReceiveM
     return entries
 
 
-_QUOTE = {'"': "&quot;"}  # minidom escapes it in text too
+def _escape(text: str) -> str:
+    """XML text escaping as minidom writes it (it escapes '"' in text too)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+
 
 
 def receipt_handles_xml(handles: Sequence[str]) -> bytes:
     """A BatchDeleteMessage body, byte for byte what the SDK's minidom encoder writes."""
-    items = "".join(f"<ReceiptHandle>{escape(h, _QUOTE)}</ReceiptHandle>" for h in handles) if handles else ""
+    items = "".join(f"<ReceiptHandle>{_escape(h)}</ReceiptHandle>" for h in handles) if handles else ""
     return (f'<?xml version="1.0" encoding="utf-8"?><ReceiptHandles xmlns="{MNS_XMLNS_URI}">{items}'
             f"</ReceiptHandles>").encode("utf-8")
 
@@ -165,10 +169,22 @@ class MnsQueue:
         self.queue_name = queue_name
         self.client = ReceiptClient(endpoint.rstrip("/"), token.access_key_id, token.access_key_secret,
                                     security_token=token.security_token)
-        self.queue = SdkQueue(queue_name, self.client)
-        self.queue.set_encoding(False)
         self.timeout = None
         self.set_timeout(timeout)
+
+    # The SDK's Queue object does no more than these two methods (request, response, client
+    # call), but importing mns.queue loads `deprecated` -> wrapt -> asyncio, about 65 ms of every
+    # cold start; the requests, the client and its signing are the SDK's all the same.
+    def _batch_receive(self, batch_size: int, wait_seconds: int) -> list:
+        # base64decode=False: bodies are decoded one by one (shared/decode.py), see the docstring.
+        request = BatchReceiveMessageRequest(self.queue_name, batch_size, False, wait_seconds)
+        response = BatchReceiveMessageResponse()
+        self.client.batch_receive_message(request, response)
+        return response.message_list
+
+    def _batch_delete(self, handles: list[str]) -> None:
+        self.client.batch_delete_message(BatchDeleteMessageRequest(self.queue_name, handles),
+                                         BatchDeleteMessageResponse())
 
     def set_timeout(self, seconds: float) -> None:
         """Socket timeout for the next calls (the SDK reconnects, so change it rarely)."""
@@ -180,7 +196,7 @@ class MnsQueue:
     def receive(self, max_messages: int, wait_seconds: int) -> list[ReceivedMessage]:
         """Up to `max_messages` (<= 16); [] when the queue has none (after the long poll)."""
         try:
-            messages = self.queue.batch_receive_message(max(1, min(MAX_BATCH, max_messages)), int(wait_seconds))
+            messages = self._batch_receive(max(1, min(MAX_BATCH, max_messages)), int(wait_seconds))
         except MNSServerException as exc:
             if exc.type == "MessageNotExist":
                 return []
@@ -208,7 +224,7 @@ class MnsQueue:
             chunk = list(handles[start:start + MAX_BATCH])
             outcome.calls += 1
             try:
-                self.queue.batch_delete_message(chunk)
+                self._batch_delete(chunk)
                 outcome.deleted += len(chunk)
             except MNSServerException as exc:
                 if exc.sub_errors:
