@@ -71,23 +71,26 @@ def oss_sink(gateway, **kw):
     from shared.sinks.oss import OssSink
 
     kw.setdefault("access_key_secret", OSS_SECRET)
+    kw.setdefault("base_delay", 0.001)
     return OssSink(kw.pop("bucket", BUCKET), kw.pop("endpoint", gateway.endpoint), access_key_id=OSS_AK,
-                   prefix=kw.pop("prefix", "alicom/"), base_delay=0.001, **kw)
+                   prefix=kw.pop("prefix", "alicom/"), **kw)
 
 
 def ddb_sink(moto, **kw):
     from shared.sinks.dynamodb import DynamoDBSink
 
     kw.setdefault("endpoint_url", moto.endpoint)
-    return DynamoDBSink(kw.pop("table", TABLE), region=REGION, base_delay=0.001, **CREDENTIALS, **kw)
+    kw.setdefault("base_delay", 0.001)
+    return DynamoDBSink(kw.pop("table", TABLE), region=REGION, **CREDENTIALS, **kw)
 
 
 def ots_sink(server, **kw):
     from shared.sinks.tablestore import TablestoreSink
 
     kw.setdefault("access_key_secret", OTS_SECRET)
+    kw.setdefault("base_delay", 0.001)
     return TablestoreSink(kw.pop("table", TABLE), endpoint=kw.pop("endpoint", server.endpoint), instance=OTS_INSTANCE,
-                          access_key_id=OTS_AK, base_delay=0.001, **kw)
+                          access_key_id=OTS_AK, **kw)
 
 
 def ots_client(server, secret: str = OTS_SECRET):

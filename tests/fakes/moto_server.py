@@ -112,12 +112,24 @@ class FaultProxy:
 
     def refuse_items(self, marker: str, code: str = "ValidationException",
                      message: str = "One or more parameter values were invalid: refused by the test") -> None:
-        """DynamoDB refuses every write request that carries an item containing `marker`, as it
+        """DynamoDB refuses every write request holding an item whose key contains `marker`, as it
         refuses a request with one invalid item: HTTP 400, nothing of the request stored."""
         body = json.dumps({"__type": f"com.amazon.coral.validate#{code}", "message": message}).encode()
         with self.lock:
-            self.rules.append(Rule(lambda m, p, h, b: _is_ddb_write(h) and marker.encode() in b, 1 << 30, 400, body,
-                                   {"Content-Type": "application/x-amz-json-1.0"}))
+            self.rules.append(Rule(lambda m, p, h, b: any(marker in k for k in self._written_keys(h, b)), 1 << 30, 400,
+                                   body, {"Content-Type": "application/x-amz-json-1.0"}))
+
+    def _written_keys(self, headers: dict, body: bytes) -> list[str]:
+        """The partition keys of the items a BatchWriteItem or PutItem request writes."""
+        target = headers.get("x-amz-target", "")
+        if target.endswith(".BatchWriteItem"):
+            items = [w["PutRequest"]["Item"] for ws in json.loads(body).get("RequestItems", {}).values() for w in ws
+                     if "PutRequest" in w]
+        elif target.endswith(".PutItem"):
+            items = [json.loads(body)["Item"]]
+        else:
+            return []
+        return [str(next(iter(item.get(self.hash_key, {"S": ""}).values()))) for item in items]
 
     def unprocessed(self, times: int, items: int) -> None:
         """The next `times` BatchWriteItem calls store all but `items` items and return those unprocessed."""
@@ -227,10 +239,6 @@ class FaultProxy:
         if self._httpd:
             self._httpd.shutdown()
             self._httpd.server_close()
-
-
-def _is_ddb_write(headers: dict) -> bool:
-    return headers.get("x-amz-target", "").endswith((".BatchWriteItem", ".PutItem"))
 
 
 def _ddb_error(code: str, message: str) -> bytes:
