@@ -571,3 +571,66 @@ def test_send_ledger_lives_beside_the_records(table_sink):
     assert sink.get_ledger(pending[0]["key"])["status"] == "delivered"
     assert [e["key"] for e in pending_sends(sink, grace_seconds=3600)] == [e["key"] for e in pending[1:]]
     assert [r.key for r in sink.iter_records()] == [receipt.key]  # ledger rows are not records
+
+
+# -- read and conditional-write errors ----------------------------------------------------
+
+
+@pytest.mark.parametrize("case,expected", [
+    ("s3-get-missing", "get from bucket alicom-receipts failed: NoSuchKey (HTTP 404)"),
+    ("s3-list-no-bucket", "list of bucket missing-bucket failed: NoSuchBucket (HTTP 404)"),
+    ("oss-get-missing", "get in bucket alicom-receipts failed: NoSuchKey (HTTP 404)"),
+    ("oss-list-denied", "list in bucket alicom-receipts failed: AccessDenied (HTTP 403)"),
+    ("dynamodb-get-no-table", "GetItem on table no_such_table failed: ResourceNotFoundException (HTTP 400)"),
+    ("dynamodb-scan-no-table", "Scan on table no_such_table failed: ResourceNotFoundException (HTTP 400)"),
+    ("dynamodb-reconciled-no-table", "PutItem on table no_such_table failed: ResourceNotFoundException (HTTP 400)"),
+    ("tablestore-get-no-table", "GetRow on table no_such_table (instance test-instance) failed: OTSObjectNotExist (HTTP 404)"),
+    ("tablestore-scan-no-table", "GetRange on table no_such_table (instance test-instance) failed: OTSObjectNotExist (HTTP 404)"),
+    ("tablestore-reconciled-no-table", "PutRow on table no_such_table (instance test-instance) failed: OTSObjectNotExist (HTTP 404)"),
+])
+def test_read_and_conditional_write_errors_name_the_backend_reason(request, moto, case, expected):
+    backend = case.split("-")[0]
+    if backend in ("s3", "oss"):
+        moto.client("s3").create_bucket(Bucket=BUCKET)
+    if backend == "s3":
+        sink = s3_sink(moto, bucket="missing-bucket" if "no-bucket" in case else BUCKET)
+    elif backend == "oss":
+        gateway = request.getfixturevalue("oss_gateway")
+        if "denied" in case:
+            gateway.deny(BUCKET)
+        sink = oss_sink(gateway)
+    elif backend == "dynamodb":
+        sink = ddb_sink(moto, table="no_such_table")
+    else:
+        sink = ots_sink(request.getfixturevalue("ots"), table="no_such_table")
+    with pytest.raises(SinkError) as err:
+        if "get-missing" in case:
+            sink._get_object("alicom/type=SmsReport/dt=2026-11-21/hour=08/part-missing.jsonl.gz")
+        elif "get-no-table" in case:
+            sink.get("SmsReport#biz#13800138000")
+        elif "reconciled" in case:
+            sink.write(records(1, source=SOURCE_SEND_RECORD), [])
+        else:
+            list(sink.iter_records())
+    assert str(err.value) == f"{backend} sink: {expected}"
+
+
+def test_s3_body_cut_short_is_read_again(moto, fault_proxy):
+    moto.client("s3").create_bucket(Bucket=BUCKET)
+    sink = s3_sink(moto, endpoint_url=fault_proxy.endpoint)
+    recs = records(3)
+    sink.write(recs, [])
+    fault_proxy.cut_short("GET", times=2, path_contains=".jsonl.gz")
+    assert by_key(sink.iter_records()) == by_key(recs)
+    fault_proxy.cut_short("GET", times=100, path_contains=".jsonl.gz")
+    with pytest.raises(SinkError, match=r"get from bucket alicom-receipts failed: \w+Error after 5 attempts$"):
+        list(sink.iter_records())
+
+
+def test_s3_listing_follows_every_page(moto):
+    moto.client("s3").create_bucket(Bucket=BUCKET)
+    sink = s3_sink(moto)
+    sink.list_page = 2
+    recs = records(9)  # nine objects: five pages of two
+    sink.write(recs, [])
+    assert len(object_keys(sink)) == 9 and by_key(sink.iter_records()) == by_key(recs)

@@ -31,12 +31,14 @@ if TYPE_CHECKING:
     from shared.settings import Settings
 
 S3_SSE = {"AES256": "AES256", "aws:kms": "aws:kms", "KMS": "aws:kms"}
+LIST_PAGE = 1000  # keys per ListObjectsV2 page (the service's maximum)
 
 
 class S3Sink(ObjectSink):
     """Objects in one S3 bucket under a prefix."""
 
     name = "s3"
+    list_page = LIST_PAGE
 
     def __init__(self, bucket: str, prefix: str = "", *, sse: Optional[str] = None,
                  kms_key_id: Optional[str] = None, region: Optional[str] = None,
@@ -81,7 +83,7 @@ class S3Sink(ObjectSink):
                           lambda client: client.get_object(Bucket=self.bucket, Key=path)["Body"].read())
 
     def _list_objects(self, prefix: str) -> Iterator[str]:
-        args = {"Bucket": self.bucket, "Prefix": prefix}
+        args = {"Bucket": self.bucket, "Prefix": prefix, "MaxKeys": self.list_page}
         while True:
             page = self._call(f"list of bucket {self.bucket}", lambda client: client.list_objects_v2(**args))
             for entry in page.get("Contents") or ():

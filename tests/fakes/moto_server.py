@@ -87,6 +87,7 @@ class Rule:
     body: bytes = b""
     headers: Optional[dict] = None
     unprocess: int = 0  # BatchWriteItem: leave this many items of the batch unprocessed
+    cut: bool = False  # forward, then send only half of the answer's body and close the connection
 
 
 class FaultProxy:
@@ -130,6 +131,12 @@ class FaultProxy:
         else:
             return []
         return [str(next(iter(item.get(self.hash_key, {"S": ""}).values()))) for item in items]
+
+    def cut_short(self, method: str, times: int, path_contains: str = "") -> None:
+        """The next `times` `method` requests (to paths holding `path_contains`) get their answer's
+        headers and half its body, then the connection closes (a body cut short in transit)."""
+        with self.lock:
+            self.rules.append(Rule(lambda m, p, h, b: m == method and path_contains in p, times, cut=True))
 
     def unprocessed(self, times: int, items: int) -> None:
         """The next `times` BatchWriteItem calls store all but `items` items and return those unprocessed."""
@@ -179,17 +186,20 @@ class FaultProxy:
                     out_body = _report_unprocessed(out_body, held)
                     out_headers = {k: v for k, v in out_headers.items() if k.lower() != "x-amz-crc32"}
                     out_headers["x-amz-crc32"] = str(zlib.crc32(out_body))  # botocore checks it
+                if rule and rule.cut:
+                    self.close_connection = True
+                    return self._reply(status, out_headers, out_body, cut=True)
                 self._reply(status, out_headers, out_body)
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
 
-            def _reply(self, status, headers, body):
+            def _reply(self, status, headers, body, cut=False):
                 lines = [f"HTTP/1.1 {status} {self.responses.get(status, ('Error',))[0]}"]
                 length = {k.lower(): v for k, v in headers.items()}.get("content-length") if self.command == "HEAD" else None
                 headers = {k: v for k, v in headers.items() if k.lower() not in ("content-length", "transfer-encoding", "connection")}
                 # A HEAD answer carries the object's length but no body.
                 lines += [f"{k}: {v}" for k, v in headers.items()] + [f"Content-Length: {length or len(body)}"]
-                payload = b"" if self.command == "HEAD" else body
+                payload = b"" if self.command == "HEAD" else body[: len(body) // 2] if cut else body
                 self.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + payload)
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
