@@ -187,6 +187,7 @@ def test_a_hung_sink_fails_the_run_in_time_and_a_later_run_stores_everything_onc
     with pytest.raises(RunFailed, match="sink_error") as failed:
         handler(timer_event(), fc_context(timeout=20))
     elapsed = time.monotonic() - started
+    print(f"{env['SINK']}: with the sink hung, the handler raised {elapsed:.2f} s into a 20 s FC timeout")
     assert elapsed <= 19.0, f"{env['SINK']}: the run ended {elapsed:.2f} s into a 20 s timeout"
     summary = failed.value.summary
     assert summary["stop_reason"] == "sink_error" and "Timeout" in summary["error"]  # each attempt timed out
