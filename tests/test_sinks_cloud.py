@@ -356,6 +356,11 @@ def test_oversized_record_becomes_a_whole_dead_letter(table_sink):
 
         with pytest.raises(Exception, match="Item size has exceeded"):
             server.client("dynamodb").put_item(TableName=TABLE, Item=to_item(sink.record_item(big, 0)))
+    else:  # the Tablestore fake refuses a column over 2 MB as the service does
+        from tablestore import Condition, OTSServiceError, RowExistenceExpectation
+
+        with pytest.raises(OTSServiceError, match="attribute column: 'body' exceeds the MaxLength"):
+            ots_client(server).put_row(TABLE, sink._row(sink.record_item(big, 0)), Condition(RowExistenceExpectation.IGNORE))
 
 
 def test_dynamodb_unprocessed_items_are_retried(moto, fault_proxy):
