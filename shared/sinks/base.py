@@ -11,7 +11,7 @@ and nothing else:
   `batch_items`).
 
 A write either stores the whole batch or raises `SinkError`; the drain deletes messages
-only after `write` returned (DESIGN.md invariant 1). "The whole batch" counts a record the
+only after `write` returned (docs/ARCHITECTURE.md, invariant 1). "The whole batch" counts a record the
 backend cannot hold as stored when it is stored as a dead letter instead (invariant 4):
 one message never blocks the others. Writes are idempotent (invariant 2): object names
 derive from the batch's keys, table rows are keyed by them. With a deadline, a write

@@ -2,7 +2,7 @@
 
 The layout, the deterministic object names and the gzip encoding come from `ObjectSink`;
 this module only puts, gets and lists objects. A retried batch rewrites the same object
-with the same bytes, so a redelivery never adds an object (DESIGN.md invariant 2).
+with the same bytes, so a redelivery never adds an object (docs/ARCHITECTURE.md, invariant 2).
 
 - Credentials: boto3's default chain (on Lambda, the function role). `SINK_ENDPOINT`
   points the client elsewhere (an S3-compatible store, or moto in tests).
