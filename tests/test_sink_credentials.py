@@ -5,12 +5,15 @@ served by moto over a real socket."""
 from __future__ import annotations
 
 import json
+import time
+from types import SimpleNamespace
 
 import pytest
 
 from shared.settings import load_settings
 from shared.sinks import make_sink
 from shared.sinks.base import SinkError
+from tests.fakes.moto_server import FaultProxy
 from tests.fakes.oss_gateway import OssGateway
 from tests.fakes.tablestore_server import TablestoreServer
 from tests.test_sinks_cloud import BUCKET, TABLE, by_key, records
@@ -21,15 +24,17 @@ INSTANCE = "cred-ots"
 
 @pytest.fixture
 def aws(moto, monkeypatch):
-    """boto3 (and so Powertools Parameters) pointed at moto; Parameters' cache emptied."""
-    from aws_lambda_powertools.utilities import parameters
+    """boto3 (and so Powertools Parameters) pointed at moto through a fault proxy; nothing cached."""
+    from shared.credentials import forget_cached
 
-    for name, value in {"AWS_ENDPOINT_URL": moto.endpoint, "AWS_DEFAULT_REGION": "us-east-1",
+    proxy = FaultProxy(moto.endpoint).start()
+    for name, value in {"AWS_ENDPOINT_URL": proxy.endpoint, "AWS_DEFAULT_REGION": "us-east-1",
                         "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
         monkeypatch.setenv(name, value)
-    parameters.clear_caches()
-    yield moto
-    parameters.clear_caches()
+    forget_cached()  # store clients made for another endpoint, values read in another test
+    yield SimpleNamespace(client=moto.client, proxy=proxy)
+    forget_cached()
+    proxy.stop()
 
 
 @pytest.fixture(params=["oss", "tablestore"])
@@ -106,3 +111,20 @@ def test_credentials_given_to_make_sink_are_the_ones_used(store):
     sink = make_sink(settings, Credentials(AK, SECRET, TOKEN))  # what the runtime loaded wins over the variables
     sink.write(records(2), [])
     assert tokens_sent(server) == {TOKEN}
+
+
+@pytest.mark.parametrize("source", ["secrets-manager", "ssm"])
+def test_a_store_that_cannot_be_read_is_a_start_up_error_naming_the_variable(aws, source):
+    from shared.credentials import load_credentials
+    from shared.settings import SettingsError
+
+    variable = "ALICOM_CREDENTIALS_SECRET" if source == "secrets-manager" else "ALICOM_CREDENTIALS_PARAMETER"
+    code = "ResourceNotFoundException" if source == "secrets-manager" else "ParameterNotFound"
+    env = {"ALICOM_UID": "1234567890", "SINK": "file", "SINK_PATH": "/unused", variable: "/alicom/missing"}
+    with pytest.raises(SettingsError, match=f"^invalid settings: {variable}: could not read '/alicom/missing' \\({code}\\)$"):
+        load_credentials(load_settings(env))
+    aws.proxy.hang.on()  # a store that accepts and never answers: bounded, not botocore's minutes
+    started = time.monotonic()
+    with pytest.raises(SettingsError, match=f"^invalid settings: {variable}: could not read '/alicom/hung' \\(ReadTimeoutError\\)$"):
+        load_credentials(load_settings(dict(env, **{variable: "/alicom/hung"})))
+    assert time.monotonic() - started < 12  # 2 attempts of at most 5 s each
