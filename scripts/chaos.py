@@ -20,7 +20,7 @@ into a sqlite or a file sink, alternating by run, and for `--chaos-seconds` inje
   token_expiry       every issued token expired every few seconds (and short token lifetimes)
   short_visibility   a visibility timeout shorter than one write: messages reappear in flight
   sink_refuse        the sink refuses every write for a while (sqlite: a trigger aborts inserts;
-                     file: the target directory is replaced by a file)
+                     file: its partition directories are replaced by files)
   sink_part_way      the sink fails part-way through a write (sqlite: inserts of dead letters
                      abort after the records of the same transaction; file: the dead_letters/
                      directory is replaced by a file, after the batch's record objects are put)
@@ -267,34 +267,39 @@ class SqliteFaults:
 
 
 class FileFaults:
-    """Replace the sink directory (refuse) or its dead_letters/ directory (part-way) by a file."""
+    """Replace the sink's partition directories (refuse) or its dead_letters/ directory (part-way)
+    by files. SINK_PATH itself stays a directory: a file there is a settings error at start-up."""
 
     def __init__(self, root: Path):
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
 
-    def target(self, kind: str) -> Path:
-        return self.root if kind == "sink_refuse" else self.root / "dead_letters"
+    def targets(self, kind: str) -> list[Path]:
+        if kind == "sink_refuse":
+            return [self.root / f"type={mtype}" for mtype in TYPES] + [self.root / "dead_letters"]
+        return [self.root / "dead_letters"]
 
     def start(self, kind: str) -> bool:
-        path = self.target(kind)
-        aside = path.with_name(path.name + ".chaos-aside")
-        try:
-            if path.is_dir():
-                os.rename(path, aside)
-            path.write_text("chaos: not a directory\n")
-        except OSError:  # a writer re-created it this instant, or the root itself is blocked
-            self._restore(path, aside)
-            return False
+        for path in self.targets(kind):
+            aside = path.with_name(path.name + ".chaos-aside")
+            try:
+                if path.is_dir():
+                    os.rename(path, aside)
+                path.write_text("chaos: not a directory\n")
+            except OSError:  # a writer re-created it this instant
+                self._restore(path, aside)
+                self.stop(kind)
+                return False
         return True
 
     def stop(self, kind: str) -> bool:
-        path = self.target(kind)
-        try:
-            self._restore(path, path.with_name(path.name + ".chaos-aside"))
-        except OSError:  # the root is blocked: restore this one after it
-            return False
-        return True
+        done = True
+        for path in self.targets(kind):
+            try:
+                self._restore(path, path.with_name(path.name + ".chaos-aside"))
+            except OSError:
+                done = False
+        return done
 
     def _restore(self, path: Path, aside: Path) -> None:
         if path.is_file():
@@ -314,7 +319,7 @@ class FileFaults:
         shutil.rmtree(aside)
 
     def close(self) -> None:
-        for kind in ("sink_refuse", "sink_part_way"):  # the root first: dead_letters/ lives in it
+        for kind in ("sink_refuse", "sink_part_way"):
             self.stop(kind)
 
 

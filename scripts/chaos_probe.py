@@ -136,8 +136,8 @@ class Probe:
         sink.write = probed_write
         put = getattr(sink, "_put_object", None)
         if put is not None:  # object sinks: one object of the write is stored
-            def probed_put(path, data):
-                put(path, data)
+            def probed_put(path, data, *args, **kwargs):
+                put(path, data, *args, **kwargs)
                 probe.point("write_part")
             sink._put_object = probed_put
         db = getattr(sink, "db", None)

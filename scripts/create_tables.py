@@ -99,7 +99,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
     if args.service == "dynamodb":
-        from shared.sinks.s3 import aws_client
+        from shared.sinks._aws import aws_client
 
         client = aws_client("dynamodb", region=args.region, endpoint_url=args.endpoint)
         print(create_dynamodb_table(client, args.table, ttl=args.ttl, wait=not args.no_wait))

@@ -183,8 +183,10 @@ def test_max_messages_from_manual_event(emulator, drain_env):
 
 
 def test_sink_failure_deletes_nothing_and_reports(emulator, drain_env, tmp_path):
-    blocker = tmp_path / "blocker"
-    blocker.write_text("not a directory")
+    blocker = tmp_path / "blocker"  # a usable SINK_PATH whose partitions cannot be created
+    blocker.mkdir()
+    for mtype in TYPES:
+        (blocker / f"type={mtype}").write_text("not a directory")
     drain_env(SINK_PATH=str(blocker))
     for mtype in TYPES:
         emulator.create_queue(emulator.queue_name(mtype), visibility_timeout=1)

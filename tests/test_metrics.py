@@ -229,8 +229,9 @@ def test_a_partial_lambda_like_context_falls_back_to_our_adapter(emulator, drain
 # -- failures -----------------------------------------------------------------------------------
 
 def test_a_failed_run_reports_run_failed(emulator, drain_env, tmp_path, captured):
-    blocker = tmp_path / "blocker"
-    blocker.write_text("a file where the sink wants a directory")
+    blocker = tmp_path / "blocker"  # a usable SINK_PATH whose partition cannot be created
+    blocker.mkdir()
+    (blocker / "type=SmsReport").write_text("a file where the sink wants a directory")
     drain_env(SINK_PATH=str(blocker))
     fill(emulator, {"SmsReport": 3}, bad=0)
     captured.readouterr()

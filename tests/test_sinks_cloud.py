@@ -71,23 +71,26 @@ def oss_sink(gateway, **kw):
     from shared.sinks.oss import OssSink
 
     kw.setdefault("access_key_secret", OSS_SECRET)
+    kw.setdefault("base_delay", 0.001)
     return OssSink(kw.pop("bucket", BUCKET), kw.pop("endpoint", gateway.endpoint), access_key_id=OSS_AK,
-                   prefix=kw.pop("prefix", "alicom/"), base_delay=0.001, **kw)
+                   prefix=kw.pop("prefix", "alicom/"), **kw)
 
 
 def ddb_sink(moto, **kw):
     from shared.sinks.dynamodb import DynamoDBSink
 
     kw.setdefault("endpoint_url", moto.endpoint)
-    return DynamoDBSink(kw.pop("table", TABLE), region=REGION, base_delay=0.001, **CREDENTIALS, **kw)
+    kw.setdefault("base_delay", 0.001)
+    return DynamoDBSink(kw.pop("table", TABLE), region=REGION, **CREDENTIALS, **kw)
 
 
 def ots_sink(server, **kw):
     from shared.sinks.tablestore import TablestoreSink
 
     kw.setdefault("access_key_secret", OTS_SECRET)
+    kw.setdefault("base_delay", 0.001)
     return TablestoreSink(kw.pop("table", TABLE), endpoint=kw.pop("endpoint", server.endpoint), instance=OTS_INSTANCE,
-                          access_key_id=OTS_AK, base_delay=0.001, **kw)
+                          access_key_id=OTS_AK, **kw)
 
 
 def ots_client(server, secret: str = OTS_SECRET):
@@ -232,7 +235,7 @@ def test_refusing_object_store_raises_sink_error_naming_the_bucket(request, moto
     elif case == "s3-throttled":
         proxy = request.getfixturevalue("fault_proxy")
         proxy.s3_error("PUT", times=100)
-        sink, expected = s3_sink(moto, endpoint_url=proxy.endpoint, max_attempts=2), [BUCKET, "SlowDown", "HTTP 503", "after 1 retry"]
+        sink, expected = s3_sink(moto, endpoint_url=proxy.endpoint, max_attempts=2), [BUCKET, "SlowDown", "HTTP 503", "after 2 attempts"]
     else:
         gateway = request.getfixturevalue("oss_gateway")
         if case == "oss-no-bucket":
@@ -353,6 +356,11 @@ def test_oversized_record_becomes_a_whole_dead_letter(table_sink):
 
         with pytest.raises(Exception, match="Item size has exceeded"):
             server.client("dynamodb").put_item(TableName=TABLE, Item=to_item(sink.record_item(big, 0)))
+    else:  # the Tablestore fake refuses a column over 2 MB as the service does
+        from tablestore import Condition, OTSServiceError, RowExistenceExpectation
+
+        with pytest.raises(OTSServiceError, match="attribute column: 'body' exceeds the MaxLength"):
+            ots_client(server).put_row(TABLE, sink._row(sink.record_item(big, 0)), Condition(RowExistenceExpectation.IGNORE))
 
 
 def test_dynamodb_unprocessed_items_are_retried(moto, fault_proxy):
@@ -369,7 +377,8 @@ def test_dynamodb_unprocessed_items_give_up_after_bounded_attempts(moto, fault_p
     create_dynamodb_table(moto.client("dynamodb"), TABLE)
     sink = ddb_sink(moto, endpoint_url=fault_proxy.endpoint, max_attempts=4)
     fault_proxy.unprocessed(times=100, items=5)
-    with pytest.raises(SinkError, match=rf"table {TABLE}: \d+ items still unprocessed \(throttled\) after 4 BatchWriteItem calls"):
+    with pytest.raises(SinkError, match=rf"BatchWriteItem on table {TABLE} failed: \d+ items still unprocessed "
+                                        r"\(throttled\) after 4 attempts$"):
         sink.write(records(10), [])
 
 
@@ -382,13 +391,13 @@ def test_tablestore_failed_rows_are_retried_then_bounded(ots):
     assert report.write_calls == 2 and ots.api_calls("BatchWriteRow") == 2
     assert by_key(sink.iter_records()) == by_key(recs)
     ots.faults.fail_rows(1000)
-    with pytest.raises(SinkError, match="rows failed with OTSServerBusy after 3 calls"):
+    with pytest.raises(SinkError, match=r"3 of 3 rows failed with OTSServerBusy after 3 attempts$"):
         sink.write(records(3, tag="b"), [])
     ots.faults.clear()
-    ots.faults.fail_rows(1, code="OTSParameterInvalid", message="bad row", status=400)
+    ots.faults.fail_rows(1, code="OTSObjectNotExist", message="gone", status=404)
     calls = ots.api_calls("BatchWriteRow")
-    with pytest.raises(SinkError, match="1 of 3 rows failed with OTSParameterInvalid after 1 calls"):
-        sink.write(records(3, tag="c"), [])  # a permanent error is not retried
+    with pytest.raises(SinkError, match=r"1 of 3 rows failed with OTSObjectNotExist$"):
+        sink.write(records(3, tag="c"), [])  # a permanent error that is not about the row is not retried
     assert ots.api_calls("BatchWriteRow") == calls + 1
 
 
@@ -480,12 +489,14 @@ def test_create_tables_cli_for_tablestore(ots, monkeypatch, capsys):
 
 # -- selection and settings ---------------------------------------------------------------
 
-SDKS = ("boto3", "botocore", "oss2", "tablestore")
+# botocore's package itself comes with Powertools (the logger), which every function loads
+# anyway; `botocore.client` is the SDK proper.
+SDKS = ("boto3", "botocore.client", "oss2", "tablestore")
 
 
 @pytest.mark.parametrize("sink,env,loaded", [
-    ("s3", {"SINK_BUCKET": BUCKET, "SINK_REGION": "eu-west-1"}, {"boto3", "botocore"}),
-    ("dynamodb", {"SINK_TABLE": TABLE, "SINK_REGION": "eu-west-1"}, {"boto3", "botocore"}),
+    ("s3", {"SINK_BUCKET": BUCKET, "SINK_REGION": "eu-west-1"}, {"boto3", "botocore.client"}),
+    ("dynamodb", {"SINK_TABLE": TABLE, "SINK_REGION": "eu-west-1"}, {"boto3", "botocore.client"}),
     ("oss", {"SINK_BUCKET": BUCKET, "SINK_ENDPOINT": "https://oss-cn-hangzhou.aliyuncs.com"}, {"oss2"}),
     ("tablestore", {"SINK_TABLE": TABLE, "TABLESTORE_INSTANCE": "my-ots",
                     "SINK_ENDPOINT": "https://my-ots.cn-hangzhou.ots.aliyuncs.com"}, {"tablestore"}),
@@ -565,3 +576,66 @@ def test_send_ledger_lives_beside_the_records(table_sink):
     assert sink.get_ledger(pending[0]["key"])["status"] == "delivered"
     assert [e["key"] for e in pending_sends(sink, grace_seconds=3600)] == [e["key"] for e in pending[1:]]
     assert [r.key for r in sink.iter_records()] == [receipt.key]  # ledger rows are not records
+
+
+# -- read and conditional-write errors ----------------------------------------------------
+
+
+@pytest.mark.parametrize("case,expected", [
+    ("s3-get-missing", "get from bucket alicom-receipts failed: NoSuchKey (HTTP 404)"),
+    ("s3-list-no-bucket", "list of bucket missing-bucket failed: NoSuchBucket (HTTP 404)"),
+    ("oss-get-missing", "get in bucket alicom-receipts failed: NoSuchKey (HTTP 404)"),
+    ("oss-list-denied", "list in bucket alicom-receipts failed: AccessDenied (HTTP 403)"),
+    ("dynamodb-get-no-table", "GetItem on table no_such_table failed: ResourceNotFoundException (HTTP 400)"),
+    ("dynamodb-scan-no-table", "Scan on table no_such_table failed: ResourceNotFoundException (HTTP 400)"),
+    ("dynamodb-reconciled-no-table", "PutItem on table no_such_table failed: ResourceNotFoundException (HTTP 400)"),
+    ("tablestore-get-no-table", "GetRow on table no_such_table (instance test-instance) failed: OTSObjectNotExist (HTTP 404)"),
+    ("tablestore-scan-no-table", "GetRange on table no_such_table (instance test-instance) failed: OTSObjectNotExist (HTTP 404)"),
+    ("tablestore-reconciled-no-table", "PutRow on table no_such_table (instance test-instance) failed: OTSObjectNotExist (HTTP 404)"),
+])
+def test_read_and_conditional_write_errors_name_the_backend_reason(request, moto, case, expected):
+    backend = case.split("-")[0]
+    if backend in ("s3", "oss"):
+        moto.client("s3").create_bucket(Bucket=BUCKET)
+    if backend == "s3":
+        sink = s3_sink(moto, bucket="missing-bucket" if "no-bucket" in case else BUCKET)
+    elif backend == "oss":
+        gateway = request.getfixturevalue("oss_gateway")
+        if "denied" in case:
+            gateway.deny(BUCKET)
+        sink = oss_sink(gateway)
+    elif backend == "dynamodb":
+        sink = ddb_sink(moto, table="no_such_table")
+    else:
+        sink = ots_sink(request.getfixturevalue("ots"), table="no_such_table")
+    with pytest.raises(SinkError) as err:
+        if "get-missing" in case:
+            sink._get_object("alicom/type=SmsReport/dt=2026-11-21/hour=08/part-missing.jsonl.gz")
+        elif "get-no-table" in case:
+            sink.get("SmsReport#biz#13800138000")
+        elif "reconciled" in case:
+            sink.write(records(1, source=SOURCE_SEND_RECORD), [])
+        else:
+            list(sink.iter_records())
+    assert str(err.value) == f"{backend} sink: {expected}"
+
+
+def test_s3_body_cut_short_is_read_again(moto, fault_proxy):
+    moto.client("s3").create_bucket(Bucket=BUCKET)
+    sink = s3_sink(moto, endpoint_url=fault_proxy.endpoint)
+    recs = records(3)
+    sink.write(recs, [])
+    fault_proxy.cut_short("GET", times=2, path_contains=".jsonl.gz")
+    assert by_key(sink.iter_records()) == by_key(recs)
+    fault_proxy.cut_short("GET", times=100, path_contains=".jsonl.gz")
+    with pytest.raises(SinkError, match=r"get from bucket alicom-receipts failed: \w+Error after 5 attempts$"):
+        list(sink.iter_records())
+
+
+def test_s3_listing_follows_every_page(moto):
+    moto.client("s3").create_bucket(Bucket=BUCKET)
+    sink = s3_sink(moto)
+    sink.list_page = 2
+    recs = records(9)  # nine objects: five pages of two
+    sink.write(recs, [])
+    assert len(object_keys(sink)) == 9 and by_key(sink.iter_records()) == by_key(recs)

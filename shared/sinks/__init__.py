@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from shared.sinks.base import Sink, SinkError, WriteReport
+from shared.sinks.base import ItemsRefused, Sink, SinkError, WriteReport
 
 if TYPE_CHECKING:
     from shared.settings import Settings
@@ -35,8 +35,9 @@ def make_sink(settings: "Settings", credentials: "Credentials | None" = None) ->
 
     `credentials` are the customer's Alibaba Cloud credentials as `load_credentials` found
     them (explicit keys, the function role's STS key, or a secret): the OSS and Tablestore
-    sinks sign with them. The AWS sinks use boto3's own chain (the function's role)."""
+    sinks sign with them, and load them themselves when none are given. The AWS sinks use
+    boto3's own chain (the function's role)."""
     return sink_class(settings.sink).from_settings(settings, credentials)
 
 
-__all__ = ["Sink", "SinkError", "WriteReport", "make_sink", "sink_class", "BACKENDS"]
+__all__ = ["ItemsRefused", "Sink", "SinkError", "WriteReport", "make_sink", "sink_class", "BACKENDS"]

@@ -1,28 +1,36 @@
 """The sink interface and the two algorithms every backend shares.
 
 Like Powertools' idempotency persistence layer, the abstract bases own the whole
-algorithm (grouping, naming, serialising, size checks, the merge rule) and each backend
-implements a few small storage primitives and nothing else:
+algorithm (grouping, naming, serialising, size and key limits, the merge rule, setting
+aside what a backend refuses) and each backend implements a few small storage primitives
+and nothing else:
 
 - `ObjectSink` backends (file, s3, oss) implement `_put_object`, `_get_object`, `_list_objects`.
 - `TableSink` backends (sqlite, dynamodb, tablestore) implement `_upsert`, `_put_unless_receipt`,
-  `_get_item`, `_scan_items`.
+  `_get_item`, `_scan_items`, and declare their limits (`max_key_bytes`, `max_item_bytes`,
+  `batch_items`).
 
-A write either succeeds for the whole batch or raises `SinkError`; the drain deletes
-messages only after `write` returned (DESIGN.md invariant 1). Writes are idempotent
-(invariant 2): object names derive from the batch's keys, table rows are keyed by them.
+A write either stores the whole batch or raises `SinkError`; the drain deletes messages
+only after `write` returned (docs/ARCHITECTURE.md, invariant 1). "The whole batch" counts a record the
+backend cannot hold as stored when it is stored as a dead letter instead (invariant 4):
+one message never blocks the others. Writes are idempotent (invariant 2): object names
+derive from the batch's keys, table rows are keyed by them. With a deadline, a write
+returns or raises before it, retries included.
 """
 from __future__ import annotations
 
+import base64
 import gzip
 import hashlib
 import json
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar, Iterable, Iterator, Optional, Sequence
 
 from shared.clock import Deadline
 from shared.records import SOURCE_RECEIPT, DeadLetter, MnsMeta, Record, canonical_json
+from shared.sinks.keys import bound_item, bounded_key, restore_item
 
 
 class SinkError(Exception):
@@ -32,6 +40,18 @@ class SinkError(Exception):
         super().__init__(f"{backend} sink: {reason}")
         self.backend = backend
         self.reason = reason
+
+
+class ItemsRefused(SinkError):
+    """The backend refused items for a reason retrying cannot fix (a key, a size, a validation
+    error). `refused` maps the stored keys it named to its reason, and then it stored the rest
+    of the request; empty, it refused the whole request without saying which item was at fault.
+    """
+
+    def __init__(self, backend: str, reason: str, refused: Optional[dict[str, str]] = None, calls: int = 1):
+        super().__init__(backend, reason)
+        self.refused = refused or {}
+        self.calls = calls
 
 
 @dataclass(frozen=True)
@@ -82,9 +102,7 @@ class Sink(ABC):
         """Every stored dead-letter entry as its stored dict."""
 
     def limit_wait(self, seconds: float) -> None:
-        """Wait at most about `seconds` for a busy backend in the next write (the run's time left).
-
-        The default does nothing: network backends are bounded by their socket timeouts."""
+        """Does nothing: `write`'s deadline bounds every wait. Kept for callers that still call it."""
 
     def close(self) -> None:
         """Release connections; the default has nothing to release."""
@@ -94,14 +112,6 @@ class Sink(ABC):
 
     def __exit__(self, *exc):
         self.close()
-
-
-def backoff_delays(attempts: int, base: float, cap: float) -> Iterator[float]:
-    """Full-jitter exponential backoff: the sleeps between `attempts` tries."""
-    import random
-
-    for attempt in range(attempts - 1):
-        yield random.uniform(0, min(cap, base * 2**attempt))
 
 
 def batch_name(keys: Iterable[str]) -> str:
@@ -141,8 +151,8 @@ class ObjectSink(Sink):
 
     # -- backend primitives -------------------------------------------------
     @abstractmethod
-    def _put_object(self, path: str, data: bytes) -> None:
-        """Store `data` at `path` (overwriting). Raise SinkError on failure."""
+    def _put_object(self, path: str, data: bytes, deadline: Optional[Deadline] = None) -> None:
+        """Store `data` at `path` (overwriting), before `deadline`. Raise SinkError on failure."""
 
     @abstractmethod
     def _get_object(self, path: str) -> bytes:
@@ -200,7 +210,7 @@ class ObjectSink(Sink):
               deadline: Optional[Deadline] = None) -> WriteReport:
         report = WriteReport()
         for path, items in self.object_paths(records, dead_letters).items():
-            self._put_object(path, self._encode([i.as_dict() for i in items]))
+            self._put_object(path, self._encode([i.as_dict() for i in items]), deadline)
             report.write_calls += 1
         report.records = len({r.key for r in records})
         report.dead_letters = len({d.key for d in dead_letters})
@@ -226,10 +236,20 @@ class TableSink(Sink):
     Merge rule (one row per business key): a receipt always overwrites (a redelivery is
     the same fact; a receipt is the authority over a reconciled send record); a send
     record from reconcile is written only where no receipt row exists yet.
+
+    Limits: a key longer than `max_key_bytes` is stored under a bounded form (shared/sinks/
+    keys.py); a record over `max_item_bytes` becomes a dead letter before any write; a record
+    the backend refuses anyway (`ItemsRefused`) is found by writing its request in halves and
+    becomes a dead letter, and the rest of the batch is stored. A dead letter the backend
+    refuses fails the write: there is nowhere left to put it.
     """
 
     # Largest item the backend accepts, in bytes of its stored form (None: no limit).
     max_item_bytes: ClassVar[Optional[int]] = None
+    # Longest primary key the backend accepts, in UTF-8 bytes (None: no limit).
+    max_key_bytes: ClassVar[Optional[int]] = None
+    # Items per `_upsert` call (the backend's batch-write limit; None: all in one).
+    batch_items: ClassVar[Optional[int]] = None
     # Rows per coalesced write; backends set their batch-write size (DynamoDB 25, Tablestore 200).
     coalesce_max_messages: ClassVar[int] = 200
 
@@ -238,20 +258,29 @@ class TableSink(Sink):
 
     # -- backend primitives -------------------------------------------------
     @abstractmethod
-    def _upsert(self, items: Sequence[dict[str, Any]]) -> int:
-        """Write (overwrite) all items; return the number of backend write calls. Raise SinkError."""
+    def _upsert(self, items: Sequence[dict[str, Any]], deadline: Optional[Deadline] = None) -> int:
+        """Write (overwrite) one batch of at most `batch_items` items with unique keys, before
+        `deadline`; return the backend write calls made. Raise ItemsRefused for items the
+        backend will never take, SinkError for anything else."""
 
     @abstractmethod
-    def _put_unless_receipt(self, item: dict[str, Any]) -> bool:
-        """Write `item` unless a row with its key and source=receipt exists. True if written."""
+    def _put_unless_receipt(self, item: dict[str, Any], deadline: Optional[Deadline] = None) -> bool:
+        """Write `item` unless a row with its key and source=receipt exists. True if written.
+        Raise ItemsRefused if the backend will never take it."""
 
     @abstractmethod
     def _get_item(self, key: str) -> Optional[dict[str, Any]]:
-        """The stored item for `key`, or None."""
+        """The stored item under the stored `key`, or None."""
 
     @abstractmethod
     def _scan_items(self) -> Iterator[dict[str, Any]]:
-        """Every stored item (records and dead letters)."""
+        """Every stored item (records and dead letters), as stored."""
+
+    def _chunks(self, items: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+        """The items in `_upsert`-sized batches (backends with a byte limit too override this)."""
+        size = self.batch_items or max(1, len(items))
+        for start in range(0, len(items), size):
+            yield items[start:start + size]
 
     # -- the algorithm ------------------------------------------------------
     def record_item(self, record: Record, now: float) -> dict[str, Any]:
@@ -268,7 +297,7 @@ class TableSink(Sink):
             "dequeue_count": int(record.mns.dequeue_count),
             "stored_at": int(now),
         }
-        return self._with_ttl(item, now)
+        return self._finish(item, now)
 
     def dead_letter_item(self, dead: DeadLetter, now: float) -> dict[str, Any]:
         item = {
@@ -285,54 +314,128 @@ class TableSink(Sink):
             "dequeue_count": int(dead.mns.dequeue_count),
             "stored_at": int(now),
         }
-        return self._with_ttl(item, now)
+        return self._finish(item, now)
 
-    def _with_ttl(self, item: dict[str, Any], now: float) -> dict[str, Any]:
+    def _finish(self, item: dict[str, Any], now: float) -> dict[str, Any]:
+        """The item as stored: its TTL set, its key bounded to the backend's limit."""
         if self.ttl_days:
             item["ttl"] = int(now) + self.ttl_days * 86400
-        return item
+        return bound_item(item, self.max_key_bytes)
+
+    def stored_key(self, key: str) -> str:
+        """The key a row for `key` is stored under."""
+        return bounded_key(key, self.max_key_bytes)
 
     def item_size(self, item: dict[str, Any]) -> int:
         return sum(len(str(k).encode()) + len(str(v).encode()) for k, v in item.items())
 
+    def oversize(self, item: dict[str, Any]) -> Optional[str]:
+        """Why the backend cannot hold `item` as it is (checked before writing), or None."""
+        if self.max_item_bytes and self.item_size(item) > self.max_item_bytes:
+            return f"larger than the {self.name} item limit ({self.max_item_bytes} bytes)"
+        return None
+
     def write(self, records: Sequence[Record], dead_letters: Sequence[DeadLetter],
               deadline: Optional[Deadline] = None, now: Optional[float] = None) -> WriteReport:
-        import time
-
         now = time.time() if now is None else now
         report = WriteReport()
-        receipts, reconciled, dead = [], [], [self.dead_letter_item(d, now) for d in _dedupe_last(dead_letters)]
+        receipts, reconciled, set_aside = [], [], []
+        refused_records = 0
+        dead = [self.dead_letter_item(d, now) for d in _dedupe_last(dead_letters)]
+        for item in dead:
+            problem = self.oversize(item)
+            if problem:
+                raise SinkError(self.name, f"dead letter {item['key']} is {problem}")
+        by_key: dict[str, Record] = {}
         for record in _dedupe_last(records):
             item = self.record_item(record, now)
-            if self.max_item_bytes and self.item_size(item) > self.max_item_bytes:
-                # Too big for one row: keep it whole as a dead letter rather than truncate it.
-                dead.append(self.dead_letter_item(_oversized(record, self.name, self.max_item_bytes), now))
+            problem = self.oversize(item)
+            if problem:  # too big for one row: keep it whole as a dead letter rather than truncate it
+                set_aside.append((record, problem))
                 continue
+            by_key[item["key"]] = record
             (receipts if record.source == SOURCE_RECEIPT else reconciled).append(item)
-        for item in dead:
-            if self.max_item_bytes and self.item_size(item) > self.max_item_bytes:
-                raise SinkError(self.name, f"dead letter {item['key']} exceeds the {self.max_item_bytes}-byte item limit")
         if receipts or dead:
-            report.write_calls += self._upsert(receipts + dead)
+            calls, refused = self._store(receipts + dead, deadline)
+            report.write_calls += calls
+            for item, reason in refused:
+                if item["kind"] != "record":
+                    raise SinkError(self.name, f"{self.name} refused the dead letter {item['key']}: {reason}")
+                set_aside.append((by_key[item["key"]], f"refused by {self.name}: {reason}"))
+                refused_records += 1
         for item in reconciled:
-            self._put_unless_receipt(item)
+            try:
+                self._put_unless_receipt(item, deadline)
+            except ItemsRefused as exc:
+                set_aside.append((by_key[item["key"]], f"refused by {self.name}: {exc.reason}"))
+                refused_records += 1
             report.write_calls += 1
-        report.records = len(receipts) + len(reconciled)
-        report.dead_letters = len(dead)
+        if set_aside:
+            report.write_calls += self._store_set_aside(set_aside, deadline, now)
+        report.records = len(receipts) + len(reconciled) - refused_records
+        report.dead_letters = len(dead) + len(set_aside)
         return report
 
+    def _store_set_aside(self, set_aside: list[tuple[Record, str]], deadline: Optional[Deadline], now: float) -> int:
+        """Store records the backend cannot hold as dead letters; any refusal now fails the write."""
+        items = []
+        for record, reason in set_aside:
+            item = self.dead_letter_item(_set_aside(record, reason, compress=False), now)
+            if self.oversize(item):
+                item = self.dead_letter_item(_set_aside(record, reason, compress=True), now)
+                problem = self.oversize(item)
+                if problem:
+                    raise SinkError(self.name, f"record {record.key} cannot be stored even compressed as a "
+                                               f"dead letter: it is {problem}")
+            items.append(item)
+        calls, refused = self._store(items, deadline)
+        if refused:
+            item, reason = refused[0]
+            raise SinkError(self.name, f"{self.name} refused the dead letter {item['key']} of a record it "
+                                       f"could not hold: {reason}")
+        return calls
+
+    def _store(self, items: list[dict[str, Any]], deadline: Optional[Deadline]) -> tuple[int, list[tuple[dict, str]]]:
+        """Upsert `items` batch by batch; return the calls made and the items refused, with why."""
+        unique = list({item["key"]: item for item in items}.values())  # one write per row in a request
+        calls, refused = 0, []
+        for chunk in self._chunks(unique):
+            more, rejected = self._store_chunk(chunk, deadline)
+            calls += more
+            refused += rejected
+        return calls, refused
+
+    def _store_chunk(self, items: list[dict[str, Any]], deadline: Optional[Deadline]) -> tuple[int, list]:
+        try:
+            return self._upsert(items, deadline), []
+        except ItemsRefused as exc:
+            if exc.refused:  # the backend named the items and stored the others
+                return exc.calls, [(i, exc.refused[i["key"]]) for i in items if i["key"] in exc.refused]
+            if len(items) == 1:
+                return exc.calls, [(items[0], exc.reason)]
+            # The request was refused as a whole: find the culprits by writing it in halves.
+            half = len(items) // 2
+            first, refused_first = self._store_chunk(items[:half], deadline)
+            second, refused_second = self._store_chunk(items[half:], deadline)
+            return exc.calls + first + second, refused_first + refused_second
+
     def get(self, key: str) -> Optional[dict[str, Any]]:
-        return self._get_item(key)
+        """The stored item for `key` (its whole key under "key"), or None."""
+        return restore_item(self._get_item(self.stored_key(key)))
+
+    def _items(self) -> Iterator[dict[str, Any]]:
+        for item in self._scan_items():
+            yield restore_item(item)
 
     def iter_records(self, message_types: Optional[Iterable[str]] = None) -> Iterator[Record]:
         wanted = set(message_types) if message_types else None
-        for item in self._scan_items():
+        for item in self._items():
             if item.get("kind") != "record" or (wanted is not None and item["message_type"] not in wanted):
                 continue
             yield item_to_record(item)
 
     def iter_dead_letters(self) -> Iterator[dict[str, Any]]:
-        for item in self._scan_items():
+        for item in self._items():
             if item.get("kind") == "dead_letter":
                 yield item
 
@@ -353,25 +456,29 @@ class TableSink(Sink):
             "dequeue_count": 0,
             "stored_at": int(now),
         }
-        return self._with_ttl(item, now)
+        return self._finish(item, now)
 
     def put_ledger(self, entries: Sequence[dict[str, Any]], now: Optional[float] = None) -> int:
         """Write (overwrite) ledger entries; return the backend write calls made."""
-        import time
-
         now = time.time() if now is None else now
-        return self._upsert([self.ledger_item(e, now) for e in entries]) if entries else 0
+        if not entries:
+            return 0
+        calls, refused = self._store([self.ledger_item(e, now) for e in entries], None)
+        if refused:
+            item, reason = refused[0]
+            raise SinkError(self.name, f"{self.name} refused the ledger entry {item['key']}: {reason}")
+        return calls
 
     def get_ledger(self, key: str) -> Optional[dict[str, Any]]:
         """The ledger entry stored under `key`, or None."""
-        item = self._get_item(key)
+        item = self.get(key)
         if item is None or item.get("kind") != "ledger":
             return None
         return _ledger_body(item)
 
     def iter_ledger(self) -> Iterator[dict[str, Any]]:
         """Every ledger entry (reads the whole table)."""
-        for item in self._scan_items():
+        for item in self._items():
             if item.get("kind") == "ledger":
                 yield _ledger_body(item)
 
@@ -392,16 +499,19 @@ def item_to_record(item: dict[str, Any]) -> Record:
     )
 
 
-def _oversized(record: Record, backend: str, limit: int) -> DeadLetter:
-    import base64
-
-    # Compressed: base64 of the plain body is a third larger than the record that did not fit.
-    raw = base64.b64encode(gzip.compress(canonical_json(record.body).encode("utf-8"), mtime=0)).decode("ascii")
+def _set_aside(record: Record, reason: str, compress: bool) -> DeadLetter:
+    """The dead letter of a record the backend cannot hold: its whole body, and why."""
+    body = canonical_json(record.body)
+    if compress:
+        # base64 of the plain body would be a third larger than the record that did not fit.
+        raw = base64.b64encode(gzip.compress(body.encode("utf-8"), mtime=0)).decode("ascii")
+        form = "raw_body is base64 of the gzipped JSON body"
+    else:
+        raw, form = body, "raw_body is the JSON body"
     return DeadLetter(
         message_type=record.message_type,
         raw_body=raw,
-        error=f"record {record.key} is larger than the {backend} item limit ({limit} bytes); "
-              "stored whole here, raw_body is base64 of the gzipped body",
+        error=f"record {record.key} is {reason}; stored whole here, {form}",
         event_time=record.event_time,
         mns=record.mns,
     )

@@ -2,16 +2,20 @@
 
 The local default. Files are written to a temporary name, fsynced and renamed, so a
 crash never leaves a half-written file under a final name, and a retried batch
-replaces its own file (the name derives from the batch's keys).
+replaces its own file (the name derives from the batch's keys). A failed write (disk
+full, file too large, fsync error) removes its temporary file and raises SinkError.
+A local write has no network to wait for, so it does not look at the deadline.
 """
 from __future__ import annotations
 
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
+from shared.clock import Deadline
 from shared.sinks.base import ObjectSink, SinkError
+from shared.sinks.paths import DIRECTORY_FORM, writable_directory
 
 
 class FileSink(ObjectSink):
@@ -25,9 +29,10 @@ class FileSink(ObjectSink):
 
     @classmethod
     def from_settings(cls, settings, credentials=None) -> "FileSink":
-        return cls(settings.sink_path, prefix="")
+        """The sink in SINK_PATH, which must be (or become) a directory it can write in."""
+        return cls(writable_directory(Path(settings.sink_path), settings.sink_path, DIRECTORY_FORM), prefix="")
 
-    def _put_object(self, path: str, data: bytes) -> None:
+    def _put_object(self, path: str, data: bytes, deadline: Optional[Deadline] = None) -> None:
         target = self.root / path
         try:
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -4,15 +4,17 @@ Same gzip JSONL objects, Hive-style partitions and deterministic names as every
 `ObjectSink` (ready for OSS external tables in MaxCompute / DLA), so a retried batch
 rewrites the same object.
 
-- Credentials: on Function Compute the role's `ALIBABA_CLOUD_*` variables from settings;
+- Credentials: the customer's Alibaba Cloud credentials as `load_credentials` finds them
+  (explicit keys, the function role's STS key on FC, or a Secrets Manager / SSM secret);
   with a security token `oss2.StsAuth`, else `oss2.Auth` (both sign with OSS V1).
 - Endpoint: `SINK_ENDPOINT`, e.g. `https://oss-cn-hangzhou-internal.aliyuncs.com` from FC
   in the same region (no traffic charge).
 - Encryption: `SINK_SSE=AES256 | KMS | SM4` sends `x-oss-server-side-encryption`; with
   KMS, `SINK_KMS_KEY_ID` sends `x-oss-server-side-encryption-key-id`.
-- oss2 does not retry, so this module does: connection errors and 5xx answers are tried
-  again with exponential backoff and jitter, a bounded number of times (a put is
-  idempotent here: same name, same bytes). Timeouts are bounded too.
+- oss2 does not retry its puts and gets, so this module does: connection errors, timeouts,
+  429 and 5xx answers are tried again with backoff (a put is idempotent here: same name,
+  same bytes), inside the write's deadline, each attempt with connect/read timeouts from
+  the time left (shared/sinks/calls.py). The Buckets share one connection pool (Session).
 - Every failure becomes `SinkError` naming the bucket and the OSS error code. oss2's own
   error text is never used: for a signature mismatch it carries the string-to-sign.
 """
@@ -25,11 +27,17 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
 import oss2
+import requests
+import urllib3
 
-from shared.sinks.base import backoff_delays, ObjectSink, SinkError
+from shared.clock import Deadline
+from shared.retry import Backoff
+from shared.sinks.base import ObjectSink
+from shared.sinks.calls import DEFAULT_ATTEMPT, ClientsByTimeout, Timeouts, call
 
 if TYPE_CHECKING:
     from shared.settings import Settings
+    from shared.tokens import Credentials
 
 OSS_SSE = {"AES256": "AES256", "KMS": "KMS", "aws:kms": "KMS", "SM4": "SM4"}
 
@@ -45,74 +53,83 @@ class OssSink(ObjectSink):
 
     def __init__(self, bucket: str, endpoint: str, *, access_key_id: str, access_key_secret: str,
                  security_token: Optional[str] = None, prefix: str = "", sse: Optional[str] = None,
-                 kms_key_id: Optional[str] = None, connect_timeout: float = 5, read_timeout: float = 30,
-                 max_attempts: int = 4, base_delay: float = 0.2, max_delay: float = 3.0,
-                 sleep: Callable[[float], None] = time.sleep):
+                 kms_key_id: Optional[str] = None, max_attempts: int = 4, base_delay: float = 0.2,
+                 max_delay: float = 3.0, sleep: Callable[[float], None] = time.sleep):
         super().__init__(prefix)
         if sse is not None and sse not in OSS_SSE:
             raise ValueError(f"OSS server-side encryption must be AES256, KMS or SM4, not {sse!r}")
         auth = (oss2.StsAuth(access_key_id, access_key_secret, security_token) if security_token
                 else oss2.Auth(access_key_id, access_key_secret))
-        # oss2 hands `connect_timeout` to requests as its timeout, so a (connect, read) pair works.
-        self.bucket = oss2.Bucket(auth, endpoint, bucket, connect_timeout=(connect_timeout, read_timeout))
+        session = oss2.Session()  # one connection pool for the Buckets of every timeout
+
+        def build(timeouts: Timeouts) -> oss2.Bucket:
+            # oss2 hands `connect_timeout` to requests as its timeout, so a (connect, read) pair works.
+            return oss2.Bucket(auth, endpoint, bucket, session=session,
+                               connect_timeout=(timeouts.connect, timeouts.read))
+
+        self.buckets = ClientsByTimeout(build)
+        self.buckets.for_attempt(DEFAULT_ATTEMPT)  # a malformed endpoint fails now, at start-up
         self.bucket_name = bucket
         self.headers: dict[str, str] = {}
         if sse:
             self.headers["x-oss-server-side-encryption"] = OSS_SSE[sse]
             if kms_key_id and OSS_SSE[sse] == "KMS":
                 self.headers["x-oss-server-side-encryption-key-id"] = kms_key_id
-        self.max_attempts, self.base_delay, self.max_delay, self.sleep = max_attempts, base_delay, max_delay, sleep
+        self.backoff, self.sleep = Backoff(max_attempts, base_delay, max_delay), sleep
 
     @classmethod
-    def from_settings(cls, settings: "Settings", credentials=None) -> "OssSink":
+    def from_settings(cls, settings: "Settings", credentials: "Optional[Credentials]" = None) -> "OssSink":
+        from shared.credentials import load_credentials
         from shared.settings import SettingsError
 
-        if not settings.access_key_id or not settings.access_key_secret:
-            raise SettingsError("invalid settings: ALIBABA_CLOUD_ACCESS_KEY_ID: SINK=oss needs the function role's "
-                                "ALIBABA_CLOUD_ACCESS_KEY_ID / _SECRET (and _SECURITY_TOKEN)")
         if settings.sink_kms_key_id and OSS_SSE.get(settings.sink_sse or "") != "KMS":
             raise SettingsError("invalid settings: SINK_KMS_KEY_ID: is used only with SINK_SSE=KMS")
-        return cls(settings.sink_bucket, settings.sink_endpoint, access_key_id=settings.access_key_id,
-                   access_key_secret=settings.access_key_secret, security_token=settings.security_token,
+        credentials = credentials or load_credentials(settings)
+        return cls(settings.sink_bucket, settings.sink_endpoint, access_key_id=credentials.access_key_id,
+                   access_key_secret=credentials.access_key_secret, security_token=credentials.security_token,
                    prefix=settings.sink_prefix, sse=settings.sink_sse, kms_key_id=settings.sink_kms_key_id)
 
-    def _put_object(self, path: str, data: bytes) -> None:
+    def _put_object(self, path: str, data: bytes, deadline: Optional[Deadline] = None) -> None:
         headers = dict(self.headers)
         headers["Content-MD5"] = base64.b64encode(hashlib.md5(data).digest()).decode("ascii")  # checked by OSS
         headers["Content-Type"] = "application/gzip" if self.compress else "application/x-ndjson"
-        self._call("put", lambda: self.bucket.put_object(path, data, headers=headers))
+        self._call("put", lambda bucket: bucket.put_object(path, data, headers=headers), deadline)
 
     def _get_object(self, path: str) -> bytes:
-        return self._call("get", lambda: self.bucket.get_object(path).read())
+        # The body is read inside the attempt: a read cut short is retried like any transport error.
+        return self._call("get", lambda bucket: bucket.get_object(path).read())
 
     def _list_objects(self, prefix: str) -> Iterator[str]:
         marker = ""
         while True:
-            page = self._call("list", lambda: self.bucket.list_objects(prefix=prefix, marker=marker, max_keys=1000))
+            page = self._call("list", lambda bucket: bucket.list_objects(prefix=prefix, marker=marker, max_keys=1000))
             for entry in page.object_list:
                 yield entry.key
             if not page.is_truncated:
                 return
             marker = page.next_marker
 
-    def _call(self, what: str, action: Callable[[], Any]) -> Any:
-        delays = backoff_delays(self.max_attempts, self.base_delay, self.max_delay)
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return action()
-            except oss2.exceptions.OssError as exc:
-                transient = exc.status == oss2.exceptions.OSS_REQUEST_ERROR_STATUS or exc.status >= 500
-                delay = next(delays, None) if transient else None
-                if delay is None:
-                    raise SinkError(self.name, self._reason(what, exc, attempt)) from None
-                self.sleep(delay)
+    def _call(self, what: str, action: Callable[[oss2.Bucket], Any], deadline: Optional[Deadline] = None) -> Any:
+        return call(self.name, f"{what} in bucket {self.bucket_name}",
+                    lambda seconds: action(self.buckets.for_attempt(seconds)), deadline=deadline,
+                    retryable=is_retryable, describe=describe, backoff=self.backoff, sleep=self.sleep)
 
-    def _reason(self, what: str, exc: "oss2.exceptions.OssError", attempts: int) -> str:
+
+# A body read cut short surfaces from requests or urllib3 rather than as an OssError.
+TRANSPORT_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, OSError)
+
+
+def is_retryable(exc: BaseException) -> bool:
+    if isinstance(exc, oss2.exceptions.OssError):
+        return exc.status == oss2.exceptions.OSS_REQUEST_ERROR_STATUS or exc.status == 429 or exc.status >= 500
+    return isinstance(exc, TRANSPORT_ERRORS)
+
+
+def describe(exc: BaseException) -> str:
+    """The OSS error code and status, or the kind of connection error; never oss2's own text,
+    which for a signature mismatch carries the string-to-sign."""
+    if isinstance(exc, oss2.exceptions.OssError):
         if exc.status == oss2.exceptions.OSS_REQUEST_ERROR_STATUS:
-            code = f"connection error ({type(getattr(exc, 'exception', exc)).__name__})"
-        else:
-            code = f"{exc.code or 'Unknown'} (HTTP {exc.status})"
-        tail = f" after {attempts} attempts" if attempts > 1 else ""
-        return f"{what} in bucket {self.bucket_name} failed: {code}{tail}"
+            return f"connection error ({type(getattr(exc, 'exception', exc)).__name__})"
+        return f"{exc.code or 'Unknown'} (HTTP {exc.status})"
+    return f"connection error ({type(exc).__name__})"

@@ -2,12 +2,13 @@
 
 The layout, the deterministic object names and the gzip encoding come from `ObjectSink`;
 this module only puts, gets and lists objects. A retried batch rewrites the same object
-with the same bytes, so a redelivery never adds an object (DESIGN.md invariant 2).
+with the same bytes, so a redelivery never adds an object (docs/ARCHITECTURE.md, invariant 2).
 
 - Credentials: boto3's default chain (on Lambda, the function role). `SINK_ENDPOINT`
   points the client elsewhere (an S3-compatible store, or moto in tests).
-- Retries: botocore's "standard" mode (throttling and 5xx, with backoff), bounded
-  connect/read timeouts so a stuck socket cannot eat the function's deadline.
+- Deadline: every call retries itself (throttling, 5xx, connection and timeout errors)
+  with backoff, and each attempt's connect/read timeouts come from the time left, so a
+  write ends before its deadline (shared/sinks/calls.py); botocore's own retries are off.
 - Integrity: a Content-MD5 on every put, checked by the service; botocore's newer
   checksums are asked for only when required, which S3-compatible stores also accept.
 - Encryption: `SINK_SSE=AES256` or `aws:kms` (+ `SINK_KMS_KEY_ID`).
@@ -17,68 +18,40 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from typing import TYPE_CHECKING, Any, Iterator, Optional
+import time
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
-import boto3
-from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
-
-from shared.sinks.base import ObjectSink, SinkError
+from shared.clock import Deadline
+from shared.retry import Backoff
+from shared.sinks._aws import aws_clients, describe, is_retryable, settings_error
+from shared.sinks.base import ObjectSink
+from shared.sinks.calls import call
 
 if TYPE_CHECKING:
     from shared.settings import Settings
 
 S3_SSE = {"AES256": "AES256", "aws:kms": "aws:kms", "KMS": "aws:kms"}
-
-
-def aws_client(service: str, *, region: Optional[str] = None, endpoint_url: Optional[str] = None,
-               max_attempts: int = 5, connect_timeout: float = 5, read_timeout: float = 30, **credentials: Any):
-    """A boto3 client with bounded retries and timeouts; `credentials` only for tests and tools."""
-    config = Config(
-        retries={"mode": "standard", "total_max_attempts": max_attempts},  # attempts, first one included
-        connect_timeout=connect_timeout,
-        read_timeout=read_timeout,
-        request_checksum_calculation="when_required",
-        response_checksum_validation="when_required",
-    )
-    # A session per client: boto3's default session is not safe to share across threads.
-    return boto3.session.Session().client(service, region_name=region, endpoint_url=endpoint_url, config=config, **credentials)
-
-
-def client_error_reason(exc: Exception, what: str) -> str:
-    """`what failed: <code> (HTTP n, after k retries)`, or the exception class for transport errors."""
-    if isinstance(exc, ClientError):
-        error = exc.response.get("Error") or {}
-        meta = exc.response.get("ResponseMetadata") or {}
-        code = error.get("Code") or "Unknown"
-        retries = meta.get("RetryAttempts") or 0
-        tail = f", after {retries} {'retry' if retries == 1 else 'retries'}" if retries else ""
-        return f"{what} failed: {code} (HTTP {meta.get('HTTPStatusCode', '?')}{tail})"
-    # Transport errors (EndpointConnectionError, ReadTimeoutError, NoCredentialsError...).
-    return f"{what} failed: {type(exc).__name__}"
-
-
-def settings_error(variable: str, detail: str) -> Exception:
-    from shared.settings import SettingsError
-
-    return SettingsError(f"invalid settings: {variable}: {detail}")
+LIST_PAGE = 1000  # keys per ListObjectsV2 page (the service's maximum)
 
 
 class S3Sink(ObjectSink):
     """Objects in one S3 bucket under a prefix."""
 
     name = "s3"
+    list_page = LIST_PAGE
 
-    def __init__(self, bucket: str, prefix: str = "", *, client=None, sse: Optional[str] = None,
+    def __init__(self, bucket: str, prefix: str = "", *, sse: Optional[str] = None,
                  kms_key_id: Optional[str] = None, region: Optional[str] = None,
-                 endpoint_url: Optional[str] = None, **client_options: Any):
+                 endpoint_url: Optional[str] = None, max_attempts: int = 5, base_delay: float = 0.1,
+                 max_delay: float = 2.0, sleep: Callable[[float], None] = time.sleep, **credentials: Any):
         super().__init__(prefix)
         if sse is not None and sse not in S3_SSE:
             raise ValueError(f"S3 server-side encryption must be AES256 or aws:kms, not {sse!r}")
         self.bucket = bucket
         self.sse = S3_SSE.get(sse) if sse else None
         self.kms_key_id = kms_key_id
-        self.client = client or aws_client("s3", region=region, endpoint_url=endpoint_url, **client_options)
+        self.clients = aws_clients("s3", region=region, endpoint_url=endpoint_url, **credentials)
+        self.backoff, self.sleep = Backoff(max_attempts, base_delay, max_delay), sleep
 
     @classmethod
     def from_settings(cls, settings: "Settings", credentials=None) -> "S3Sink":
@@ -90,7 +63,7 @@ class S3Sink(ObjectSink):
                    kms_key_id=settings.sink_kms_key_id, region=settings.sink_region,
                    endpoint_url=settings.sink_endpoint)
 
-    def _put_object(self, path: str, data: bytes) -> None:
+    def _put_object(self, path: str, data: bytes, deadline: Optional[Deadline] = None) -> None:
         args: dict[str, Any] = {
             "Bucket": self.bucket,
             "Key": path,
@@ -102,30 +75,27 @@ class S3Sink(ObjectSink):
             args["ServerSideEncryption"] = self.sse
             if self.kms_key_id:
                 args["SSEKMSKeyId"] = self.kms_key_id
-        self._call(f"put to bucket {self.bucket}", self.client.put_object, **args)
+        self._call(f"put to bucket {self.bucket}", lambda client: client.put_object(**args), deadline)
 
     def _get_object(self, path: str) -> bytes:
-        response = self._call(f"get from bucket {self.bucket}", self.client.get_object, Bucket=self.bucket, Key=path)
-        try:
-            return response["Body"].read()
-        except (BotoCoreError, OSError) as exc:
-            raise SinkError(self.name, client_error_reason(exc, f"read from bucket {self.bucket}")) from None
+        # The body is read inside the attempt: a read cut short is retried like any transport error.
+        return self._call(f"get from bucket {self.bucket}",
+                          lambda client: client.get_object(Bucket=self.bucket, Key=path)["Body"].read())
 
     def _list_objects(self, prefix: str) -> Iterator[str]:
-        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
-        try:
-            for page in pages:
-                for entry in page.get("Contents") or ():
-                    yield entry["Key"]
-        except (ClientError, BotoCoreError) as exc:
-            raise SinkError(self.name, client_error_reason(exc, f"list of bucket {self.bucket}")) from None
+        args = {"Bucket": self.bucket, "Prefix": prefix, "MaxKeys": self.list_page}
+        while True:
+            page = self._call(f"list of bucket {self.bucket}", lambda client: client.list_objects_v2(**args))
+            for entry in page.get("Contents") or ():
+                yield entry["Key"]
+            if not page.get("IsTruncated"):
+                return
+            args["ContinuationToken"] = page["NextContinuationToken"]
 
-    def _call(self, what: str, method, **kwargs):
-        try:
-            return method(**kwargs)
-        except (ClientError, BotoCoreError) as exc:
-            # `from None`: the chained botocore error would repeat request details in logs.
-            raise SinkError(self.name, client_error_reason(exc, what)) from None
+    def _call(self, what: str, action: Callable[[Any], Any], deadline: Optional[Deadline] = None) -> Any:
+        return call(self.name, what, lambda seconds: action(self.clients.for_attempt(seconds)), deadline=deadline,
+                    retryable=is_retryable, describe=describe, backoff=self.backoff, sleep=self.sleep)
 
     def close(self) -> None:
-        self.client.close()
+        for client in self.clients.all():
+            client.close()

@@ -1,19 +1,22 @@
 """SQLite sink: one row per business key in `records`, dead letters in `dead_letters`.
 
 The local table default. WAL mode and a busy timeout let two drain processes (two
-overlapping schedules) write the same file safely.
+overlapping schedules) write the same file safely. A write waits for the file lock only
+until its deadline (without one, 30 s), then fails cleanly; a failed write rolls back.
 """
 from __future__ import annotations
 
 import sqlite3
 import threading
-import time
+from contextlib import contextmanager
 from itertools import chain
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
+from shared.clock import Deadline
 from shared.records import SOURCE_RECEIPT
 from shared.sinks.base import SinkError, TableSink
+from shared.sinks.paths import DATABASE_FORM, settings_error, writable_directory
 
 RECORD_COLUMNS = ("key", "kind", "message_type", "source", "event_time", "event_date", "body",
                   "message_id", "enqueue_time", "dequeue_count", "stored_at", "ttl")
@@ -24,6 +27,7 @@ DEAD_COLUMNS = ("key", "kind", "message_type", "source", "event_time", "event_da
 # for many rows is one sqlite3_step, and so one release of the GIL instead of one per row:
 # under a busy drain every release hands the GIL to another thread and waits to get it back.
 MAX_VARIABLES = 999
+LOCK_WAIT = 30.0  # seconds a write without deadline waits for another writer's lock
 
 
 def _multi_row(table: str, columns: Sequence[str], rows: list[list[Any]]) -> list[tuple[str, list[list[Any]]]]:
@@ -65,79 +69,81 @@ class SqliteSink(TableSink):
     def __init__(self, path: str, ttl_days: Optional[int] = None):
         super().__init__(ttl_days)
         self.path = str(path)
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._wait_until: Optional[float] = None
         try:
-            self.db = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.path, timeout=LOCK_WAIT, check_same_thread=False, isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")  # durable before we delete from the queue
             self.db.executescript(SCHEMA)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise SinkError(self.name, f"cannot open {self.path}: {exc}") from None
 
     @classmethod
     def from_settings(cls, settings, credentials=None) -> "SqliteSink":
-        return cls(settings.sink_path, ttl_days=settings.sink_ttl_days)
-
-    def limit_wait(self, seconds: float) -> None:
-        # Another process (an overlapping run) may hold the write lock: wait for it only as
-        # long as the run has time, not the connection's 30 s, then fail the write cleanly.
-        self._wait_until = time.monotonic() + max(0.05, min(30.0, seconds))
-
-    def _acquire(self) -> float:
-        """Take the connection for a write; return the seconds it may wait for the file lock."""
-        if self._wait_until is None:  # no deadline given (reconcile, tools): the connection's 30 s
-            self._lock.acquire()
-            return 30.0
-        left = self._wait_until - time.monotonic()
-        if left <= 0 or not self._lock.acquire(timeout=left):
-            raise SinkError(self.name, f"write to {self.path} failed: no time left to wait for the database lock")
-        return max(0.05, self._wait_until - time.monotonic())
+        """The sink on SINK_PATH, which must be (or become) a database file it can write."""
+        path = settings.sink_path
+        writable_directory(Path(path).parent, path, DATABASE_FORM)
+        if Path(path).is_dir():
+            raise settings_error(path, "is a directory", DATABASE_FORM)
+        try:
+            return cls(path, ttl_days=settings.sink_ttl_days)
+        except SinkError as exc:
+            raise settings_error(path, f"cannot be opened: {exc.reason.rpartition(': ')[2]}", DATABASE_FORM) from None
 
     def close(self) -> None:
         self.db.close()
 
-    def _execute_many(self, statements: Sequence[tuple[str, Sequence[Sequence[Any]]]]) -> None:
-        """Run each (sql, parameter rows) with executemany, all in one transaction."""
-        wait = self._acquire()
+    @contextmanager
+    def _transaction(self, deadline: Optional[Deadline]) -> Iterator[None]:
+        """One write transaction: waits for the connection and the file lock at most until
+        `deadline` (another process, e.g. an overlapping run, may hold it); rolls back on error."""
+        if deadline is None:  # no deadline (reconcile, tools): the connection's 30 s
+            self._lock.acquire()
+            wait = LOCK_WAIT
+        else:
+            if not self._lock.acquire(timeout=max(0.0, deadline.remaining())):
+                raise SinkError(self.name, f"write to {self.path} failed: no time left to wait for the database lock")
+            # SQLite's busy handler sleeps in steps of up to 100 ms: stop one step early.
+            wait = max(0.0, deadline.remaining() - 0.1)
         try:
             try:
                 self.db.execute(f"PRAGMA busy_timeout = {int(wait * 1000)}")
                 self.db.execute("BEGIN IMMEDIATE")
-                for sql, rows in statements:
-                    self.db.executemany(sql, rows)
+                yield
                 self.db.execute("COMMIT")
             except sqlite3.Error as exc:
                 if self.db.in_transaction:
-                    self.db.execute("ROLLBACK")
+                    try:
+                        self.db.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass  # SQLite rolls back itself when the connection is next used
                 raise SinkError(self.name, f"write to {self.path} failed: {exc}") from None
         finally:
             self._lock.release()
 
-    def _upsert(self, items: Sequence[dict[str, Any]]) -> int:
+    def _upsert(self, items: Sequence[dict[str, Any]], deadline: Optional[Deadline] = None) -> int:
         records, dead = [], []
         for item in items:
             if item["kind"] == "dead_letter":
                 dead.append([item.get(c) for c in DEAD_COLUMNS])
             else:
                 records.append([item.get(c) for c in RECORD_COLUMNS])
-        self._execute_many([*_multi_row("records", RECORD_COLUMNS, records),
-                            *_multi_row("dead_letters", DEAD_COLUMNS, dead)])
+        with self._transaction(deadline):
+            for sql, rows in [*_multi_row("records", RECORD_COLUMNS, records),
+                              *_multi_row("dead_letters", DEAD_COLUMNS, dead)]:
+                self.db.executemany(sql, rows)
         return 1
 
-    def _put_unless_receipt(self, item: dict[str, Any]) -> bool:
+    def _put_unless_receipt(self, item: dict[str, Any], deadline: Optional[Deadline] = None) -> bool:
         cols = ", ".join(RECORD_COLUMNS)
         marks = ", ".join("?" for _ in RECORD_COLUMNS)
         updates = ", ".join(f"{c}=excluded.{c}" for c in RECORD_COLUMNS if c != "key")
         sql = (f"INSERT INTO records ({cols}) VALUES ({marks}) ON CONFLICT(key) DO UPDATE SET {updates} "
                f"WHERE records.source != '{SOURCE_RECEIPT}'")
-        with self._lock:
-            try:
-                cursor = self.db.execute(sql, [item.get(c) for c in RECORD_COLUMNS])
-            except sqlite3.Error as exc:
-                raise SinkError(self.name, f"write to {self.path} failed: {exc}") from None
-            return cursor.rowcount > 0
+        with self._transaction(deadline):
+            cursor = self.db.execute(sql, [item.get(c) for c in RECORD_COLUMNS])
+        return cursor.rowcount > 0
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> Iterator[dict[str, Any]]:
         """Stream rows in chunks from a cursor of its own (whole tables never sit in memory)."""

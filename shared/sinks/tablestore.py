@@ -14,9 +14,12 @@ builds them), so one table and one RAM policy cover everything the drain writes.
 
 Writes: receipts and dead letters with `BatchWriteRow`, at most 200 rows and about 4 MB a
 request; rows the service fails one by one with a transient code (OTSServerBusy,
-OTSTimeout...) are sent again after exponential backoff with full jitter, a bounded number
-of times, then `SinkError`; a permanent code fails at once. Request-level throttling and
-5xx answers are retried by the SDK with a short policy (puts are idempotent here).
+OTSTimeout...) are sent again after exponential backoff with full jitter; rows it refuses
+for what they are (OTSParameterInvalid: a key or column over its limit) are named in
+`ItemsRefused`, and the base class stores them as dead letters. Every call, its retries
+(the SDK's are off) and those backoffs end before the write's deadline: each attempt's
+connect/read timeouts come from the time left (shared/sinks/calls.py). The SDK's urllib3
+pool tries a failed connect up to 4 times by itself; the timeouts allow for that.
 
 A reconciled send record must not replace a receipt. It is written with
 `Condition(IGNORE, source != "receipt", pass_if_missing=True)`: it passes when the row is
@@ -31,10 +34,13 @@ skips; a receipt arriving after our put overwrites it unconditionally, as it sho
 
 Size: a String attribute holds at most 2 MB, a BatchWriteRow carries at most 4 MB;
 `max_item_bytes` keeps a row below 2 MB in all, so the base class turns a larger record
-into a dead letter.
+into a dead letter. A string primary-key column holds at most 1,024 bytes: a longer
+business key is stored under a bounded form, the whole key in `full_key`
+(shared/sinks/keys.py).
 
-Credentials: on Function Compute the role's `ALIBABA_CLOUD_*` variables (with the STS
-token). Endpoint: `SINK_ENDPOINT`, e.g. `https://<instance>.cn-hangzhou.ots.aliyuncs.com`.
+Credentials: the customer's Alibaba Cloud credentials as `load_credentials` finds them
+(explicit keys, the function role's STS key on FC, or a Secrets Manager / SSM secret).
+Endpoint: `SINK_ENDPOINT`, e.g. `https://<instance>.cn-hangzhou.ots.aliyuncs.com`.
 """
 from __future__ import annotations
 
@@ -59,22 +65,30 @@ from tablestore import (
     SingleColumnCondition,
     TableInBatchWriteRowItem,
 )
-from tablestore.retry import WriteRetryPolicy
+from tablestore.retry import NoRetryPolicy
 
+from shared.clock import Deadline
 from shared.records import SOURCE_RECEIPT
-from shared.sinks.base import backoff_delays, SinkError, TableSink
+from shared.retry import Backoff
+from shared.sinks.base import ItemsRefused, SinkError, TableSink
+from shared.sinks.calls import DEFAULT_ATTEMPT, ClientsByTimeout, Timeouts, call
 
 if TYPE_CHECKING:
     from shared.settings import Settings
+    from shared.tokens import Credentials
 
 BATCH_ROWS = 200  # BatchWriteRow's row limit
 BATCH_BYTES = 4 * 1024 * 1024 - 256 * 1024  # its 4 MB data limit, less room for PlainBuffer overhead
 SDK_LOGGER = "shared.sinks.tablestore.sdk"
-# Per-row codes worth another try; anything else (OTSParameterInvalid, OTSObjectNotExist...) is final.
+# Codes worth another try (throttling, a busy or failing server); anything else is final.
 TRANSIENT_CODES = {
     "OTSServerBusy", "OTSTimeout", "OTSRowOperationConflict", "OTSNotEnoughCapacityUnit", "OTSPartitionUnavailable",
     "OTSInternalServerError", "OTSServerUnavailable", "OTSOperationThrottled", "OTSQuotaExhausted", "OTSTableNotReady",
 }
+# A code that refuses a row for what it is (a key or a column over its limit, a bad value).
+ITEM_CODES = {"OTSParameterInvalid"}
+# The SDK's pool (urllib3's default Retry) tries a failed connect up to 4 times in one attempt.
+CONNECT_TRIES = 4
 
 # The SDK logs request headers (the STS token among them) whenever its logger's own level is
 # NOTSET or DEBUG, and logs every failed request at ERROR, expected condition failures
@@ -82,11 +96,11 @@ TRANSIENT_CODES = {
 logging.getLogger(SDK_LOGGER).setLevel(logging.CRITICAL)
 
 
-class _ShortRetryPolicy(WriteRetryPolicy):
-    """The SDK's write-retry policy, bounded to fit inside a function's deadline."""
+class _RowsFailed(Exception):
+    """Rows of a BatchWriteRow failed with transient codes: send them again after a backoff."""
 
-    max_retry_times = 3
-    max_retry_delay = 1
+    def __init__(self, failed: int, total: int, codes: list[str]):
+        super().__init__(f"{failed} of {total} rows failed with {', '.join(codes)}")
 
 
 class TablestoreSink(TableSink):
@@ -94,59 +108,93 @@ class TablestoreSink(TableSink):
 
     name = "tablestore"
     max_item_bytes = 2 * 1024 * 1024 - 16 * 1024  # a String column's 2 MB, less a margin
+    max_key_bytes = 1024  # a string primary-key column
+    batch_items = BATCH_ROWS
 
-    def __init__(self, table: str, *, client: Optional[OTSClient] = None, endpoint: Optional[str] = None,
-                 instance: Optional[str] = None, access_key_id: Optional[str] = None,
-                 access_key_secret: Optional[str] = None, sts_token: Optional[str] = None,
-                 ttl_days: Optional[int] = None, max_attempts: int = 6, base_delay: float = 0.05,
-                 max_delay: float = 2.0, sleep: Callable[[float], None] = time.sleep,
-                 connect_timeout: float = 5, read_timeout: float = 30):
+    def __init__(self, table: str, *, endpoint: str, instance: str, access_key_id: str, access_key_secret: str,
+                 sts_token: Optional[str] = None, ttl_days: Optional[int] = None, max_attempts: int = 6,
+                 base_delay: float = 0.05, max_delay: float = 2.0, sleep: Callable[[float], None] = time.sleep):
         super().__init__(ttl_days)
         self.table = table
-        self.instance = instance or "?"
-        self.client = client or OTSClient(
-            endpoint, access_key_id, access_key_secret, instance, sts_token=sts_token,
-            logger_name=SDK_LOGGER, retry_policy=_ShortRetryPolicy(),
-            socket_timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout),
-        )
-        self.max_attempts, self.base_delay, self.max_delay, self.sleep = max_attempts, base_delay, max_delay, sleep
+        self.instance = instance
+
+        def build(timeouts: Timeouts) -> OTSClient:
+            return OTSClient(endpoint, access_key_id, access_key_secret, instance, sts_token=sts_token,
+                             logger_name=SDK_LOGGER, retry_policy=NoRetryPolicy(),
+                             socket_timeout=urllib3.Timeout(connect=timeouts.connect, read=timeouts.read))
+
+        self.clients = ClientsByTimeout(build, connects=CONNECT_TRIES)
+        self.clients.for_attempt(DEFAULT_ATTEMPT)  # a malformed endpoint fails now, at start-up
+        self.backoff, self.sleep = Backoff(max_attempts, base_delay, max_delay), sleep
 
     @classmethod
-    def from_settings(cls, settings: "Settings", credentials=None) -> "TablestoreSink":
-        from shared.settings import SettingsError
+    def from_settings(cls, settings: "Settings", credentials: "Optional[Credentials]" = None) -> "TablestoreSink":
+        from shared.credentials import load_credentials
 
-        if not settings.access_key_id or not settings.access_key_secret:
-            raise SettingsError("invalid settings: ALIBABA_CLOUD_ACCESS_KEY_ID: SINK=tablestore needs the function "
-                                "role's ALIBABA_CLOUD_ACCESS_KEY_ID / _SECRET (and _SECURITY_TOKEN)")
+        credentials = credentials or load_credentials(settings)
         return cls(settings.sink_table, endpoint=settings.sink_endpoint, instance=settings.tablestore_instance,
-                   access_key_id=settings.access_key_id, access_key_secret=settings.access_key_secret,
-                   sts_token=settings.security_token, ttl_days=settings.sink_ttl_days)
+                   access_key_id=credentials.access_key_id, access_key_secret=credentials.access_key_secret,
+                   sts_token=credentials.security_token, ttl_days=settings.sink_ttl_days)
 
     # -- the four primitives ----------------------------------------------------------
-    def _upsert(self, items: Sequence[dict[str, Any]]) -> int:
-        unique = list({item["key"]: item for item in items}.values())  # one put per row in a request
+    def _upsert(self, items: Sequence[dict[str, Any]], deadline: Optional[Deadline] = None) -> int:
+        pending = list(items)
+        refused: dict[str, str] = {}
         calls = 0
-        for chunk in self._chunks(unique):
-            calls += self._write_chunk(chunk)
+
+        def attempt(seconds: float) -> None:
+            nonlocal pending, calls
+            request = BatchWriteRowRequest()
+            request.add(TableInBatchWriteRowItem(self.table, [
+                PutRowItem(self._row(item), Condition(RowExistenceExpectation.IGNORE)) for item in pending]))
+            calls += 1
+            try:
+                response = self.clients.for_attempt(seconds).batch_write_row(request)
+            except OTSServiceError as exc:
+                if exc.code in ITEM_CODES:  # the request as a whole (e.g. its size): the base class halves it
+                    raise ItemsRefused(self.name, self._service_reason(exc), calls=calls) from None
+                raise
+            failed = response.get_failed_of_put()
+            if not failed:
+                return
+            busy = [row for row in failed if row.error_code in TRANSIENT_CODES]
+            final = [row for row in failed if row.error_code not in TRANSIENT_CODES | ITEM_CODES]
+            if final:
+                codes = sorted({row.error_code for row in final})
+                raise SinkError(self.name, f"BatchWriteRow on table {self.table} (instance {self.instance}): "
+                                           f"{len(final)} of {len(pending)} rows failed with {', '.join(codes)}")
+            for row in failed:
+                if row.error_code in ITEM_CODES:
+                    refused[pending[row.index]["key"]] = f"{row.error_code}: {str(row.error_message)[:200]}"
+            if busy:
+                total = len(pending)
+                pending = [pending[row.index] for row in busy]  # only the failed rows go again
+                raise _RowsFailed(len(busy), total, sorted({row.error_code for row in busy}))
+
+        self._call("BatchWriteRow", attempt, deadline)
+        if refused:
+            raise ItemsRefused(self.name, f"{len(refused)} rows refused", refused=refused, calls=calls)
         return calls
 
-    def _put_unless_receipt(self, item: dict[str, Any]) -> bool:
+    def _put_unless_receipt(self, item: dict[str, Any], deadline: Optional[Deadline] = None) -> bool:
         row = self._row(item)
         not_receipt = Condition(RowExistenceExpectation.IGNORE, SingleColumnCondition(
             "source", SOURCE_RECEIPT, ComparatorType.NOT_EQUAL, pass_if_missing=True))
         for _ in range(3):
-            if self._conditional_put(row, not_receipt):
+            if self._conditional_put(row, not_receipt, deadline):
                 return True
-            current = self._get_item(item["key"])
+            current = self._get_item(item["key"], deadline)
             if current is not None and current.get("source") == SOURCE_RECEIPT:
                 return False  # a receipt is there: it wins
-            if current is None and self._conditional_put(row, Condition(RowExistenceExpectation.EXPECT_NOT_EXIST)):
+            if current is None and self._conditional_put(row, Condition(RowExistenceExpectation.EXPECT_NOT_EXIST),
+                                                          deadline):
                 return True
             # The row changed between our looks; judge again.
         raise SinkError(self.name, f"PutRow on table {self.table}: the row {item['key']} kept changing")
 
-    def _get_item(self, key: str) -> Optional[dict[str, Any]]:
-        _, row, _ = self._call("GetRow", self.client.get_row, self.table, [("key", key)], max_version=1)
+    def _get_item(self, key: str, deadline: Optional[Deadline] = None) -> Optional[dict[str, Any]]:
+        _, row, _ = self._call("GetRow", lambda seconds: self.clients.for_attempt(seconds).get_row(
+            self.table, [("key", key)], max_version=1), deadline)
         if row is None:
             return None
         return self._item(row)
@@ -154,8 +202,8 @@ class TablestoreSink(TableSink):
     def _scan_items(self) -> Iterator[dict[str, Any]]:
         start: Any = [("key", INF_MIN)]
         while start:
-            _, start, rows, _ = self._call("GetRange", self.client.get_range, self.table, Direction.FORWARD,
-                                           start, [("key", INF_MAX)], max_version=1)
+            _, start, rows, _ = self._call("GetRange", lambda seconds: self.clients.for_attempt(seconds).get_range(
+                self.table, Direction.FORWARD, start, [("key", INF_MAX)], max_version=1))
             for row in rows:
                 yield self._item(row)
 
@@ -173,52 +221,27 @@ class TablestoreSink(TableSink):
         if chunk:
             yield chunk
 
-    def _write_chunk(self, items: list[dict[str, Any]]) -> int:
-        delays = backoff_delays(self.max_attempts, self.base_delay, self.max_delay)
-        calls = 0
-        while True:
-            request = BatchWriteRowRequest()
-            request.add(TableInBatchWriteRowItem(self.table, [
-                PutRowItem(self._row(item), Condition(RowExistenceExpectation.IGNORE)) for item in items]))
-            response = self._call("BatchWriteRow", self.client.batch_write_row, request)
-            calls += 1
-            failed = response.get_failed_of_put()
-            if not failed:
-                return calls
-            codes = sorted({row.error_code for row in failed})
-            final = [code for code in codes if code not in TRANSIENT_CODES]
-            delay = None if final else next(delays, None)
-            if delay is None:
-                raise SinkError(self.name, f"BatchWriteRow on table {self.table} (instance {self.instance}): "
-                                           f"{len(failed)} of {len(items)} rows failed with {', '.join(codes)}"
-                                           f" after {calls} calls")
-            items = [items[row.index] for row in failed]  # only the failed rows go again
-            self.sleep(delay)
+    def _conditional_put(self, row: Row, condition: Condition, deadline: Optional[Deadline]) -> bool:
+        def attempt(seconds: float) -> bool:
+            try:
+                self.clients.for_attempt(seconds).put_row(self.table, row, condition)
+                return True
+            except OTSServiceError as exc:
+                if exc.code == "OTSConditionCheckFail":
+                    return False
+                if exc.code in ITEM_CODES:
+                    raise ItemsRefused(self.name, self._service_reason(exc)) from None
+                raise
 
-    def _conditional_put(self, row: Row, condition: Condition) -> bool:
-        try:
-            self.client.put_row(self.table, row, condition)
-            return True
-        except OTSServiceError as exc:
-            if exc.code == "OTSConditionCheckFail":
-                return False
-            raise SinkError(self.name, self._reason("PutRow", exc)) from None
-        except (OTSClientError, urllib3.exceptions.HTTPError, OSError) as exc:
-            raise SinkError(self.name, self._reason("PutRow", exc)) from None
+        return self._call("PutRow", attempt, deadline)
 
-    def _call(self, api: str, method, *args, **kwargs):
-        try:
-            return method(*args, **kwargs)
-        except (OTSServiceError, OTSClientError, urllib3.exceptions.HTTPError, OSError) as exc:
-            raise SinkError(self.name, self._reason(api, exc)) from None
+    def _call(self, api: str, attempt: Callable[[float], Any], deadline: Optional[Deadline] = None) -> Any:
+        return call(self.name, f"{api} on table {self.table} (instance {self.instance})", attempt, deadline=deadline,
+                    retryable=is_retryable, describe=describe, backoff=self.backoff, sleep=self.sleep)
 
-    def _reason(self, api: str, exc: Exception) -> str:
-        where = f"{api} on table {self.table} (instance {self.instance})"
-        if isinstance(exc, OTSServiceError):
-            return f"{where} failed: {exc.code} (HTTP {exc.http_status})"
-        if isinstance(exc, OTSClientError):  # the SDK's fixed texts, e.g. "Invalid signature in response."
-            return f"{where} failed: client error: {str(exc.message)[:160]}"
-        return f"{where} failed: connection error ({type(exc).__name__})"
+    @staticmethod
+    def _service_reason(exc: OTSServiceError) -> str:
+        return f"{exc.code}: {str(exc.message)[:200]}"
 
     @staticmethod
     def _row(item: dict[str, Any]) -> Row:
@@ -231,3 +254,22 @@ class TablestoreSink(TableSink):
         item = {name: value for name, value, *_ in row.attribute_columns}
         item["key"] = row.primary_key[0][1]
         return item
+
+
+def is_retryable(exc: BaseException) -> bool:
+    if isinstance(exc, _RowsFailed):
+        return True
+    if isinstance(exc, OTSServiceError):
+        return exc.code in TRANSIENT_CODES or exc.http_status in (429, 500, 502, 503, 504)
+    # Refused or timed-out connections, timeouts while reading, a connection dropped mid-answer.
+    return isinstance(exc, (urllib3.exceptions.HTTPError, OSError))
+
+
+def describe(exc: BaseException) -> str:
+    if isinstance(exc, _RowsFailed):
+        return str(exc)
+    if isinstance(exc, OTSServiceError):
+        return f"{exc.code} (HTTP {exc.http_status})"
+    if isinstance(exc, OTSClientError):  # the SDK's fixed texts, e.g. "Invalid signature in response."
+        return f"client error: {str(exc.message)[:160]}"
+    return f"connection error ({type(exc).__name__})"

@@ -14,7 +14,8 @@ it, and moto checks no signature. This gateway closes both gaps honestly:
   to S3's (AES256 -> AES256, KMS -> aws:kms + key id) so moto stores them, and mapped back
   on the way out; SM4 has no S3 counterpart and is only recorded;
 - `gateway.requests` records (method, path, headers) of every request, so a test can see
-  which headers reached the service; `gateway.deny(bucket)` answers AccessDenied.
+  which headers reached the service; `gateway.deny(bucket)` answers AccessDenied;
+  `gateway.hang.on()` accepts requests and never answers them (tests/fakes/hang.py).
 """
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 from xml.sax.saxutils import escape
 
 import pytest
+
+from tests.fakes.hang import Hang
 
 # Query parameters that are part of the signed resource (oss2's list, trimmed to what exists).
 SUBRESOURCES = {
@@ -71,6 +74,7 @@ class OssGateway:
         self.page_size = page_size
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         self.denied: set[str] = set()
+        self.hang = Hang()
         self._httpd: Optional[ThreadingHTTPServer] = None
 
     def deny(self, bucket: str) -> None:
@@ -190,6 +194,8 @@ class OssGateway:
                 split = urlsplit(self.path)
                 query = parse_qsl(split.query, keep_blank_values=True)
                 gateway.requests.append((self.command, self.path, headers))
+                if gateway.hang.hold(self, self.command, self.path, headers):
+                    return
                 request_id = uuid.uuid4().hex.upper()
                 bucket, _, key = unquote(split.path).lstrip("/").partition("/")
                 problem = gateway.authenticate(self.command, split.path, query, headers)
@@ -223,6 +229,7 @@ class OssGateway:
         return self
 
     def stop(self) -> None:
+        self.hang.off()
         if self._httpd:
             self._httpd.shutdown()
             self._httpd.server_close()

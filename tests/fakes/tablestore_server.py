@@ -17,7 +17,9 @@ Like moto's per-service layout it keeps three things apart:
   out in one socket write (see api-facts §6 on delayed ACKs).
 
 Test hooks: `server.requests` records (api, headers) of every request; `server.faults`
-injects per-row or per-request errors; `model.missing_row_condition` chooses how a column
+injects per-row or per-request errors, or refuses the rows whose key holds a marker;
+`server.hang.on()` accepts requests and never answers them (tests/fakes/hang.py);
+`model.missing_row_condition` chooses how a column
 condition is judged on a row that does not exist ("evaluate": as a row with no columns,
 so `pass_if_missing` decides; "fail": the condition fails), so a sink can be tested under
 either reading of the service's semantics.
@@ -46,6 +48,8 @@ from tablestore.plainbuffer.plain_buffer_crc8 import PlainBufferCrc8
 from tablestore.plainbuffer.plain_buffer_stream import PlainBufferInputStream
 
 import tablestore.const_module as _const  # the SDK keeps PlainBuffer tags here
+
+from tests.fakes.hang import Hang
 
 API_VERSION = "2015-12-31"
 MAX_COLUMN_BYTES = 2 * 1024 * 1024  # String/Binary attribute value
@@ -374,7 +378,7 @@ def _api_put_row(model: TablestoreModel, body: bytes, faults) -> bytes:
     req.ParseFromString(body)
     if len(req.row) > MAX_WRITE_BYTES:
         raise OTSFault("OTSParameterInvalid", "The total data size of the request exceeds the limit.")
-    faults.row_fault()
+    faults.row_fault(req.row)
     model.put_row(req.table_name, req.row, req.condition)
     resp = pb2.PutRowResponse()
     _consumed(resp.consumed, write=1)
@@ -410,6 +414,7 @@ def _api_batch_write_row(model: TablestoreModel, body: bytes, faults) -> bytes:
         raise OTSFault("OTSParameterInvalid", f"Rows count exceeds the upper limit: {MAX_BATCH_ROWS}.")
     if sum(len(r.row_change) for t in req.tables for r in t.rows) > MAX_WRITE_BYTES:
         raise OTSFault("OTSParameterInvalid", "The total data size of BatchWriteRow request exceeds the limit.")
+    faults.request_refusal([r.row_change for t in req.tables for r in t.rows])
     resp = pb2.BatchWriteRowResponse()
     for table_req in req.tables:
         table_resp = resp.tables.add()
@@ -419,7 +424,7 @@ def _api_batch_write_row(model: TablestoreModel, body: bytes, faults) -> bytes:
             try:
                 if row_req.type != pb2.PUT:
                     raise OTSFault("OTSParameterInvalid", "This fake supports only PUT in BatchWriteRow.")
-                faults.row_fault()
+                faults.row_fault(row_req.row_change)
                 model.put_row(table_req.table_name, row_req.row_change, row_req.condition)
                 row_resp.is_ok = True
                 _consumed(row_resp.consumed, write=1)
@@ -451,6 +456,7 @@ class Faults:
         self.lock = threading.Lock()
         self.rows: list[OTSFault] = []
         self.requests: dict[str, list[OTSFault]] = {}
+        self.refused: list[tuple[str, OTSFault, bool]] = []  # (key marker, fault, whole request?)
 
     def fail_rows(self, n: int, code: str = "OTSServerBusy", message: str = "Server is busy.", status: int = 503) -> None:
         with self.lock:
@@ -460,11 +466,30 @@ class Faults:
         with self.lock:
             self.requests.setdefault(api, []).extend(OTSFault(code, message, status) for _ in range(n))
 
-    def row_fault(self) -> None:
+    def refuse_keys(self, marker: str, code: str = "OTSParameterInvalid", message: str = "Refused by the test.",
+                    status: int = 400, whole_request: bool = False) -> None:
+        """Refuse every row whose primary key holds `marker`: that row alone in a BatchWriteRow
+        (or, with `whole_request`, the whole request, as the service does for some checks)."""
+        with self.lock:
+            self.refused.append((marker, OTSFault(code, message, status), whole_request))
+
+    def row_fault(self, row_data: bytes = b"") -> None:
         with self.lock:
             fault = self.rows.pop(0) if self.rows else None
+            refused = list(self.refused)
         if fault:
             raise fault
+        for marker, refusal, _ in refused if row_data else ():
+            if marker in _key_text(row_data):
+                raise refusal
+
+    def request_refusal(self, rows: list[bytes]) -> None:
+        """Raise the fault of a whole-request refusal if a key in `rows` holds its marker."""
+        with self.lock:
+            whole = [(m, f) for m, f, w in self.refused if w]
+        for marker, refusal in whole:
+            if any(marker in _key_text(row) for row in rows):
+                raise refusal
 
     def request_fault(self, api: str) -> None:
         with self.lock:
@@ -477,6 +502,12 @@ class Faults:
         with self.lock:
             self.rows.clear()
             self.requests.clear()
+            self.refused.clear()
+
+
+def _key_text(row_data: bytes) -> str:
+    """The string primary-key values of a PlainBuffer row, joined."""
+    return "\n".join(str(value) for _, value in decode_row(row_data)[0])
 
 
 # -- signing ---------------------------------------------------------------------------
@@ -522,6 +553,8 @@ class _Handler(BaseHTTPRequestHandler):
         uri = self.path.split("?", 1)[0]
         api = uri.lstrip("/")
         fake.requests.append((api, headers))
+        if fake.hang.hold(self, api, headers):
+            return
         secret: Optional[str] = None
         try:
             secret = fake.check_request(uri, headers, body)
@@ -569,6 +602,7 @@ class TablestoreServer:
         self.credentials = {access_key_id: (access_key_secret, sts_token)}
         self.model = TablestoreModel(max_range_rows=max_range_rows)
         self.faults = Faults()
+        self.hang = Hang()
         self.requests: list[tuple[str, dict[str, str]]] = []
         self._httpd: Optional[_HTTPServer] = None
         self._thread: Optional[threading.Thread] = None
@@ -617,6 +651,7 @@ class TablestoreServer:
         return self
 
     def stop(self) -> None:
+        self.hang.off()
         if self._httpd:
             self._httpd.shutdown()
             self._httpd.server_close()
@@ -630,6 +665,7 @@ class TablestoreServer:
             self.model.tables.clear()
             self.model.missing_row_condition = "evaluate"
         self.faults.clear()
+        self.hang.off()
         self.requests.clear()
 
     def __enter__(self) -> "TablestoreServer":
