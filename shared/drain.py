@@ -444,9 +444,7 @@ class _Consumer:
         try:
             # The write, retries included, ends before the deadline less half the margin; the
             # other half is for the deletes it releases.
-            write_by = self.run.deadline.earlier(d.options.safety_margin / 2)
-            d.sink.limit_wait(write_by.remaining())
-            report = d.sink.write(records, dead, deadline=write_by)
+            report = d.sink.write(records, dead, deadline=self.run.deadline.earlier(d.options.safety_margin / 2))
         except Exception as exc:  # any sink failure: keep the messages (they come back)
             with self.run.lock:
                 self.stats.errors["sink"] += 1

@@ -49,9 +49,10 @@ def metric_lines(out: str) -> list[dict]:
 @pytest.mark.parametrize("platform", ["fc", "lambda"])
 def test_a_failing_sink_raises_after_the_summary_is_logged_and_run_failed_emitted(
         emulator, drain_env, tmp_path, captured, platform):
-    blocker = tmp_path / "blocker"
-    blocker.write_text("a file where the sink wants a directory")
-    drain_env(SINK_PATH=str(blocker / "receipts"))
+    blocker = tmp_path / "blocker"  # the partition is a file: the write fails, start-up does not
+    blocker.mkdir()
+    (blocker / "type=SmsReport").write_text("a file where the sink wants a directory")
+    drain_env(SINK_PATH=str(blocker))
     enqueue(emulator, "SmsReport", 5)
     event, context = (b"{}", fc_context(timeout=20)) if platform == "fc" else ({}, LambdaContext(timeout=20))
     captured.readouterr()

@@ -102,8 +102,10 @@ def fc_lines(emulator, drain_env, tmp_path, capsys, monkeypatch):
     capsys.readouterr()
     handler(timer, fc_context(timeout=30))
     good = capsys.readouterr().out
-    blocked = tmp_path / "not-a-directory"
-    blocked.write_text("the sink path is a file: every write fails")
+    blocked = tmp_path / "blocked"  # each type's partition is a file: every write fails
+    blocked.mkdir()
+    for mtype in ("SmsReport", "SmsUp"):
+        (blocked / f"type={mtype}").write_text("not a directory")
     drain_env(SINK_PATH=str(blocked))
     emulator.enqueue_receipt(emulator.queue_name("SmsUp"), make_receipts("SmsUp", 1, seed=9)[0])
     with pytest.raises(RunFailed):

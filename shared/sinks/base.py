@@ -101,9 +101,6 @@ class Sink(ABC):
     def iter_dead_letters(self) -> Iterator[dict[str, Any]]:
         """Every stored dead-letter entry as its stored dict."""
 
-    def limit_wait(self, seconds: float) -> None:
-        """Does nothing: `write`'s deadline bounds every wait. Kept for callers that still call it."""
-
     def close(self) -> None:
         """Release connections; the default has nothing to release."""
 
