@@ -20,7 +20,8 @@ logger = get_logger()
 class _TimerRun:
     """A timer tick or an empty manual event: nothing narrows the run."""
 
-    message_types = max_messages = wait_seconds = None
+    message_types = max_messages = wait_seconds = parent = None
+    worker = False
 
 
 def _parse_options(options: dict) -> Any:
@@ -45,7 +46,13 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
         if missing:
             raise EventError(f"invalid event: message_types: no queue name configured for {missing} (set ALICOM_UID or ALICOM_QUEUE_NAMES)")
         drain = runtime.drain(logger=logger, wait_seconds=request.wait_seconds)
-        summary = drain.run(message_types, invocation.deadline, request.max_messages)
+        if request.worker:
+            logger.append_keys(worker_of=request.parent)
+        else:  # the logger outlives the invocation in a warm container
+            logger.remove_keys(["worker_of"])
+        # Only a scheduled run fans out; its workers (and manual runs) never do.
+        fan_out = runtime.fan_out(invocation, logger) if invocation.trigger == "timer" and not request.worker else None
+        summary = drain.run(message_types, invocation.deadline, request.max_messages, fan_out)
     result = summary.as_dict()
     result["request_id"] = invocation.request_id
     result["sink"] = settings.sink

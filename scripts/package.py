@@ -86,8 +86,8 @@ TARGETS = {
     "aws": Target(
         name="aws",
         deps_subdir="",
-        exclude=("oss2", "tablestore", "aliyun-fc2"),
-        forbidden=("oss2", "tablestore", "crcmod", "aliyun-fc2"),
+        exclude=("oss2", "tablestore", "aliyun-fc2", "alibabacloud-fc20230330"),
+        forbidden=("oss2", "tablestore", "crcmod", "aliyun-fc2", "alibabacloud-fc20230330"),
         unzipped_limit=262_144_000,
         zipped_limit=None,
         limit_source="AWS Lambda quotas: deployment package 250 MB unzipped (262144000 bytes)",
@@ -114,6 +114,11 @@ TARGETS = {
         sink_sdks=(("oss", ("oss2",)), ("tablestore", ("tablestore",))),
     ),
 }
+
+
+# Function Compute 3.0's SDK serves only the drain's fan-out (shared/invokers/fc3.py). It is large
+# (aiohttp, cryptography): an FC build carries it only when built for DRAIN_MAX_WORKERS > 1.
+FAN_OUT_SDKS = {"fc": ("alibabacloud-fc20230330",)}
 
 
 class PackagingError(Exception):
@@ -299,12 +304,15 @@ print(len(files))
 """
 
 
-def runtime_modules(target: Target, sink: Optional[str]) -> list[str]:
-    """What a cold start and a run import: both handlers, every shared module, the sinks built in."""
+def runtime_modules(target: Target, sink: Optional[str], workers: int = 1) -> list[str]:
+    """What a cold start and a run import: both handlers, every shared module, the sinks built in,
+    and the invoker a fan-out uses when the build is for one."""
     shared = sorted(f"shared.{p.stem}" for p in (REPO_ROOT / "shared").glob("*.py") if p.stem != "__init__")
     sinks = [sink] if sink else [name for name, _ in target.sink_sdks]
     entries = list(FC_ENTRY_POINTS) if target.name == "fc" else []
-    return ["functions.drain", "functions.reconcile", *shared, *(f"shared.sinks.{s}" for s in sinks), *entries]
+    invokers = [f"shared.invokers.{'fc3' if target.name == 'fc' else 'aws_lambda'}"] if workers > 1 else []
+    return ["functions.drain", "functions.reconcile", *shared, *(f"shared.sinks.{s}" for s in sinks), *entries,
+            *invokers]
 
 
 def _host_platform(platform: str) -> bool:
@@ -314,7 +322,8 @@ def _host_platform(platform: str) -> bool:
     return sys.platform == "linux" and platform.endswith(host.machine())
 
 
-def compile_bytecode(out: Path, target: Target, python_version: str, platform: str, sink: Optional[str]) -> int:
+def compile_bytecode(out: Path, target: Target, python_version: str, platform: str, sink: Optional[str],
+                     workers: int = 1) -> int:
     """Bytecode that is never checked against its source (unchecked-hash), so the zip's 1980
     timestamps cannot make it stale. Only the modules a run imports are compiled (found by
     importing them from the build), which keeps an OSS build under 45 MB; a build for another
@@ -330,7 +339,7 @@ def compile_bytecode(out: Path, target: Target, python_version: str, platform: s
     paths = os.pathsep.join(dict.fromkeys([str(out), str(deps)]))
     with tempfile.TemporaryDirectory(prefix="alicom-pycache-") as prefix:
         command = interpreter + ["-I", "-X", f"pycache_prefix={prefix}", "-c", _TRACE_AND_COMPILE, str(out), paths,
-                                 ",".join(runtime_modules(target, sink))]
+                                 ",".join(runtime_modules(target, sink, workers))]
         proc = subprocess.run(command, capture_output=True, text=True, cwd=out)
     if proc.returncode != 0:
         raise PackagingError(f"importing the functions from the build failed, so it would fail when deployed:\n"
@@ -412,10 +421,11 @@ def check_limits(target: Target, unzipped: int, zipped: Optional[int]) -> tuple[
 def build(target_name: str, out: Path, python_version: str = DEFAULT_PYTHON, platform: str = DEFAULT_PLATFORM,
           make_zip: bool = True, install: bool = True, wheelhouse: Optional[Path] = None,
           requirements_file: Path = REPO_ROOT / "requirements.txt", sink: Optional[str] = None,
-          compile: bool = True) -> BuildResult:
+          compile: bool = True, workers: int = 1) -> BuildResult:
     target = TARGETS[target_name]
     out = Path(out).resolve()
-    exclude = target.exclude + target.sink_exclude(sink)
+    no_fan_out = FAN_OUT_SDKS.get(target.name, ()) if workers <= 1 else ()
+    exclude = target.exclude + target.sink_exclude(sink) + no_fan_out
     requirements = filter_requirements(requirements_file.read_text(), exclude)
     compiler = target_interpreter(python_version) if compile and install else None  # fail before the long part
     _prepare_out(out)
@@ -438,13 +448,14 @@ def build(target_name: str, out: Path, python_version: str = DEFAULT_PYTHON, pla
         _install_dependencies(requirements, deps, wheelhouse, target, python_version, platform)
         _tidy(deps)
         strip_debug_info(deps, platform)
-        present = installed_distributions(deps) & {canonical(n) for n in target.forbidden + target.sink_exclude(sink)}
+        present = installed_distributions(deps) & {canonical(n) for n in
+                                                   target.forbidden + target.sink_exclude(sink) + no_fan_out}
         if present:
             raise PackagingError(
                 f"{', '.join(sorted(present))} ended up in the {target.name} package although this target "
                 "excludes it: a dependency pulls it in; exclude that dependency too or drop it from the target list"
             )
-    compiled = compile_bytecode(out, target, python_version, platform, sink) if compiler else 0
+    compiled = compile_bytecode(out, target, python_version, platform, sink, workers) if compiler else 0
     unzipped = directory_size(out)
     zip_path = out.with_name(out.name + ".zip") if make_zip else None
     zipped = write_zip(out, zip_path) if zip_path else None
@@ -468,6 +479,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="target architecture (template.yml's Architecture; default %(default)s)")
     parser.add_argument("--platform", help="target wheel platform (default: from --arch, e.g. manylinux2014_x86_64)")
     parser.add_argument("--sink", help="build only this sink's SDK (fc: oss or tablestore; aws: s3 or dynamodb)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="DRAIN_MAX_WORKERS the build is for: above 1, an FC build carries FC 3.0's SDK for "
+                             "the fan-out (default %(default)s)")
     parser.add_argument("--no-compile", dest="compile", action="store_false",
                         help="ship no bytecode (every cold start then compiles every module)")
     parser.add_argument("--no-zip", action="store_true", help="build the directory only")
@@ -478,7 +492,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     platform = args.platform or ARCH_PLATFORMS[args.arch]
     try:
         result = build(args.target, args.out, args.python_version, platform,
-                       make_zip=not args.no_zip, install=not args.sources_only, sink=args.sink, compile=args.compile)
+                       make_zip=not args.no_zip, install=not args.sources_only, sink=args.sink, compile=args.compile,
+                       workers=args.workers)
     except PackagingError as exc:
         print(f"package: error: {exc}", file=sys.stderr)
         return 2

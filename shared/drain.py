@@ -31,8 +31,11 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
+from shared.backlog import BacklogWatch
 from shared.clock import SYSTEM_CLOCK, Clock, Deadline
+from shared.coalesce import Batch, CoalesceBuffer
 from shared.decode import decode_message
+from shared.fan_out import FanOut
 from shared.queues import MAX_BATCH, DeleteOutcome, Queue, QueueError, QueueOpener, ReceivedMessage
 from shared.records import DeadLetter, Record
 from shared.retry import Backoff
@@ -58,6 +61,8 @@ class DrainOptions:
     # Deletes per consumer in parallel: a coalesced write releases many batches at once, and
     # their deletes (one call per 16) must finish before the deadline.
     delete_threads: int = 2
+    # A full receive whose oldest message waited longer than this: the queue is behind.
+    backlog_seconds: float = 60.0
 
 
 class _Timing:
@@ -77,84 +82,11 @@ class _Timing:
                 self.delete_typical += 0.2 * (seconds - self.delete_typical)
 
 
-class _Flush:
-    """The outcome of one coalesced sink write, shared by the batches it carried."""
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.ok = False
-
-
-class _Batch:
-    """One received batch: its decoded content, its handles, and the write that will carry it."""
-
-    __slots__ = ("records", "dead", "handles", "size", "flush")
-
-    def __init__(self, records: list[Record], dead: list[DeadLetter], handles: list[str], size: int):
-        self.records, self.dead, self.handles, self.size = records, dead, handles, size
-        self.flush = _Flush()
-
-
-class _Buffer:
-    """Batches of one message type waiting for a coalesced write."""
-
-    def __init__(self, max_messages: int, max_bytes: int, max_age: float, clock: Clock):
-        self.max_messages, self.max_bytes, self.max_age, self.clock = max_messages, max_bytes, max_age, clock
-        self.lock = threading.Lock()
-        self.batches: list[_Batch] = []
-        self.messages = self.bytes = 0
-        self.first_at = 0.0
-
-    def add(self, batch: _Batch) -> list[_Batch]:
-        """Queue a batch; return everything buffered if a bound is reached (the caller writes it)."""
-        with self.lock:
-            if not self.batches:
-                self.first_at = self.clock.monotonic()
-            self.batches.append(batch)
-            self.messages += len(batch.handles)
-            self.bytes += batch.size
-            if self.messages >= self.max_messages or self.bytes >= self.max_bytes or self.max_age <= 0:
-                return self._take()
-            return []
-
-    def take_if_due(self, force: bool = False) -> list[_Batch]:
-        with self.lock:
-            if self.batches and (force or self.clock.monotonic() - self.first_at >= self.max_age):
-                return self._take()
-            return []
-
-    def due_in(self) -> float:
-        """Seconds until the oldest buffered batch is due to be written (0 when none waits)."""
-        with self.lock:
-            if not self.batches:
-                return 0.0
-            return max(0.0, self.max_age - (self.clock.monotonic() - self.first_at))
-
-    def holds(self, batch: _Batch) -> bool:
-        with self.lock:
-            return any(b is batch for b in self.batches)
-
-    def limit_age(self, seconds: float) -> bool:
-        """Lower the time bound (never raise it); True if it was lowered."""
-        with self.lock:
-            if seconds < self.max_age:
-                self.max_age = max(0.0, seconds)
-                return True
-            return False
-
-    def _take(self) -> list[_Batch]:
-        taken, self.batches = self.batches, []
-        self.messages = self.bytes = 0
-        shared = _Flush()  # batches taken together share one outcome
-        for b in taken:
-            b.flush = shared
-        return taken
-
-
 class _Run:
     """State shared by the worker threads of one run."""
 
-    def __init__(self, message_types: Sequence[str], max_messages: int, deadline: Deadline, buffers: dict[str, _Buffer]):
+    def __init__(self, message_types: Sequence[str], max_messages: int, deadline: Deadline,
+                 buffers: dict[str, CoalesceBuffer], options: DrainOptions, fan_out: Optional[FanOut], clock: Clock):
         self.deadline = deadline
         self.stats = {t: TypeStats(t) for t in message_types}
         self.empty = {t: False for t in message_types}
@@ -164,6 +96,7 @@ class _Run:
         self.lock = threading.Lock()
         self.allowance = max_messages
         self.failure: Optional[tuple[str, str]] = None
+        self.watch = BacklogWatch(self.stats, self.lock, deadline, options.backlog_seconds, fan_out, clock)
 
     def stopped(self, message_type: str) -> bool:
         return self.stop.is_set() or self.type_stop[message_type].is_set()
@@ -206,14 +139,18 @@ class Drain:
         self.timing = _Timing()
 
     # -- public ---------------------------------------------------------------
-    def run(self, message_types: Sequence[str], deadline: Deadline, max_messages: Optional[int] = None) -> RunSummary:
+    def run(self, message_types: Sequence[str], deadline: Deadline, max_messages: Optional[int] = None,
+            fan_out: Optional[FanOut] = None) -> RunSummary:
+        """Drain the queues of `message_types` until empty, `max_messages`, or the deadline; with
+        `fan_out`, start workers early if the queues are behind (a scheduled run's choice)."""
         started = self.clock.monotonic()
         fetches_before = self.tokens.fetches
         self.tokens.forget_refusals()  # a refusal is an answer for one run, not for the container's life
         limits = self.sink.coalesce_limits()
-        buffers = {t: _Buffer(limits.messages, limits.bytes, self.options.coalesce_seconds, self.clock)
+        buffers = {t: CoalesceBuffer(limits.messages, limits.bytes, self.options.coalesce_seconds, self.clock)
                    for t in message_types}
-        run = _Run(message_types, max_messages or self.options.max_messages, deadline, buffers)
+        run = _Run(message_types, max_messages or self.options.max_messages, deadline, buffers, self.options,
+                   fan_out, self.clock)
         workers = [t for t in message_types for _ in range(self.options.concurrency)]
         pool = ThreadPoolExecutor(max_workers=len(workers), thread_name_prefix="drain")
         futures = [pool.submit(self._worker, t, run) for t in workers]
@@ -225,6 +162,12 @@ class Drain:
                 stats.stop_reason, stats.error = stats.last_failure or ("no_time", (
                     f"no time for one receive: {deadline.remaining():.1f} s left at the end, the safety margin is "
                     f"{self.options.safety_margin:g} s (DRAIN_SAFETY_MARGIN_SECONDS)"))
+        elapsed = self.clock.monotonic() - started
+        now_ms = self.clock.now().timestamp() * 1000
+        for stats in run.stats.values():
+            stats.rate_per_second = stats.received / elapsed if elapsed > 0 else 0.0
+            if stats.oldest_enqueue_ms is not None:
+                stats.oldest_age_seconds = round(max(0.0, now_ms - stats.oldest_enqueue_ms) / 1000, 3)
         reason, error, failed = overall(run.failure, run.stats)
         return RunSummary(
             ok=run.failure is None and not failed,
@@ -235,6 +178,7 @@ class Drain:
             error=error,
             token_fetches=self.tokens.fetches - fetches_before,
             failed_types=failed,
+            fan_out=fan_out.finish() if fan_out is not None else None,
         )
 
     def _join(self, pool: ThreadPoolExecutor, futures: list[Future], run: _Run) -> None:
@@ -277,7 +221,7 @@ class _Consumer:
         self.stats = run.stats[mtype]
         self.buffer = run.buffers[mtype]
         self.queue: Optional[Queue] = None
-        self.pending: list[_Batch] = []  # received by this consumer, not yet handed to a delete
+        self.pending: list[Batch] = []  # received by this consumer, not yet handed to a delete
         self.deleter = ThreadPoolExecutor(max_workers=max(1, drain.options.delete_threads),
                                           thread_name_prefix=f"delete-{mtype}")
         self.delete_clients = threading.local()  # one MNS client per delete thread
@@ -295,6 +239,7 @@ class _Consumer:
         while not run.stopped(self.mtype) and not run.empty[self.mtype]:
             self._flush(self.buffer.take_if_due())
             self._settle(block=False)
+            run.watch.tick()
             budget = d._budget(run, self.owed_deletes())
             if budget < d.timing.receive_overhead + 0.1:
                 return self._end("deadline")
@@ -346,6 +291,7 @@ class _Consumer:
             self._count_call("BatchReceiveMessage")
             if messages:
                 d.timing.observe("receive_overhead", d.clock.monotonic() - t0 - wait_seconds)
+            run.watch.observe(self.mtype, messages, wanted)
             run.release(wanted - len(messages))
             self.errors_in_row = auth_retries = 0
             if not messages:
@@ -399,7 +345,7 @@ class _Consumer:
         self.deleter.shutdown(wait=True)
 
     # -- decode, write, delete ------------------------------------------------
-    def _decode(self, messages: list[ReceivedMessage]) -> _Batch:
+    def _decode(self, messages: list[ReceivedMessage]) -> Batch:
         records: list[Record] = []
         dead: list[DeadLetter] = []
         for m in messages:
@@ -417,7 +363,7 @@ class _Consumer:
             self.drain.logger.warning("dead-lettered messages", extra={
                 "message_type": self.mtype, "message_ids": [x.mns.message_id for x in dead],
                 "errors": sorted({x.error for x in dead})})
-        return _Batch(records, dead, [m.receipt_handle for m in messages], size)
+        return Batch(records, dead, [m.receipt_handle for m in messages], size)
 
     def _respect_visibility(self, messages: list[ReceivedMessage]) -> None:
         """Keep the coalesce window within a third of the queue's visibility timeout.
@@ -432,7 +378,7 @@ class _Consumer:
                                       extra={"message_type": self.mtype, "visibility_timeout_seconds": visibility,
                                              "coalesce_seconds": round(visibility / 3, 3)})
 
-    def _flush(self, batches: list[_Batch]) -> None:
+    def _flush(self, batches: list[Batch]) -> None:
         """Write coalesced batches in one sink call; mark their shared outcome."""
         if not batches:
             return

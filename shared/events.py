@@ -17,6 +17,9 @@ class DrainEvent(BaseModel):
     message_types: Optional[tuple[str, ...]] = Field(None, min_length=1)
     max_messages: Optional[int] = Field(None, ge=1, le=10_000_000)
     wait_seconds: Optional[int] = Field(None, ge=0, le=30)
+    # Set by a run that fanned out: this run is one of its workers (it drains, never fans out).
+    worker: bool = False
+    parent: Optional[str] = Field(None, min_length=1, max_length=128)
 
     @field_validator("message_types", mode="before")
     @classmethod
@@ -40,6 +43,8 @@ FIELD_FORMS = {
     "message_types": "a non-empty list of distinct message type names, e.g. [\"SmsReport\"]",
     "max_messages": "a whole number >= 1",
     "wait_seconds": "a whole number from 0 to 30",
+    "worker": "true or false (set by a fanning-out run for its workers)",
+    "parent": "the request id of the run that started this worker (at most 128 characters)",
 }
 
 

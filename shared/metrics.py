@@ -63,6 +63,9 @@ def drain_metric_sets(result: Mapping[str, Any], function: str, now_ms: Optional
         metrics = {name: (_number(stats.get(name)), COUNT) for name in TYPE_COUNTS}
         for api, calls in sorted((stats.get("api_calls") or {}).items()):
             metrics[f"api_calls_{api}"] = (_number(calls), COUNT)
+        backlog = stats.get("backlog") or {}
+        metrics["backlog"] = (1 if backlog.get("detected") else 0, COUNT)  # the queue is not keeping up
+        metrics["receive_rate"] = (_number(backlog.get("rate_per_second")), COUNT)  # messages per second
         oldest = stats.get("oldest_enqueue_ms")
         if stats.get("received") and oldest:
             # How long the oldest message we took had waited in the queue (omitted when none came).
@@ -76,6 +79,10 @@ def drain_metric_sets(result: Mapping[str, Any], function: str, now_ms: Optional
         "run_failed": (0 if result.get("ok", True) else 1, COUNT),
         "api_calls_QueryTokenForMnsQueue": (_number(token_calls), COUNT),
     }
+    fan_out = result.get("fan_out")
+    if fan_out:
+        run["workers_invoked"] = (_number(fan_out.get("invoked")), COUNT)
+        run["worker_invoke_failures"] = (_number(fan_out.get("failed")), COUNT)
     sets.append(MetricSet(DRAIN_RUN_SET, {"function": function}, run,
                           properties={"stop_reason": result.get("stop_reason", ""), "ok": bool(result.get("ok", True))}))
     return sets

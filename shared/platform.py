@@ -52,6 +52,7 @@ class Invocation:
     deadline: Deadline
     request_id: str
     function_name: str = ""
+    function_arn: str = ""  # Lambda's invoked function ARN (with its qualifier), for a self-invocation
     raw_event: Any = field(default=None, repr=False)
     event_error: Optional[EventError] = None  # the event could not be read: raised by `options`
 
@@ -170,6 +171,7 @@ def _from_lambda(event: Any, context: Any, clock: Clock) -> Invocation:
         deadline=Deadline(context.get_remaining_time_in_millis() / 1000.0, clock),
         request_id=str(getattr(context, "aws_request_id", "") or uuid.uuid4()),
         function_name=str(getattr(context, "function_name", "") or ""),
+        function_arn=str(getattr(context, "invoked_function_arn", "") or ""),
         raw_event=event,
     )
 

@@ -31,6 +31,11 @@ class TypeStats:
     api_calls: Counter = field(default_factory=Counter)
     errors: Counter = field(default_factory=Counter)
     oldest_enqueue_ms: Optional[int] = None
+    full_receives: int = 0  # receives that came back with a whole batch
+    last_receive_full: bool = False
+    behind: bool = False  # early in the run: a full receive whose oldest message was older than the threshold
+    oldest_age_seconds: Optional[float] = None  # at the end of the run
+    rate_per_second: float = 0.0  # received / the run's time
     stop_reason: str = ""
     error: Optional[str] = None  # the failure that stopped this type, if one did
     last_failure: Optional[tuple[str, str]] = field(default=None, repr=False)  # (reason, error) of the last failed call
@@ -47,9 +52,17 @@ class TypeStats:
             "api_calls": dict(self.api_calls),
             "errors": dict(self.errors),
             "oldest_enqueue_ms": self.oldest_enqueue_ms,
+            "backlog": {"detected": self.backlog, "oldest_age_seconds": self.oldest_age_seconds,
+                        "rate_per_second": round(self.rate_per_second, 1), "full_receives": self.full_receives},
             "stop_reason": self.stop_reason,
             "error": self.error,
         }
+
+    @property
+    def backlog(self) -> bool:
+        """The queue is not keeping up: it was behind early in the run, or the run stopped (time or
+        message cap) while its receives still came back full."""
+        return self.behind or (self.stop_reason in ("deadline", "max_messages") and self.last_receive_full)
 
 
 @dataclass
@@ -62,6 +75,7 @@ class RunSummary:
     error: Optional[str] = None
     token_fetches: int = 0
     failed_types: list[str] = field(default_factory=list)
+    fan_out: Optional[dict[str, Any]] = None  # what a fan-out did (shared/fan_out.py), if it happened
 
     def total(self, name: str) -> int:
         return sum(getattr(t, name) for t in self.types.values())
@@ -83,6 +97,7 @@ class RunSummary:
             "remaining_seconds_at_exit": round(self.remaining_at_exit, 3),
             "totals": totals,
             "types": {k: v.as_dict() for k, v in self.types.items()},
+            "fan_out": self.fan_out,
         }
 
 

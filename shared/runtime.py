@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Mapping, Optional
+from typing import TYPE_CHECKING, Mapping, Optional
 
 from shared.clock import SYSTEM_CLOCK, Clock
 from shared.credentials import load_credentials
@@ -16,6 +16,10 @@ from shared.drain import Drain, DrainOptions
 from shared.settings import Settings, load_settings
 from shared.sinks import Sink, make_sink
 from shared.tokens import Credentials, DybaseapiTokenSource, MnsToken, TokenCache
+
+if TYPE_CHECKING:
+    from shared.fan_out import FanOut
+    from shared.platform import Invocation
 
 
 @dataclass
@@ -31,6 +35,21 @@ class DrainRuntime:
         return MnsQueue(self.settings.mns_endpoint, self.settings.queue_name(message_type), token,
                         timeout=self.settings.mns_timeout_seconds)
 
+    def fan_out(self, invocation: "Invocation", logger=None) -> Optional["FanOut"]:
+        """The fan-out a scheduled run may use (None with DRAIN_MAX_WORKERS=1, the default)."""
+        if self.settings.max_workers <= 1:
+            return None
+        from shared.fan_out import INVOKE_TIMEOUT, FanOut
+        from shared.invokers import make_invoker
+
+        deadline = invocation.deadline
+
+        def invoker():
+            timeout = max(0.2, min(INVOKE_TIMEOUT, deadline.remaining() / 2))
+            return make_invoker(invocation, self.settings, self.credentials, timeout)
+
+        return FanOut(invoker, self.settings.max_workers - 1, deadline, invocation.request_id, logger)
+
     def drain(self, clock: Clock = SYSTEM_CLOCK, logger=None, wait_seconds: Optional[int] = None) -> Drain:
         s = self.settings
         options = DrainOptions(
@@ -40,6 +59,7 @@ class DrainRuntime:
             concurrency=s.concurrency,
             mns_timeout=s.mns_timeout_seconds,
             coalesce_seconds=s.coalesce_seconds,
+            backlog_seconds=s.backlog_seconds,
         )
         return Drain(self.tokens, self.open_queue, self.sink, options, clock=clock, logger=logger)
 

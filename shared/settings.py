@@ -87,6 +87,13 @@ ENV_FORMS = {
     "DRAIN_CONCURRENCY": "a whole number from 1 to 64",
     "DRAIN_COALESCE_SECONDS": "seconds from 0 to 60, well below the queue's visibility timeout (0 writes every batch at once)",
     "TOKEN_REFRESH_BUFFER_SECONDS": "a whole number of seconds >= 0",
+    "FC_REGION": "the region Function Compute runs the function in (FC sets it)",
+    "DRAIN_MAX_WORKERS": "a whole number from 1 to 64: runs of the drain at once when a backlog fans out "
+                         "(1: never fan out); the function's reserved concurrency should equal it",
+    "DRAIN_BACKLOG_SECONDS": "a whole number of seconds from 0 to 86400: a full receive whose oldest message "
+                             "waited longer than this means the queue is behind (use the schedule's period)",
+    "DRAIN_INVOKE_ENDPOINT": "https URL of the invoke API the drain starts its workers through (default: the "
+                             "platform's own; http only for loopback)",
 }
 
 
@@ -123,6 +130,10 @@ VARIABLES = {
     "mns_timeout_seconds": "MNS_TIMEOUT_SECONDS",
     "coalesce_seconds": "DRAIN_COALESCE_SECONDS",
     "token_refresh_buffer_seconds": "TOKEN_REFRESH_BUFFER_SECONDS",
+    "max_workers": "DRAIN_MAX_WORKERS",
+    "backlog_seconds": "DRAIN_BACKLOG_SECONDS",
+    "invoke_endpoint": "DRAIN_INVOKE_ENDPOINT",
+    "fc_region": "FC_REGION",
     "reconcile_grace_seconds": "RECONCILE_GRACE_SECONDS",
     "reconcile_qps": "RECONCILE_QPS",
     "reconcile_max_targets": "RECONCILE_MAX_TARGETS",
@@ -137,7 +148,7 @@ VARIABLES = {
 SECRET_VARIABLES = frozenset({"ALIBABA_CLOUD_ACCESS_KEY_ID", "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
                               "ALIBABA_CLOUD_SECURITY_TOKEN"})
 _CSV_VARIABLES = ("ALICOM_MESSAGE_TYPES", "ALICOM_QUEUE_NAMES")
-_ENDPOINT_FIELDS = ("mns_endpoint", "token_endpoint", "sms_endpoint", "sink_endpoint")
+_ENDPOINT_FIELDS = ("mns_endpoint", "token_endpoint", "sms_endpoint", "sink_endpoint", "invoke_endpoint")
 
 _REGION = Meta(pattern=r"^[a-z]{2,}-[a-z0-9-]+$")
 
@@ -184,6 +195,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=VARIABLES):
     mns_timeout_seconds: Annotated[float, Meta(gt=0, le=120)] = 10.0
     coalesce_seconds: Annotated[float, Meta(ge=0, le=60)] = 5.0
     token_refresh_buffer_seconds: Annotated[int, Meta(ge=0, le=3600)] = 120
+
+    # Fan-out (a backlog starts more runs of the same function)
+    max_workers: Annotated[int, Meta(ge=1, le=64)] = 1
+    backlog_seconds: Annotated[int, Meta(ge=0, le=86400)] = 60
+    invoke_endpoint: Optional[str] = None
+    fc_region: Optional[Annotated[str, _REGION]] = None  # set by Function Compute in the function's environment
 
     # Reconcile (QuerySendDetails)
     reconcile_grace_seconds: Annotated[int, Meta(ge=0, le=7 * 86400)] = 3600

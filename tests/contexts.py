@@ -16,6 +16,7 @@ class LambdaContext:
     def __init__(self, timeout: float = 60.0):
         self.aws_request_id = f"aws-{uuid.uuid4()}"
         self.function_name = "DrainFunction"
+        self.invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:DrainFunction"
         self._end = time.monotonic() + timeout
 
     def get_remaining_time_in_millis(self) -> int:

@@ -380,8 +380,11 @@ def test_schedules_concurrency_retries_and_log_retention():
     drain_async = resources["DrainEventInvokeConfig"]["Properties"]
     assert drain_async["MaximumRetryAttempts"] == 0 and drain_async["MaximumEventAgeInSeconds"] <= 120
     # No reservation at all when asked (accounts that cannot reserve): NoValue, never 0.
-    assert Cfn(template, {"DrainReservedConcurrency": 0}).eval(
+    assert Cfn(template, {"DrainReserveConcurrency": "false"}).eval(
         resources["DrainFunction"]["Properties"]["ReservedConcurrentExecutions"]) is None
+    # Fanning out to K runs reserves K: "at most K runs at once".
+    assert Cfn(template, {"DrainMaxWorkers": 4}).eval(
+        resources["DrainFunction"]["Properties"]["ReservedConcurrentExecutions"]) == "4"
     assert Cfn(template, {"AsyncFailureDestination": "sqs"}).eval(drain_async["DestinationConfig"]) == {
         "OnFailure": {"Destination": "arn:aws:fake:::FailureQueue"}}
 
@@ -400,7 +403,8 @@ IMPOSSIBLE = [
     ("DrainMemorySize", 64, "MinValue"),
     ("DrainMemorySize", 10241, "MaxValue"),
     ("DrainWaitSeconds", 31, "MaxValue"),
-    ("DrainReservedConcurrency", -1, "MinValue"),
+    ("DrainMaxWorkers", 0, "MinValue"),
+    ("DrainMaxWorkers", 65, "MaxValue"),
     ("LogRetentionDays", 2, "AllowedValues"),
     ("AlicomMessageTypes", "SmsReport,Foo", "AllowedPattern"),
     ("AlicomUid", "12ab", "AllowedPattern"),
@@ -421,7 +425,7 @@ POSSIBLE = [
     ("Architecture", "arm64"), ("AlicomOwnerId", ""), ("AlicomOwnerId", SAMPLE_UID),
     ("AlicomCredentialsSecretArn", "arn:aws:secretsmanager:ap-southeast-1:123456789012:secret:alicom/ak-AbC123"),
     ("AlicomQueueNames", "SmsReport=Alicom-Queue-1-SmsReport,SmsUp=Alicom-Queue-1-SmsUp"),
-    ("DrainReservedConcurrency", 0),
+    ("DrainMaxWorkers", 8),
 ]
 
 
@@ -634,7 +638,11 @@ def test_timeouts_and_concurrency_agree():
     resources = s_resources()
     assert int(params["DrainTimeout"]["Default"]) == resources["alicom-drain"]["timeout"] < 60
     assert int(params["ReconcileTimeout"]["Default"]) == resources["alicom-reconcile"]["timeout"]
-    assert int(params["DrainReservedConcurrency"]["Default"]) == resources["alicom-drain"]["concurrencyConfig"]["reservedConcurrency"] == 1
+    # Reserved concurrency follows the fan-out's "at most K runs", on both clouds (default 1).
+    assert int(params["DrainMaxWorkers"]["Default"]) == resources["alicom-drain"]["concurrencyConfig"]["reservedConcurrency"] == 1
+    assert resources["alicom-drain"]["environmentVariables"]["DRAIN_MAX_WORKERS"] == "1"
+    variables = load_s_yaml()["vars"]
+    assert str(variables["drainMaxWorkers"]) == variables["drainMaxWorkersText"]  # the two spellings agree
     assert resources["alicom-drain"]["asyncInvokeConfig"]["maxAsyncRetryAttempts"] == 0
 
 
@@ -803,7 +811,7 @@ def test_s_deploy_builds_the_package_for_the_chosen_sink_first():
     from scripts.package import TARGETS
 
     args = dict(zip(command[3::2], command[4::2]))
-    assert args == {"--target": "fc", "--sink": "tablestore", "--out": "build/fc"}
+    assert args == {"--target": "fc", "--sink": "tablestore", "--workers": "1", "--out": "build/fc"}
     assert "tablestore" in dict(TARGETS["fc"].sink_sdks)
     assert all(props["code"] == "./" + args["--out"] for props in s_resources().values())
 

@@ -3,6 +3,7 @@
     python -m scripts.deploy.policies --out build/ram        # values from s.yaml's vars
     python -m scripts.deploy.policies --sink tablestore --table t --out build/ram
     python -m scripts.deploy.policies --failure-queue alicom-drain-failed --out build/ram
+    python -m scripts.deploy.policies --workers 4 --out build/ram   # the drain may start its own workers
 
 Each document (`ram-<function>-<sink>.json`) grants one function exactly what it uses:
 its sink's bucket+prefix or table, the Alicom API it calls, and its logstore. Values come
@@ -10,8 +11,10 @@ from s.yaml `vars` (one place to edit) and may be overridden by flags; each is c
 against a strict pattern first, so a `*` can never widen a resource and the prefix is never
 empty (which would grant the whole bucket). Every action is one the code calls
 (tests/test_least_privilege.py holds them to what the stand-ins see). `--failure-queue`
-adds `mns:SendMessage` on that MNS queue, for s.yaml's `failureDestination`. Prints the
-aliyun CLI commands that create the roles and attach the policies.
+adds `mns:SendMessage` on that MNS queue, for s.yaml's `failureDestination`. With more than one
+worker (s.yaml's `drainMaxWorkers`), the drain's role gets `fc:InvokeFunction` on the drain
+function itself and nothing else, for its fan-out. Prints the aliyun CLI commands that create the
+roles and attach the policies.
 """
 from __future__ import annotations
 
@@ -39,7 +42,9 @@ FIELDS = {
     "LogProject": ("logProject", r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]"),
     "LogStore": ("logStore", r"[a-z0-9][a-z0-9_-]{1,61}[a-z0-9]"),
     "FailureQueue": ("failureQueue", r"[A-Za-z0-9][A-Za-z0-9-]{0,255}"),  # optional
+    "DrainFunction": ("drainFunctionName", r"[A-Za-z_][A-Za-z0-9_-]{0,63}"),  # with workers
 }
+DRAIN_FUNCTION = "alicom-drain"  # s.yaml's functionName for the drain
 NEEDS = {
     "oss": ("Region", "Bucket", "Prefix", "LogProject", "LogStore"),
     "tablestore": ("Region", "Instance", "Table", "LogProject", "LogStore"),
@@ -90,6 +95,13 @@ def render(function: str, sink: str, values: dict[str, str]) -> dict[str, Any]:
         # FC's on-failure destination sends the failed event there with the function's role.
         document["Statement"].append({"Effect": "Allow", "Action": "mns:SendMessage",
                                       "Resource": f"acs:mns:{checked['Region']}:*:/queues/{queue}/messages"})
+    if function == "drain" and int(values.get("Workers") or 1) > 1:
+        name = values.get("DrainFunction") or DRAIN_FUNCTION
+        if not re.fullmatch(FIELDS["DrainFunction"][1], name):
+            raise PolicyError(f"DrainFunction={name!r} does not match {FIELDS['DrainFunction'][1]}")
+        # The fan-out invokes this function, and only this one (FC 3.0's function resource).
+        document["Statement"].append({"Effect": "Allow", "Action": "fc:InvokeFunction",
+                                      "Resource": f"acs:fc:{checked['Region']}:*:functions/{name}"})
     return document
 
 
@@ -111,9 +123,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("build/ram"))
     for name, (var, _) in FIELDS.items():
         parser.add_argument("--" + re.sub(r"(?<!^)([A-Z])", r"-\1", name).lower(), dest=name, help=f"overrides vars.{var}")
+    parser.add_argument("--workers", type=int, help="overrides vars.drainMaxWorkers (above 1: the drain may "
+                                                     "invoke itself)")
     args = parser.parse_args(argv)
     variables = load_s_yaml_vars(args.s_yaml) if args.s_yaml.exists() else {}
     values = values_from_vars(variables)
+    values["Workers"] = str(args.workers if args.workers is not None else variables.get("drainMaxWorkers", 1))
     values.update({k: v for k, v in vars(args).items() if k in FIELDS and v is not None})
     sink = args.sink or variables.get("sink")
     if sink not in SINKS:

@@ -96,6 +96,7 @@ class Emulator:
             if server is None:
                 return
             server.shutdown()
+            self.backend.functions.kill_all()
             self.backend.queues.close()
             server.close_connections()       # also lets hung requests go at once
             server.server_close()
@@ -299,11 +300,21 @@ class Emulator:
         self.backend.send_records.refusal = SendDetailsRefusal(
             code, message or f"Refused by the emulator: {code}", ph)
 
-    # -- functions (FC 2.0 / Lambda invoke) ------------------------------------------------
+    # -- functions (FC 2.0, FC 3.0 and Lambda invoke) ----------------------------------------
 
     def register_function(self, name: str, fn) -> None:
         """`fn(payload: bytes) -> bytes` (may raise). FC looks up "<service>/<name>" first, then name."""
         self.backend.functions.register(name, fn)
+
+    def register_process_function(self, name: str, command: list[str], env: dict | None = None,
+                                  cwd: str | None = None, log_dir: str | None = None) -> None:
+        """A function that runs `command + [payload]` as a process of its own per invocation (async:
+        started and left running; sync: its last line of stdout is the result)."""
+        self.backend.functions.register_process(name, command, env, cwd, log_dir)
+
+    def exit_codes(self, name: str) -> list:
+        """Exit codes of the processes a process function started, in order (None: still running)."""
+        return self.backend.functions.exit_codes(name)
 
     def invocations(self, name: str) -> list[bytes]:
         """Payloads the function received, in arrival order (async ones included at arrival)."""

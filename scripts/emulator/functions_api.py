@@ -1,7 +1,10 @@
-"""Function invoke APIs, so a backfill tool can be tested over the wire:
+"""Function invoke APIs, so a backfill tool and a fanning-out drain can be tested over the wire:
 
 - Function Compute 2.0 (`aliyun-fc2`): POST /2016-08-15/services/<svc>/functions/<fn>/invocations,
   signed `Authorization: FC ak:sig`; `x-fc-invocation-type: Async` -> 202.
+- Function Compute 3.0 (`alibabacloud-fc20230330`): POST /2023-03-30/functions/<fn>/invocations,
+  signed `Authorization: ACS3-HMAC-SHA256 ...` (with `x-acs-security-token` for STS keys);
+  `x-fc-invocation-type: Async` -> 202. Errors: `{"Code","Message","RequestId"}`.
 - AWS Lambda (`boto3`): POST /2015-03-31/functions/<fn>/invocations, SigV4;
   `X-Amz-Invocation-Type: Event` -> 202, `DryRun` -> 204.
 
@@ -12,8 +15,8 @@ as the platforms do.
 from __future__ import annotations
 
 from . import responses as r
-from .auth import verify_fc, verify_sigv4
-from .exceptions import FcError, LambdaError
+from .auth import verify_acs3, verify_fc, verify_sigv4
+from .exceptions import FcError, LambdaError, RpcError
 from .models import EmulatorBackend
 from .request import Request
 
@@ -37,6 +40,32 @@ class FunctionResponses:
                                                   f"'{base_service}'", 404)
         except FcError as e:
             return r.fc_error(e, rid)
+        headers = [("X-Fc-Request-Id", rid)]
+        if req.headers.get("x-fc-invocation-type", "").lower() == "async":
+            self.backend.functions.invoke_async(name, req.body)
+            return r.Response(202, b"", headers)
+        try:
+            out = self.backend.functions.invoke(name, req.body)
+        except Exception as exc:
+            return r.Response(200, r.function_error_body(exc), headers + [
+                ("X-Fc-Error-Type", "UnhandledInvocationError"), ("Content-Type", "application/json")])
+        return r.Response(200, out, headers + [("Content-Type", "application/octet-stream")])
+
+    def Fc3InvokeFunction(self, req: Request, function: str) -> r.Response:
+        rid = r.new_request_id()
+        try:
+            ak = verify_acs3(req.method, req.path, req.query, req.headers, req.body, self.backend.customer_keys(),
+                             self.backend.clock())
+            try:
+                self.backend.check_security_token(ak, req.headers.get("x-acs-security-token"))
+            except RpcError as e:
+                raise FcError(e.code, e.message, 403) from None
+            name = self.backend.functions.resolve(function)
+            if name is None:
+                raise FcError("FunctionNotFound", f"function '{function}' does not exist", 404)
+        except FcError as e:
+            return r.json_response(e.status, {"Code": e.code, "Message": e.message, "RequestId": rid},
+                                   [("X-Fc-Request-Id", rid)])
         headers = [("X-Fc-Request-Id", rid)]
         if req.headers.get("x-fc-invocation-type", "").lower() == "async":
             self.backend.functions.invoke_async(name, req.body)

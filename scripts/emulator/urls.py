@@ -11,6 +11,7 @@ _MNS_MESSAGES = re.compile(r"^/queues/([^/]+)/messages/?$")
 _MNS_OTHER = re.compile(r"^/(?:queues|topics)(?:/([^/]+))?")
 _FC_INVOKE = re.compile(r"^/2016-08-15/services/([^/]+)/functions/([^/]+)/invocations/?$")
 _LAMBDA_INVOKE = re.compile(r"^/2015-03-31/functions/([^/]+)/invocations/?$")
+_FC3_INVOKE = re.compile(r"^/2023-03-30/functions/([^/]+)/invocations/?$")
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,9 @@ def resolve(req: Request) -> Route:
     m = _LAMBDA_INVOKE.match(path)
     if m and req.method == "POST":
         return Route("lambda", "LambdaInvoke", (unquote(m.group(1)),))
+    m = _FC3_INVOKE.match(path)
+    if m and req.method == "POST":
+        return Route("fc", "Fc3InvokeFunction", (unquote(m.group(1)),))
     if path == "/" and req.method in ("GET", "POST"):
         action = req.form_params().get("Action")
         if action:

@@ -7,7 +7,7 @@ from collections import Counter
 MNS_ACTIONS = ("BatchReceiveMessage", "ReceiveMessage", "BatchDeleteMessage", "DeleteMessage",
                "ChangeMessageVisibility", "PeekMessage", "BatchPeekMessage")
 RPC_ACTIONS = ("QueryTokenForMnsQueue", "QuerySendDetails")
-FUNCTION_ACTIONS = ("FcInvokeFunction", "LambdaInvoke")
+FUNCTION_ACTIONS = ("FcInvokeFunction", "Fc3InvokeFunction", "LambdaInvoke")
 
 
 class RequestStats:
