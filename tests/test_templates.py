@@ -39,6 +39,7 @@ NOT_IN_TEMPLATES = {
     "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "as ALIBABA_CLOUD_ACCESS_KEY_ID",
     "ALIBABA_CLOUD_SECURITY_TOKEN": "as ALIBABA_CLOUD_ACCESS_KEY_ID",
     "SINK_PATH": "file and sqlite sinks are local only",
+    "DRAIN_INVOKE_ENDPOINT": "the platforms' own invoke API is the default; set only for local runs and tests",
 }
 ONE_CLOUD_ONLY = {
     "ALICOM_CREDENTIALS_SECRET": "aws",  # FC uses the role
