@@ -40,16 +40,7 @@ class FunctionResponses:
                                                   f"'{base_service}'", 404)
         except FcError as e:
             return r.fc_error(e, rid)
-        headers = [("X-Fc-Request-Id", rid)]
-        if req.headers.get("x-fc-invocation-type", "").lower() == "async":
-            self.backend.functions.invoke_async(name, req.body)
-            return r.Response(202, b"", headers)
-        try:
-            out = self.backend.functions.invoke(name, req.body)
-        except Exception as exc:
-            return r.Response(200, r.function_error_body(exc), headers + [
-                ("X-Fc-Error-Type", "UnhandledInvocationError"), ("Content-Type", "application/json")])
-        return r.Response(200, out, headers + [("Content-Type", "application/octet-stream")])
+        return self._fc_invoke(name, req, rid)
 
     def Fc3InvokeFunction(self, req: Request, function: str) -> r.Response:
         rid = r.new_request_id()
@@ -66,6 +57,10 @@ class FunctionResponses:
         except FcError as e:
             return r.json_response(e.status, {"Code": e.code, "Message": e.message, "RequestId": rid},
                                    [("X-Fc-Request-Id", rid)])
+        return self._fc_invoke(name, req, rid)
+
+    def _fc_invoke(self, name: str, req: Request, rid: str) -> r.Response:
+        """FC 2.0 and 3.0 answer an invocation alike: 202 for Async, else the result or the error type."""
         headers = [("X-Fc-Request-Id", rid)]
         if req.headers.get("x-fc-invocation-type", "").lower() == "async":
             self.backend.functions.invoke_async(name, req.body)
