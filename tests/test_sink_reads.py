@@ -170,6 +170,9 @@ def test_sqlite_read_only_reads_and_changes_nothing(tmp_path):
     writer = SqliteSink(str(path))
     writer.write(dated_records(), dated_dead_letters())
     writer.close()
+    other = sqlite3.connect(path)  # a database another tool left in rollback-journal mode
+    assert other.execute("PRAGMA journal_mode=DELETE").fetchone() == ("delete",)
+    other.close()
     before = path.read_bytes()
     reader = SqliteSink(str(path), read_only=True)
     check_selections(reader)
