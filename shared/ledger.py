@@ -95,11 +95,6 @@ def receipt_key(biz_id: str, phone_number: str) -> str:
     return business_key("SmsReport", {"biz_id": biz_id, "phone_number": phone_number})
 
 
-def holds_ledger(sink: Optional[Sink]) -> bool:
-    """Whether the sink can hold the ledger: a table sink, which reads one row by key."""
-    return isinstance(sink, TableSink)
-
-
 def require_ledger(sink: Sink) -> TableSink:
     if not isinstance(sink, TableSink):
         raise LedgerError(
@@ -137,9 +132,9 @@ def put_entries(sink: Sink, entries: Iterable[Mapping[str, Any]], now: float) ->
 
 def get_entry(sink: Optional[Sink], key: str) -> Optional[dict[str, Any]]:
     """The ledger entry stored under `key`; None when there is none, or the sink holds no ledger."""
-    if not holds_ledger(sink):
+    if not isinstance(sink, TableSink):
         return None
-    row = require_ledger(sink).get(key)
+    row = sink.get(key)
     return entry_of(row) if row is not None and row.get("kind") == LEDGER_KIND else None
 
 
