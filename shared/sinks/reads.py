@@ -42,6 +42,8 @@ class Selection:
         first, last = day_text(date_from, "date_from"), day_text(date_to, "date_to")
         if first is not None and last is not None and last < first:
             raise ValueError(f"date_to: {last} is before date_from {first}")
+        if isinstance(message_types, str):  # one type, not its letters
+            message_types = (message_types,)
         # An empty list of types asks for every type, as it always has.
         return cls(frozenset(message_types) if message_types else None, first, last)
 
