@@ -6,7 +6,6 @@ it. Dates compare as that text, which for such dates is calendar order.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Iterable, Mapping, Optional, Union
 
@@ -27,14 +26,17 @@ def day_text(value: DateBound, name: str) -> Optional[str]:
         raise ValueError(f"{name}: expected a date 'YYYY-MM-DD', got {str(value)[:40]!r}") from None
 
 
-@dataclass(frozen=True)
 class Selection:
     """Message types (None: every type) and event dates from `date_from` to `date_to`, both
     included (None: open at that end)."""
 
-    types: Optional[frozenset[str]] = None
-    date_from: Optional[str] = None
-    date_to: Optional[str] = None
+    # A plain class, not a dataclass: the drain imports this module and never reads, and a
+    # frozen dataclass costs one to two milliseconds to build at import.
+    __slots__ = ("types", "date_from", "date_to")
+
+    def __init__(self, types: Optional[frozenset[str]] = None, date_from: Optional[str] = None,
+                 date_to: Optional[str] = None):
+        self.types, self.date_from, self.date_to = types, date_from, date_to
 
     @classmethod
     def of(cls, message_types: Optional[Iterable[str]] = None, date_from: DateBound = None,
