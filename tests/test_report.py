@@ -26,6 +26,7 @@ from shared import delivery_report as model
 from shared.records import SOURCE_SEND_RECORD, Record
 from shared.sinks.file import FileSink
 from shared.sinks.sqlite import SqliteSink
+from tests.fakes.moto_server import moto, moto_server  # noqa: F401
 
 CHROMIUM = Path("/usr/bin/chromium")
 INSTALL_HINT = "apt-get update && apt-get install -y chromium"
@@ -312,6 +313,19 @@ def test_sqlite_report_counts_no_ledger_row_as_a_send_and_changes_nothing(tmp_pa
     assert (report["records_read"], report["sms"]["sends"], report["sms"]["delivered"], report["sms"]["unknown"]) == \
         (1, 1, 1, 0)
     assert path.read_bytes() == before  # a report only reads
+
+
+def test_a_sink_that_fails_the_read_is_a_clear_error(moto, monkeypatch, capsys):
+    from tests.fakes.moto_server import CREDENTIALS, REGION
+
+    for name, value in {"SINK": "s3", "SINK_BUCKET": "missing-bucket", "SINK_ENDPOINT": moto.endpoint,
+                        "SINK_REGION": REGION, "AWS_ACCESS_KEY_ID": CREDENTIALS["aws_access_key_id"],
+                        "AWS_SECRET_ACCESS_KEY": CREDENTIALS["aws_secret_access_key"]}.items():
+        monkeypatch.setenv(name, value)
+    assert rep.main(["--from", "2026-11-25", "--to", "2026-11-26"]) == 1
+    err = capsys.readouterr().err
+    assert "report: s3 sink: list of bucket missing-bucket failed: NoSuchBucket (HTTP 404)" in err
+    assert CREDENTIALS["aws_secret_access_key"] not in err
 
 
 def test_records_are_streamed_not_held(tmp_path):
