@@ -735,7 +735,7 @@ def run_faults(bench: Bench) -> dict:
         emu.stop()
     sink = SqliteSink(path)
     rows = sink.count("records")
-    stored_keys = {r["key"] for r in sink._rows("SELECT key FROM records")}
+    stored_keys = {r.key for r in sink.iter_records()}
     dead = sink.count("dead_letters")
     sink.close()
     missing = expected - stored_keys

@@ -22,9 +22,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Optional, TextIO
-from zoneinfo import ZoneInfo
 
-BEIJING = ZoneInfo("Asia/Shanghai")
+from shared.decode import SHANGHAI, format_time
 DEMO_AK, DEMO_SECRET = "LTAI5tDemoReconcileKey", "demo-reconcile-secret-not-real"
 
 
@@ -38,8 +37,8 @@ def _fc_timer(name: str) -> tuple[bytes, Any]:
 
 def _receipt(biz_id: str, phone: str, sent: datetime, ok: bool) -> dict[str, Any]:
     return {"phone_number": phone, "success": ok, "biz_id": biz_id, "out_id": f"order-{biz_id[-2:]}",
-            "send_time": sent.strftime("%Y-%m-%d %H:%M:%S"),
-            "report_time": (sent + timedelta(seconds=6)).strftime("%Y-%m-%d %H:%M:%S"),
+            "send_time": format_time(sent),
+            "report_time": format_time(sent + timedelta(seconds=6)),
             "err_code": "DELIVERED" if ok else "MK:0001", "err_msg": "", "sms_size": "1"}
 
 
@@ -91,7 +90,7 @@ def _story(emu, db_path: Path, out: TextIO, n: int) -> dict[str, Any]:
     if not emu.backend.queues.has_queue(queue):
         emu.create_queue(queue)
     sink = SqliteSink(str(db_path))
-    sent = datetime.now(BEIJING) - timedelta(hours=2)
+    sent = datetime.now(SHANGHAI) - timedelta(hours=2)
     sends = [Send(f"90061974693{i:04d}^0", f"1390000{i:04d}", sent + timedelta(seconds=i), out_id=f"order-{i:02d}",
                   template_code="SMS_20260001", sign_name="AlicomDemo") for i in range(n)]
     record_sends(sink, sends)
@@ -101,7 +100,7 @@ def _story(emu, db_path: Path, out: TextIO, n: int) -> dict[str, Any]:
         emu.add_send_record(s.phone_number, sent.strftime("%Y%m%d"), s.biz_id, status,
                             err_code={3: "DELIVERED", 2: "MK:0001", 1: ""}[status], template_code="SMS_20260001",
                             content=f"[AlicomDemo] Your code is {1000 + i}",
-                            send_time=(sent + timedelta(seconds=i)).strftime("%Y-%m-%d %H:%M:%S"), out_id=f"order-{i:02d}")
+                            send_time=format_time(sent + timedelta(seconds=i)), out_id=f"order-{i:02d}")
     delivered = [s for i, s in enumerate(sends) if i % 3 != 2]
     for s in delivered:
         emu.enqueue_receipt(queue, _receipt(s.biz_id, s.phone_number, sent, True))
@@ -125,7 +124,7 @@ def _story(emu, db_path: Path, out: TextIO, n: int) -> dict[str, Any]:
           f"(one per send)", file=out)
 
     # A backfill over three days for a few numbers, one of them with 120 sends a day (3 pages).
-    days = [(datetime.now(BEIJING) - timedelta(days=d)) for d in (3, 2, 1)]
+    days = [(datetime.now(SHANGHAI) - timedelta(days=d)) for d in (3, 2, 1)]
     busy = "13700000001"
     for d in days:
         for i in range(120):

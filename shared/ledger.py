@@ -7,13 +7,15 @@ reconcile then takes `pending_sends(sink, older_than)` — entries still open, s
 `older_than` (now minus RECONCILE_GRACE_SECONDS), with no receipt row
 `SmsReport#<biz_id>#<phone_number>` — and asks QuerySendDetails about each with its BizId.
 
-Ledger row (same table as the records; `iter_records` never yields it):
+Ledger row (built and read here; the table sink stores it as a row of kind "ledger" beside
+the records, and `iter_records` never yields it):
 
     key           "SEND#<biz_id>#<phone_number>"  ('#' and '%' in a part escaped as %23, %25)
     kind          "ledger"
     message_type  "SmsReport"   source "ledger"
     event_time    send_time     event_date  its date
     body          JSON of the entry below
+    message_id "", enqueue_time 0, dequeue_count 0; the sink adds stored_at (and ttl)
 
 Entry (the row's body; what `pending_sends` returns):
 
@@ -37,17 +39,19 @@ an object store cannot read one row by key.
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable, Mapping, Optional, Union
+from typing import Any, Iterable, Iterator, Mapping, Optional, Union
 
 from shared.decode import SHANGHAI, TIME_FORMAT, business_key, format_time
-from shared.records import SOURCE_RECEIPT
+from shared.records import SOURCE_RECEIPT, canonical_json
 from shared.send_records import PhoneError, normalize_phone
 from shared.sinks.base import Sink, TableSink
 
 LEDGER_PREFIX = "SEND"
+LEDGER_KIND = "ledger"  # the rows' kind: records reads never yield them
 OPEN_STATUSES = ("pending", "waiting", "not_found")
 CLOSED_STATUSES = ("delivered", "failed", "received", "expired", "refused")
 
@@ -97,6 +101,47 @@ def require_ledger(sink: Sink) -> TableSink:
             f"SINK={sink.name} cannot hold the send ledger: it needs a table sink (SINK=sqlite, dynamodb or "
             "tablestore), because an object store cannot look up one send by key")
     return sink
+
+
+def ledger_row(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """The table row that stores `entry` (the format in the module docstring)."""
+    return {
+        "key": entry["key"],
+        "kind": LEDGER_KIND,
+        "message_type": "SmsReport",  # the receipt the entry waits for
+        "source": "ledger",
+        "event_time": entry["send_time"],
+        "event_date": entry["send_time"][:10],
+        "body": canonical_json(entry),
+        "message_id": "",
+        "enqueue_time": 0,
+        "dequeue_count": 0,
+    }
+
+
+def entry_of(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The entry a ledger row stores."""
+    body = row["body"]
+    return json.loads(body) if isinstance(body, str) else dict(body)
+
+
+def put_entries(sink: Sink, entries: Iterable[Mapping[str, Any]], now: float) -> int:
+    """Write (overwrite) entries in one batch; return the backend write calls made."""
+    return require_ledger(sink).put_rows([ledger_row(e) for e in entries], now=now)
+
+
+def get_entry(sink: Optional[Sink], key: str) -> Optional[dict[str, Any]]:
+    """The ledger entry stored under `key`; None when there is none, or the sink holds no ledger."""
+    if not isinstance(sink, TableSink):
+        return None
+    row = sink.get(key)
+    return entry_of(row) if row is not None and row.get("kind") == LEDGER_KIND else None
+
+
+def iter_entries(sink: Sink) -> Iterator[dict[str, Any]]:
+    """Every ledger entry (reads the whole table)."""
+    for row in require_ledger(sink).iter_rows(LEDGER_KIND):
+        yield entry_of(row)
 
 
 def beijing_time(value: Union[str, datetime, int, float]) -> str:
@@ -149,13 +194,13 @@ def make_entry(send: Union[Send, Mapping[str, Any]], now: float) -> dict[str, An
 
 def record_sends(sink: Sink, sends: Iterable[Union[Send, Mapping[str, Any]]], now: Optional[float] = None) -> int:
     """Record sends as pending ledger entries; return how many. All are validated before any write."""
-    table = require_ledger(sink)
+    require_ledger(sink)
     now = time.time() if now is None else now
     entries = {}
     for send in sends:
         entry = make_entry(send, now)
         entries[entry["key"]] = entry
-    table.put_ledger(list(entries.values()), now)
+    put_entries(sink, entries.values(), now)
     return len(entries)
 
 
@@ -168,7 +213,7 @@ def scan_ledger(sink: Sink, older_than: Union[datetime, str, int, float]) -> Led
     table = require_ledger(sink)
     cutoff = _cutoff(older_than)
     scan = LedgerScan()
-    for entry in table.iter_ledger():
+    for entry in iter_entries(table):
         if entry.get("status") not in OPEN_STATUSES:
             scan.closed += 1
             continue
@@ -199,7 +244,7 @@ def mark(sink: Sink, entry: Mapping[str, Any], status: str, now: Optional[float]
     if checked:
         updated["checks"] = int(entry.get("checks") or 0) + 1
         updated["checked_at"] = int(now)
-    require_ledger(sink).put_ledger([updated], now)
+    put_entries(sink, [updated], now)
     return updated
 
 
@@ -208,5 +253,5 @@ def mark_all(sink: Sink, entries: Iterable[Mapping[str, Any]], status: str, now:
     if status not in OPEN_STATUSES + CLOSED_STATUSES:
         raise LedgerError(f"unknown ledger status {status!r}")
     updated = [dict(e, status=status) for e in entries]
-    require_ledger(sink).put_ledger(updated, time.time() if now is None else now)
+    put_entries(sink, updated, time.time() if now is None else now)
     return len(updated)

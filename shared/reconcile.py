@@ -43,7 +43,7 @@ from shared.records import SOURCE_SEND_RECORD, Record, canonical_json
 from shared.send_records import (PHONE_FORMS, QUERY_WINDOW_DAYS, STATUS_DELIVERED, STATUS_FAILED, STATUS_WAITING,
                                  DeadlineReached, PhoneError, SendDateError, SendDetail, SendDetailsError,
                                  SendRecordClient, beijing_today, check_send_date, normalize_phone)
-from shared.sinks.base import ObjectSink, Sink, TableSink
+from shared.sinks.base import NoObjects, Sink
 
 MAX_PHONES = 100_000
 MAX_DATES = QUERY_WINDOW_DAYS + 1
@@ -233,11 +233,14 @@ def read_phones_file(spec: str, sink: Optional[Sink]) -> list[str]:
     """Phone numbers from a local file or, with 'sink:<key>', an object of the object sink."""
     if spec.startswith("sink:"):
         key = spec[len("sink:"):].lstrip("/")
-        if not isinstance(sink, ObjectSink):
-            raise EventError(f"invalid event: phones_file: {spec!r} names a sink object, but SINK="
-                             f"{getattr(sink, 'name', '?')} holds no objects; use a file path or an object sink")
+        no_objects = EventError(f"invalid event: phones_file: {spec!r} names a sink object, but SINK="
+                                f"{getattr(sink, 'name', '?')} holds no objects; expected {FIELD_FORMS['phones_file']}")
+        if sink is None:
+            raise no_objects
         try:
-            data = sink._get_object(sink.prefix + key)
+            data = sink.read_object(key)
+        except NoObjects:
+            raise no_objects from None
         except Exception as exc:  # each backend raises its own not-found error
             raise EventError(f"invalid event: phones_file: cannot read sink object {key!r} "
                              f"({type(exc).__name__})") from None
@@ -569,8 +572,8 @@ class Reconciler:
 
     def _mark_ledger(self, target: Target, rows: list[SendDetail]) -> None:
         entry = target.entry
-        if entry is None and target.biz_id and isinstance(self.sink, TableSink):
-            entry = self.sink.get_ledger(ledger.ledger_key(target.biz_id, target.phone))
+        if entry is None and target.biz_id:
+            entry = ledger.get_entry(self.sink, ledger.ledger_key(target.biz_id, target.phone))
         if entry is None:
             return
         if not rows:

@@ -12,7 +12,7 @@ import pytest
 
 from functions.drain import handler as drain
 from functions.reconcile import handler as reconcile
-from shared.ledger import LedgerError, Send, ledger_key, pending_sends, receipt_key, record_sends
+from shared.ledger import LedgerError, Send, get_entry, iter_entries, ledger_key, pending_sends, receipt_key, record_sends
 from shared.platform import EventError, RunFailed
 from shared.sinks.sqlite import SqliteSink
 from tests.contexts import LambdaContext, fc_context
@@ -93,7 +93,7 @@ def test_scheduled_reconcile_fills_exactly_the_missing_receipts_and_a_late_recei
             assert row.source == "send_record" and row.body["biz_id"] == s.biz_id
             assert row.body["send_status"] == statuses[i] and row.body["content"] == f"code {i}"
             assert row.body["success"] is {3: True, 2: False, 1: None}[statuses[i]]
-    status = {e["phone_number"]: e["status"] for e in sink.iter_ledger()}
+    status = {e["phone_number"]: e["status"] for e in iter_entries(sink)}
     assert [status[s.phone_number] for s in sends] == ["received", "delivered", "received", "failed",
                                                        "received", "waiting", "received", "delivered"]
     assert (status["13900000077"], status["13900000088"]) == ("pending", "expired")
@@ -204,6 +204,7 @@ BAD_EVENTS = [
     ({"targets": [{"date": "TODAY", "phones": ["+44"]}]}, "targets.0.phones"),
     ({"dates": ["TODAY"], "phones_file": "PHONES_FILE"}, "phones_file: line 3"),
     ({"dates": ["TODAY"], "phones_file": "/nonexistent/phones.txt"}, "phones_file: cannot read"),
+    ({"dates": ["TODAY"], "phones_file": "sink:phones.txt"}, "names a sink object, but SINK=sqlite holds no objects"),
     (b"{not json", "not valid JSON"),
 ]
 
@@ -253,7 +254,7 @@ def test_biz_id_from_the_event_keys_like_the_receipt_and_closes_its_ledger_entry
     assert result["ok"] and result["failed"] == 1 and result["records_written"] == 1
     row = sink.get(receipt_key("77^1", "13800000031"))
     assert row["source"] == "send_record" and json.loads(row["body"])["err_code"] == "MK:0001"
-    assert sink.get_ledger(ledger_key("77^1", "13800000031"))["status"] == "failed"
+    assert get_entry(sink, ledger_key("77^1", "13800000031"))["status"] == "failed"
     # The scheduled run (Lambda, EventBridge Scheduler input) has nothing left to ask.
     emulator.reset_stats()
     ledger_run = reconcile({"_trigger": "schedule"}, LambdaContext(timeout=30))
@@ -271,7 +272,7 @@ def test_ledger_is_validated_and_kept_out_of_records(reconcile_env):
             record_sends(sink, [bad])
     when = datetime(2026, 11, 24, 17, 30, tzinfo=timezone.utc)  # 01:30 on the 25th in Beijing
     record_sends(sink, [Send("1#2", "13800000000", when)])
-    entry = sink.get_ledger(ledger_key("1#2", "13800000000"))
+    entry = get_entry(sink, ledger_key("1#2", "13800000000"))
     assert entry["key"] == "SEND#1%232#13800000000"
     assert (entry["send_time"], entry["send_date"], entry["status"]) == ("2026-11-25 01:30:00", "20261125", "pending")
     assert list(sink.iter_records()) == [] and sink.count("records") == 1
@@ -308,7 +309,7 @@ def test_a_ledger_entry_the_api_refuses_for_good_is_closed_not_failed_every_nigh
     emulator.set_send_details_error("isv.MOBILE_NUMBER_ILLEGAL", phones=[bad.phone_number])
     result = reconcile(timer_event(), fc_context(timeout=60))
     assert result["ok"] and (result["queried"], result["delivered"], result["refused"]) == (1, 1, 1), result
-    status = {e["phone_number"]: (e["status"], e["err_code"]) for e in sink.iter_ledger()}
+    status = {e["phone_number"]: (e["status"], e["err_code"]) for e in iter_entries(sink)}
     assert status[bad.phone_number] == ("refused", "isv.MOBILE_NUMBER_ILLEGAL")
     emulator.reset_stats()
     again = reconcile(timer_event(), fc_context(timeout=60))
@@ -324,4 +325,4 @@ def test_a_ledger_entry_the_api_refuses_for_good_is_closed_not_failed_every_nigh
     with pytest.raises(RunFailed) as failed:
         reconcile(timer_event(), fc_context(timeout=60))
     assert failed.value.summary["error_codes"] == {"InternalError": 1}
-    assert {e["phone_number"]: e["status"] for e in sink.iter_ledger()}[third.phone_number] == "pending"
+    assert {e["phone_number"]: e["status"] for e in iter_entries(sink)}[third.phone_number] == "pending"

@@ -22,9 +22,11 @@ from pathlib import Path
 import pytest
 
 from scripts import report as rep
+from shared import delivery_report as model
 from shared.records import SOURCE_SEND_RECORD, Record
 from shared.sinks.file import FileSink
 from shared.sinks.sqlite import SqliteSink
+from tests.fakes.moto_server import moto, moto_server  # noqa: F401
 
 CHROMIUM = Path("/usr/bin/chromium")
 INSTALL_HINT = "apt-get update && apt-get install -y chromium"
@@ -249,7 +251,7 @@ def data() -> Data:
 def test_figures_equal_an_independent_count(data):
     records = data.records + data.bad_time
     random.Random(3).shuffle(records)  # any order: shadows before or after their receipt, duplicates anywhere
-    report = rep.build_report(iter(records), FROM, TO)
+    report = model.build_report(iter(records), FROM, TO)
     check_figures(report, expected(data), data)
     assert report["duplicates_skipped"] == data.duplicates
     assert report["records_outside_range"] == data.outside
@@ -293,6 +295,39 @@ def test_sink_from_the_environment_like_the_functions(data, tmp_path, monkeypatc
     assert "Per sign / template" in text and "Top error codes" in text and "missing success" in text
 
 
+def test_sqlite_report_counts_no_ledger_row_as_a_send_and_changes_nothing(tmp_path, capsys):
+    from shared.ledger import Send, record_sends
+
+    path = tmp_path / "r.db"
+    db = SqliteSink(str(path))
+    # The send ledger shares the records table: type SmsReport, dated the send's day.
+    record_sends(db, [Send("700^0", "13800000001", "2026-11-25 09:00:00"),
+                      Send("701^0", "13800000002", "2026-11-25 09:00:01")])
+    db.write([Record("SmsReport", "SmsReport#700^0#13800000001",
+                     {"success": True, "err_code": "DELIVERED", "send_time": "2026-11-25 09:00:00",
+                      "report_time": "2026-11-25 09:00:07"}, "2026-11-25 09:00:07")], [])
+    db.close()
+    before = path.read_bytes()
+    assert rep.main(["--sink", "sqlite", "--path", str(path), "--from", "2026-11-25", "--to", "2026-11-25", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["records_read"], report["sms"]["sends"], report["sms"]["delivered"], report["sms"]["unknown"]) == \
+        (1, 1, 1, 0)
+    assert path.read_bytes() == before  # a report only reads
+
+
+def test_a_sink_that_fails_the_read_is_a_clear_error(moto, monkeypatch, capsys):
+    from tests.fakes.moto_server import CREDENTIALS, REGION
+
+    for name, value in {"SINK": "s3", "SINK_BUCKET": "missing-bucket", "SINK_ENDPOINT": moto.endpoint,
+                        "SINK_REGION": REGION, "AWS_ACCESS_KEY_ID": CREDENTIALS["aws_access_key_id"],
+                        "AWS_SECRET_ACCESS_KEY": CREDENTIALS["aws_secret_access_key"]}.items():
+        monkeypatch.setenv(name, value)
+    assert rep.main(["--from", "2026-11-25", "--to", "2026-11-26"]) == 1
+    err = capsys.readouterr().err
+    assert "report: s3 sink: list of bucket missing-bucket failed: NoSuchBucket (HTTP 404)" in err
+    assert CREDENTIALS["aws_secret_access_key"] not in err
+
+
 def test_records_are_streamed_not_held(tmp_path):
     """50,000 records from a generator through a table-sink read (no dedupe): memory stays flat."""
     def records():
@@ -304,7 +339,7 @@ def test_records_are_streamed_not_held(tmp_path):
 
     tracemalloc.start()
     try:
-        report = rep.build_report(records(), "2026-11-21", "2026-11-21", dedupe=False)
+        report = model.build_report(records(), "2026-11-21", "2026-11-21", dedupe=False)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -315,7 +350,7 @@ def test_records_are_streamed_not_held(tmp_path):
 # -- bad input ------------------------------------------------------------------------------------
 
 def test_empty_range_gives_an_empty_report_that_says_so(data, tmp_path, capsys):
-    report = rep.build_report(iter(data.records), "2025-01-01", "2025-01-31")
+    report = model.build_report(iter(data.records), "2025-01-01", "2025-01-31")
     assert report["empty"] and "No SMS records between 2025-01-01 and 2025-01-31" in report["note"]
     assert report["sms"]["sends"] == 0 and report["sms"]["delivery_rate"] is None
     assert report["per_day"] == [] and report["latency_seconds"]["p50"] is None
@@ -329,7 +364,7 @@ def test_empty_range_gives_an_empty_report_that_says_so(data, tmp_path, capsys):
     assert rep.main(["--sink", "file", "--path", str(tmp_path / "empty-sink"), "--from", "2025-01-01",
                      "--to", "2025-01-02", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["empty"] is True
-    assert rep.build_report([], "2026-11-25", "2026-11-25")["empty"]
+    assert model.build_report([], "2026-11-25", "2026-11-25")["empty"]
 
 
 def test_missing_and_unparseable_fields_are_unknown_with_reasons():
@@ -348,7 +383,7 @@ def test_missing_and_unparseable_fields_are_unknown_with_reasons():
         sms("no-time", {"success": True}, event_time=""),
         sms("bad-time", {"success": True}, event_time="25/11/2026"),
     ]
-    report = rep.build_report(records, "2026-11-25", "2026-11-25")
+    report = model.build_report(records, "2026-11-25", "2026-11-25")
     sms = report["sms"]
     assert (sms["sends"], sms["delivered"], sms["failed"], sms["unknown"]) == (7, 3, 1, 3)
     assert report["data_quality"]["unknown_status"] == {
@@ -358,12 +393,12 @@ def test_missing_and_unparseable_fields_are_unknown_with_reasons():
     assert report["data_quality"]["unplaced_records"] == {"missing event_time": 1, "unparseable event_time": 1}
     assert report["latency_seconds"]["count"] == 4
     assert {e["err_code"] for e in report["per_err_code"]} >= {"unknown", "DELIVERED", "MK:0001", "IC:0015"}
-    assert rep.classify({"SendStatus": "3"}) == ("delivered", None)
-    assert rep.classify({"success": "false"}) == ("failed", None)
+    assert model.classify({"SendStatus": "3"}) == ("delivered", None)
+    assert model.classify({"success": "false"}) == ("failed", None)
     with pytest.raises(ValueError, match="before"):
-        rep.build_report([], "2026-11-26", "2026-11-25")
+        model.build_report([], "2026-11-26", "2026-11-25")
     with pytest.raises(ValueError, match="expected a date"):
-        rep.build_report([], "25.11.2026", "2026-11-25")
+        model.build_report([], "25.11.2026", "2026-11-25")
 
 
 # -- the HTML page in headless Chromium --------------------------------------------------------
@@ -395,7 +430,7 @@ def screenshot(page: Path, png: Path, user_data: Path) -> subprocess.CompletedPr
 
 
 def test_html_report_renders_in_headless_chromium(data, tmp_path):
-    report = rep.build_report(data.records, FROM, TO)
+    report = model.build_report(data.records, FROM, TO)
     page = rep.write_html(report, tmp_path / "report.html")
     text = page.read_text()
     assert "http://" not in text and "https://" not in text, "self-contained: nothing to fetch"
@@ -417,7 +452,7 @@ def test_html_report_renders_in_headless_chromium(data, tmp_path):
 
 
 def test_empty_html_report_renders_too(tmp_path):
-    page = rep.write_html(rep.build_report([], "2026-11-01", "2026-11-02"), tmp_path / "empty.html")
+    page = rep.write_html(model.build_report([], "2026-11-01", "2026-11-02"), tmp_path / "empty.html")
     dom = chromium("--virtual-time-budget=3000", "--dump-dom", page.resolve().as_uri(), user_data=tmp_path / "ud")
     assert dom.returncode == 0 and not console_messages(dom.stderr)
     assert 'data-charts="0/0"' in dom.stdout and "No SMS records between 2026-11-01 and 2026-11-02" in dom.stdout

@@ -98,7 +98,7 @@ def test_sqlite_keeps_long_keys_whole(tmp_path):
 
 
 def test_ledger_entries_with_long_keys_round_trip(table):
-    from shared.ledger import Send, ledger_key, mark, pending_sends, record_sends
+    from shared.ledger import Send, get_entry, ledger_key, mark, pending_sends, record_sends
 
     sink, _ = table
     sent = datetime.now(timezone.utc) - timedelta(hours=3)
@@ -106,11 +106,11 @@ def test_ledger_entries_with_long_keys_round_trip(table):
     sends = [Send(biz_id, "13900000001", sent), Send("700100^0", "13900000002", sent)]
     record_sends(sink, sends)
     key = ledger_key(biz_id, "13900000001")
-    assert sink.get_ledger(key)["biz_id"] == biz_id
+    assert get_entry(sink, key)["biz_id"] == biz_id
     pending = pending_sends(sink, grace_seconds=3600)
     assert sorted(e["key"] for e in pending) == sorted([key, ledger_key("700100^0", "13900000002")])
-    mark(sink, sink.get_ledger(key), "delivered", checked=True)
-    assert sink.get_ledger(key)["status"] == "delivered"
+    mark(sink, get_entry(sink, key), "delivered", checked=True)
+    assert get_entry(sink, key)["status"] == "delivered"
     assert len(list(sink._scan_items())) == 2
 
 

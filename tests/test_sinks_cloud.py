@@ -561,7 +561,7 @@ def test_sink_specific_settings_are_checked_when_the_sink_is_made(env, variable)
 def test_send_ledger_lives_beside_the_records(table_sink):
     from datetime import datetime, timedelta, timezone
 
-    from shared.ledger import Send, ledger_key, mark, pending_sends, receipt_key, record_sends
+    from shared.ledger import Send, get_entry, ledger_key, mark, pending_sends, receipt_key, record_sends
 
     sink, _ = table_sink
     sent = datetime.now(timezone.utc) - timedelta(hours=3)
@@ -573,7 +573,7 @@ def test_send_ledger_lives_beside_the_records(table_sink):
     pending = pending_sends(sink, grace_seconds=3600)
     assert [e["key"] for e in pending] == [ledger_key(s.biz_id, s.phone_number) for s in sends[1:]]
     mark(sink, pending[0], "delivered", checked=True)
-    assert sink.get_ledger(pending[0]["key"])["status"] == "delivered"
+    assert get_entry(sink, pending[0]["key"])["status"] == "delivered"
     assert [e["key"] for e in pending_sends(sink, grace_seconds=3600)] == [e["key"] for e in pending[1:]]
     assert [r.key for r in sink.iter_records()] == [receipt.key]  # ledger rows are not records
 

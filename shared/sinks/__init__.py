@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from shared.settings import Settings
     from shared.tokens import Credentials
 
-# SINK value -> "module:Class". Each class has `from_settings(settings, credentials) -> Sink`.
+# SINK value -> "module:Class"; each class implements `Sink.from_settings(settings, credentials)`.
 BACKENDS = {
     "file": "shared.sinks.file:FileSink",
     "sqlite": "shared.sinks.sqlite:SqliteSink",

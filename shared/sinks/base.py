@@ -5,10 +5,16 @@ algorithm (grouping, naming, serialising, size and key limits, the merge rule, s
 aside what a backend refuses) and each backend implements a few small storage primitives
 and nothing else:
 
-- `ObjectSink` backends (file, s3, oss) implement `_put_object`, `_get_object`, `_list_objects`.
+- `ObjectSink` backends (file, s3, oss) implement `_put_object`, `_get_object`, `_list_objects`,
+  `_list_prefixes`.
 - `TableSink` backends (sqlite, dynamodb, tablestore) implement `_upsert`, `_put_unless_receipt`,
   `_get_item`, `_scan_items`, and declare their limits (`max_key_bytes`, `max_item_bytes`,
-  `batch_items`).
+  `batch_items`); one that can narrow a read itself overrides `_select` (sqlite, by its index).
+
+The read side is public and the same on every sink: `iter_records` and `iter_dead_letters`
+by message types and an inclusive range of event dates (object sinks list only the `dt=`
+partitions inside the range), `read_object` for one object of an object sink, and on table
+sinks rows of other kinds by key (`put_rows`, `get`, `iter_rows`: the send ledger's).
 
 A write either stores the whole batch or raises `SinkError`; the drain deletes messages
 only after `write` returned (docs/ARCHITECTURE.md, invariant 1). "The whole batch" counts a record the
@@ -26,11 +32,18 @@ import json
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterable, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Iterator, Optional, Sequence
 
 from shared.clock import Deadline
 from shared.records import SOURCE_RECEIPT, DeadLetter, MnsMeta, Record, canonical_json
 from shared.sinks.keys import bound_item, bounded_key, restore_item
+from shared.sinks.reads import DateBound, Selection
+
+if TYPE_CHECKING:
+    from shared.settings import Settings
+    from shared.tokens import Credentials
+
+RECORD, DEAD_LETTER = "record", "dead_letter"  # the `kind` of a table row the drain writes
 
 
 class SinkError(Exception):
@@ -40,6 +53,10 @@ class SinkError(Exception):
         super().__init__(f"{backend} sink: {reason}")
         self.backend = backend
         self.reason = reason
+
+
+class NoObjects(SinkError):
+    """The sink keeps rows, not objects: there is no object to read by key."""
 
 
 class ItemsRefused(SinkError):
@@ -83,6 +100,14 @@ class Sink(ABC):
     # One write per received batch of 16 unless a backend gains from larger writes.
     coalesce_max_messages: ClassVar[int] = 16
     coalesce_max_bytes: ClassVar[int] = 8 * 1024 * 1024
+    # True when the sink holds at most one record per key (a reader need not deduplicate).
+    unique_keys: ClassVar[bool] = False
+
+    @classmethod
+    @abstractmethod
+    def from_settings(cls, settings: "Settings", credentials: "Optional[Credentials]" = None) -> "Sink":
+        """The sink the settings describe; a bad setting raises SettingsError naming its variable.
+        `credentials` are the customer's Alibaba Cloud credentials (`load_credentials`), if found."""
 
     def coalesce_limits(self) -> CoalesceLimits:
         return CoalesceLimits(self.coalesce_max_messages, self.coalesce_max_bytes)
@@ -94,12 +119,21 @@ class Sink(ABC):
         retries included (every network call's timeouts and retry budget come from the time left)."""
 
     @abstractmethod
-    def iter_records(self, message_types: Optional[Iterable[str]] = None) -> Iterator[Record]:
-        """Every stored record (read side: tests, reconcile, reports). Object sinks may repeat keys."""
+    def iter_records(self, message_types: Optional[Iterable[str]] = None, date_from: DateBound = None,
+                     date_to: DateBound = None) -> Iterator[Record]:
+        """The stored records of these types (None: all) whose event date lies in date_from..date_to
+        (dates or 'YYYY-MM-DD', both included; None: open), streamed. Object sinks may repeat a key
+        (see `unique_keys`)."""
 
     @abstractmethod
-    def iter_dead_letters(self) -> Iterator[dict[str, Any]]:
-        """Every stored dead-letter entry as its stored dict."""
+    def iter_dead_letters(self, message_types: Optional[Iterable[str]] = None, date_from: DateBound = None,
+                          date_to: DateBound = None) -> Iterator[dict[str, Any]]:
+        """The stored dead-letter entries, as stored dicts, selected as `iter_records` selects."""
+
+    def read_object(self, key: str) -> bytes:
+        """The bytes of the object `key` (below the sink's prefix). Raises NoObjects on a sink
+        that keeps rows, SinkError (or the backend's not-found error) when it cannot be read."""
+        raise NoObjects(self.name, f"SINK={self.name} keeps rows, not objects")
 
     def close(self) -> None:
         """Release connections; the default has nothing to release."""
@@ -159,6 +193,11 @@ class ObjectSink(Sink):
     def _list_objects(self, prefix: str) -> Iterator[str]:
         """Every object path under `prefix`."""
 
+    @abstractmethod
+    def _list_prefixes(self, prefix: str) -> Iterator[str]:
+        """The distinct "directories" just below `prefix`: each path under it cut after the first
+        "/" that follows `prefix` (what a listing with delimiter "/" calls common prefixes)."""
+
     # -- the algorithm ------------------------------------------------------
     @property
     def suffix(self) -> str:
@@ -213,22 +252,44 @@ class ObjectSink(Sink):
         report.dead_letters = len({d.key for d in dead_letters})
         return report
 
-    def iter_records(self, message_types: Optional[Iterable[str]] = None) -> Iterator[Record]:
-        wanted = set(message_types) if message_types else None
-        for path in sorted(self._list_objects(self.prefix + "type=")):
-            mtype = path[len(self.prefix) + len("type="):].split("/", 1)[0]
-            if wanted is not None and mtype not in wanted:
-                continue
-            for entry in self._decode(self._get_object(path)):
-                yield Record.from_dict(entry)
+    def iter_records(self, message_types: Optional[Iterable[str]] = None, date_from: DateBound = None,
+                     date_to: DateBound = None) -> Iterator[Record]:
+        for entry in self._read("", Selection.of(message_types, date_from, date_to)):
+            yield Record.from_dict(entry)
 
-    def iter_dead_letters(self) -> Iterator[dict[str, Any]]:
-        for path in sorted(self._list_objects(self.prefix + "dead_letters/")):
-            yield from self._decode(self._get_object(path))
+    def iter_dead_letters(self, message_types: Optional[Iterable[str]] = None, date_from: DateBound = None,
+                          date_to: DateBound = None) -> Iterator[dict[str, Any]]:
+        yield from self._read("dead_letters/", Selection.of(message_types, date_from, date_to))
+
+    def read_object(self, key: str) -> bytes:
+        return self._get_object(self.prefix + key)
+
+    def _read(self, root: str, selection: Selection) -> Iterator[dict[str, Any]]:
+        for prefix in self._partitions(root, selection):
+            for path in sorted(self._list_objects(prefix)):
+                yield from self._decode(self._get_object(path))
+
+    def _partitions(self, root: str, selection: Selection) -> Iterator[str]:
+        """The prefixes a read lists objects under: all of `type=` at once, one per type, or,
+        for a date range, only the `dt=` partitions inside it (found by listing their names)."""
+        base = f"{self.prefix}{root}type="
+        if selection.types is None and not selection.dated:
+            yield base
+            return
+        types = (sorted(self._list_prefixes(base)) if selection.types is None
+                 else [f"{base}{t}/" for t in sorted(selection.types)])
+        for type_prefix in types:
+            if not selection.dated:
+                yield type_prefix
+                continue
+            for partition in sorted(self._list_prefixes(type_prefix + "dt=")):
+                if selection.has_day(partition[len(type_prefix) + len("dt="):-1]):
+                    yield partition
 
 
 class TableSink(Sink):
-    """Records as rows keyed by their business key; dead letters as rows keyed `DLQ#...`.
+    """Records as rows keyed by their business key; dead letters as rows keyed `DLQ#...`; rows
+    of other kinds (the send ledger's) beside them, which record reads never yield.
 
     Merge rule (one row per business key): a receipt always overwrites (a redelivery is
     the same fact; a receipt is the authority over a reconciled send record); a send
@@ -249,6 +310,7 @@ class TableSink(Sink):
     batch_items: ClassVar[Optional[int]] = None
     # Rows per coalesced write; backends set their batch-write size (DynamoDB 25, Tablestore 200).
     coalesce_max_messages: ClassVar[int] = 200
+    unique_keys: ClassVar[bool] = True
 
     def __init__(self, ttl_days: Optional[int] = None):
         self.ttl_days = ttl_days
@@ -271,7 +333,14 @@ class TableSink(Sink):
 
     @abstractmethod
     def _scan_items(self) -> Iterator[dict[str, Any]]:
-        """Every stored item (records and dead letters), as stored."""
+        """Every stored item (records, dead letters, other rows), as stored."""
+
+    def _select(self, kind: str, selection: Selection) -> Iterator[dict[str, Any]]:
+        """The stored items of `kind` the selection takes, as stored. This default scans the
+        whole table; a backend that can narrow the read itself overrides it."""
+        for item in self._scan_items():
+            if item.get("kind") == kind and selection.matches(item):
+                yield item
 
     def _chunks(self, items: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
         """The items in `_upsert`-sized batches (backends with a byte limit too override this)."""
@@ -283,7 +352,7 @@ class TableSink(Sink):
     def record_item(self, record: Record, now: float) -> dict[str, Any]:
         item = {
             "key": record.key,
-            "kind": "record",
+            "kind": RECORD,
             "message_type": record.message_type,
             "source": record.source,
             "event_time": record.event_time,
@@ -292,14 +361,13 @@ class TableSink(Sink):
             "message_id": record.mns.message_id,
             "enqueue_time": int(record.mns.enqueue_time),
             "dequeue_count": int(record.mns.dequeue_count),
-            "stored_at": int(now),
         }
         return self._finish(item, now)
 
     def dead_letter_item(self, dead: DeadLetter, now: float) -> dict[str, Any]:
         item = {
             "key": dead.key,
-            "kind": "dead_letter",
+            "kind": DEAD_LETTER,
             "message_type": dead.message_type,
             "source": SOURCE_RECEIPT,
             "event_time": dead.event_time,
@@ -309,12 +377,12 @@ class TableSink(Sink):
             "message_id": dead.mns.message_id,
             "enqueue_time": int(dead.mns.enqueue_time),
             "dequeue_count": int(dead.mns.dequeue_count),
-            "stored_at": int(now),
         }
         return self._finish(item, now)
 
     def _finish(self, item: dict[str, Any], now: float) -> dict[str, Any]:
-        """The item as stored: its TTL set, its key bounded to the backend's limit."""
+        """The item as stored: its write time and TTL set, its key bounded to the backend's limit."""
+        item["stored_at"] = int(now)
         if self.ttl_days:
             item["ttl"] = int(now) + self.ttl_days * 86400
         return bound_item(item, self.max_key_bytes)
@@ -356,7 +424,7 @@ class TableSink(Sink):
             calls, refused = self._store(receipts + dead, deadline)
             report.write_calls += calls
             for item, reason in refused:
-                if item["kind"] != "record":
+                if item["kind"] != RECORD:
                     raise SinkError(self.name, f"{self.name} refused the dead letter {item['key']}: {reason}")
                 set_aside.append((by_key[item["key"]], f"refused by {self.name}: {reason}"))
                 refused_records += 1
@@ -420,64 +488,39 @@ class TableSink(Sink):
         """The stored item for `key` (its whole key under "key"), or None."""
         return restore_item(self._get_item(self.stored_key(key)))
 
-    def _items(self) -> Iterator[dict[str, Any]]:
-        for item in self._scan_items():
+    def iter_records(self, message_types: Optional[Iterable[str]] = None, date_from: DateBound = None,
+                     date_to: DateBound = None) -> Iterator[Record]:
+        for item in self._select(RECORD, Selection.of(message_types, date_from, date_to)):
+            yield item_to_record(restore_item(item))
+
+    def iter_dead_letters(self, message_types: Optional[Iterable[str]] = None, date_from: DateBound = None,
+                          date_to: DateBound = None) -> Iterator[dict[str, Any]]:
+        for item in self._select(DEAD_LETTER, Selection.of(message_types, date_from, date_to)):
             yield restore_item(item)
 
-    def iter_records(self, message_types: Optional[Iterable[str]] = None) -> Iterator[Record]:
-        wanted = set(message_types) if message_types else None
-        for item in self._items():
-            if item.get("kind") != "record" or (wanted is not None and item["message_type"] not in wanted):
-                continue
-            yield item_to_record(item)
-
-    def iter_dead_letters(self) -> Iterator[dict[str, Any]]:
-        for item in self._items():
-            if item.get("kind") == "dead_letter":
-                yield item
-
-    # -- the send ledger (format and rules: shared/ledger.py) ---------------------------
-    # Ledger rows share the table with records but carry kind "ledger", so `iter_records`
-    # never yields them; the entry itself is the row's JSON body.
-    def ledger_item(self, entry: dict[str, Any], now: float) -> dict[str, Any]:
-        item = {
-            "key": entry["key"],
-            "kind": "ledger",
-            "message_type": "SmsReport",  # the receipt the entry waits for
-            "source": "ledger",
-            "event_time": entry["send_time"],
-            "event_date": entry["send_time"][:10],
-            "body": canonical_json(entry),
-            "message_id": "",
-            "enqueue_time": 0,
-            "dequeue_count": 0,
-            "stored_at": int(now),
-        }
-        return self._finish(item, now)
-
-    def put_ledger(self, entries: Sequence[dict[str, Any]], now: Optional[float] = None) -> int:
-        """Write (overwrite) ledger entries; return the backend write calls made."""
+    # -- rows of other kinds: stored beside the records, never yielded as records -------------
+    def put_rows(self, rows: Sequence[dict[str, Any]], deadline: Optional[Deadline] = None,
+                 now: Optional[float] = None) -> int:
+        """Write (overwrite) rows of a kind of their own, each with the record row's fields (`key`,
+        `kind`, `message_type`, `source`, `event_time`, `event_date`, `body` as JSON text,
+        `message_id`, `enqueue_time`, `dequeue_count`); return the backend write calls made."""
         now = time.time() if now is None else now
-        if not entries:
+        for row in rows:
+            if row.get("kind") in (RECORD, DEAD_LETTER, None):
+                raise ValueError(f"put_rows takes rows of a kind of their own, not {row.get('kind')!r}: "
+                                 "records and dead letters go through write()")
+        if not rows:
             return 0
-        calls, refused = self._store([self.ledger_item(e, now) for e in entries], None)
+        calls, refused = self._store([self._finish(dict(row), now) for row in rows], deadline)
         if refused:
             item, reason = refused[0]
-            raise SinkError(self.name, f"{self.name} refused the ledger entry {item['key']}: {reason}")
+            raise SinkError(self.name, f"{self.name} refused the {item['kind']} row {item['key']}: {reason}")
         return calls
 
-    def get_ledger(self, key: str) -> Optional[dict[str, Any]]:
-        """The ledger entry stored under `key`, or None."""
-        item = self.get(key)
-        if item is None or item.get("kind") != "ledger":
-            return None
-        return _ledger_body(item)
-
-    def iter_ledger(self) -> Iterator[dict[str, Any]]:
-        """Every ledger entry (reads the whole table)."""
-        for item in self._items():
-            if item.get("kind") == "ledger":
-                yield _ledger_body(item)
+    def iter_rows(self, kind: str) -> Iterator[dict[str, Any]]:
+        """Every stored row of `kind`, its whole key under "key" (reads the whole table)."""
+        for item in self._select(kind, Selection()):
+            yield restore_item(item)
 
 
 def item_to_record(item: dict[str, Any]) -> Record:
@@ -513,7 +556,3 @@ def _set_aside(record: Record, reason: str, compress: bool) -> DeadLetter:
         mns=record.mns,
     )
 
-
-def _ledger_body(item: dict[str, Any]) -> dict[str, Any]:
-    body = item["body"]
-    return json.loads(body) if isinstance(body, str) else dict(body)

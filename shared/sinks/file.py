@@ -65,6 +65,16 @@ class FileSink(ObjectSink):
             if rel.startswith(prefix) and not path.name.startswith(".tmp-"):
                 yield rel
 
+    def _list_prefixes(self, prefix: str) -> Iterator[str]:
+        base = self.root / prefix
+        start = base if prefix.endswith("/") else base.parent
+        if not start.is_dir():
+            return
+        for path in sorted(start.iterdir()):
+            rel = path.relative_to(self.root).as_posix() + "/"
+            if path.is_dir() and rel.startswith(prefix):
+                yield rel
+
 
 def _fsync_dir(directory: Path) -> None:
     try:

@@ -13,7 +13,7 @@ key can never be mistaken for, or collide with, a key that fits.
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Optional
+from typing import Any, Optional, overload
 
 FULL_KEY = "full_key"  # the attribute that keeps a bounded row's whole key
 MARK = "##"
@@ -43,6 +43,14 @@ def bound_item(item: dict[str, Any], limit: Optional[int]) -> dict[str, Any]:
     if stored == item["key"]:
         return item
     return {**item, "key": stored, FULL_KEY: item["key"]}
+
+
+@overload
+def restore_item(item: dict[str, Any]) -> dict[str, Any]: ...
+
+
+@overload
+def restore_item(item: None) -> None: ...
 
 
 def restore_item(item: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:

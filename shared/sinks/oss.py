@@ -100,11 +100,21 @@ class OssSink(ObjectSink):
         return self._call("get", lambda bucket: bucket.get_object(path).read())
 
     def _list_objects(self, prefix: str) -> Iterator[str]:
-        marker = ""
-        while True:
-            page = self._call("list", lambda bucket: bucket.list_objects(prefix=prefix, marker=marker, max_keys=1000))
+        for page in self._list_pages(prefix, ""):
             for entry in page.object_list:
                 yield entry.key
+
+    def _list_prefixes(self, prefix: str) -> Iterator[str]:
+        for page in self._list_pages(prefix, "/"):
+            yield from page.prefix_list
+
+    def _list_pages(self, prefix: str, delimiter: str) -> Iterator[Any]:
+        """Every page of a ListObjects (each page one call, retried on its own)."""
+        marker = ""
+        while True:
+            page = self._call("list", lambda bucket: bucket.list_objects(prefix=prefix, delimiter=delimiter,
+                                                                         marker=marker, max_keys=1000))
+            yield page
             if not page.is_truncated:
                 return
             marker = page.next_marker

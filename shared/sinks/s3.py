@@ -83,11 +83,21 @@ class S3Sink(ObjectSink):
                           lambda client: client.get_object(Bucket=self.bucket, Key=path)["Body"].read())
 
     def _list_objects(self, prefix: str) -> Iterator[str]:
-        args = {"Bucket": self.bucket, "Prefix": prefix, "MaxKeys": self.list_page}
-        while True:
-            page = self._call(f"list of bucket {self.bucket}", lambda client: client.list_objects_v2(**args))
+        for page in self._list_pages({"Prefix": prefix}):
             for entry in page.get("Contents") or ():
                 yield entry["Key"]
+
+    def _list_prefixes(self, prefix: str) -> Iterator[str]:
+        for page in self._list_pages({"Prefix": prefix, "Delimiter": "/"}):
+            for entry in page.get("CommonPrefixes") or ():
+                yield entry["Prefix"]
+
+    def _list_pages(self, query: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """Every page of a ListObjectsV2 (each page one call, retried on its own)."""
+        args = {"Bucket": self.bucket, "MaxKeys": self.list_page, **query}
+        while True:
+            page = self._call(f"list of bucket {self.bucket}", lambda client: client.list_objects_v2(**args))
+            yield page
             if not page.get("IsTruncated"):
                 return
             args["ContinuationToken"] = page["NextContinuationToken"]

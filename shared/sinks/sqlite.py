@@ -15,8 +15,9 @@ from typing import Any, Iterator, Optional, Sequence
 
 from shared.clock import Deadline
 from shared.records import SOURCE_RECEIPT
-from shared.sinks.base import SinkError, TableSink
+from shared.sinks.base import DEAD_LETTER, SinkError, TableSink
 from shared.sinks.paths import DATABASE_FORM, settings_error, writable_directory
+from shared.sinks.reads import Selection
 
 RECORD_COLUMNS = ("key", "kind", "message_type", "source", "event_time", "event_date", "body",
                   "message_id", "enqueue_time", "dequeue_count", "stored_at", "ttl")
@@ -66,11 +67,17 @@ class SqliteSink(TableSink):
     name = "sqlite"
     coalesce_max_messages = 512  # one transaction (one fsync) per coalesced write
 
-    def __init__(self, path: str, ttl_days: Optional[int] = None):
+    def __init__(self, path: str, ttl_days: Optional[int] = None, read_only: bool = False):
+        """`read_only` opens an existing database for reading and changes nothing in it (reports)."""
         super().__init__(ttl_days)
         self.path = str(path)
         self._lock = threading.Lock()
         try:
+            if read_only:
+                self.db = sqlite3.connect(f"{Path(self.path).resolve().as_uri()}?mode=ro", uri=True,
+                                          timeout=LOCK_WAIT, check_same_thread=False, isolation_level=None)
+                self.db.execute("SELECT 1 FROM records LIMIT 1")  # not a database, or not ours: fail now
+                return
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(self.path, timeout=LOCK_WAIT, check_same_thread=False, isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")
@@ -169,6 +176,24 @@ class SqliteSink(TableSink):
     def _scan_items(self) -> Iterator[dict[str, Any]]:
         yield from self._rows("SELECT * FROM records ORDER BY key")
         yield from self._rows("SELECT * FROM dead_letters ORDER BY key")
+
+    def _select(self, kind: str, selection: Selection) -> Iterator[dict[str, Any]]:
+        """Narrowed in SQL: by type and date through the (message_type, event_date) index."""
+        where, params = ["kind = ?"], [kind]
+        if selection.types is not None:
+            where.append(f"message_type IN ({', '.join('?' * len(selection.types))})")
+            params += sorted(selection.types)
+        if selection.date_from is not None:
+            where.append("event_date >= ?")
+            params.append(selection.date_from)
+        if selection.date_to is not None:
+            where.append("event_date <= ?")
+            params.append(selection.date_to)
+        table = "dead_letters" if kind == DEAD_LETTER else "records"
+        # Key order for a whole read (the key's own index gives it); a narrowed read follows the
+        # date index as it is: ORDER BY key would sort the whole result before the first row.
+        order = "" if selection.types is not None or selection.dated else " ORDER BY key"
+        yield from self._rows(f"SELECT * FROM {table} WHERE {' AND '.join(where)}{order}", params)
 
     def count(self, table: str = "records") -> int:
         return next(self._rows(f"SELECT COUNT(*) AS n FROM {table}"))["n"]

@@ -8,8 +8,9 @@ it, and moto checks no signature. This gateway closes both gaps honestly:
   (`Authorization: OSS <ak>:base64(hmac-sha1(secret, VERB\\nContent-MD5\\nContent-Type\\nDate\\n
   <x-oss-* headers><resource>))`), and the STS token when one is configured; a wrong secret
   gets 403 SignatureDoesNotMatch in OSS's XML error format;
-- `GET /<bucket>/?prefix=&marker=&max-keys=` (ListObjects V1) is answered in OSS's XML,
-  from moto's contents of that bucket, with paging;
+- `GET /<bucket>/?prefix=&delimiter=&marker=&max-keys=` (ListObjects V1) is answered in OSS's
+  XML, from moto's contents of that bucket, with paging; with a delimiter, the keys that hold it
+  after the prefix are rolled up into CommonPrefixes, as the service does;
 - everything else is forwarded to moto unchanged, except that OSS's SSE headers are mapped
   to S3's (AES256 -> AES256, KMS -> aws:kms + key id) so moto stores them, and mapped back
   on the way out; SM4 has no S3 counterpart and is only recorded;
@@ -127,6 +128,15 @@ class OssGateway:
             if root.findtext("s3:IsTruncated", namespaces=ns) != "true" or not token:
                 break
         entries.sort()
+        prefix, delimiter = query.get("prefix", ""), query.get("delimiter", "")
+        if delimiter:  # a common prefix stands for all its keys, once, in key order (size None marks it)
+            rolled = {}
+            for entry in entries:
+                rest = entry[0][len(prefix):]
+                cut = rest.find(delimiter)
+                name = prefix + rest[:cut + len(delimiter)] if cut >= 0 else entry[0]
+                rolled.setdefault(name, entry if cut < 0 else (name, None, None, None))
+            entries = sorted(rolled.values())
         marker, limit = query.get("marker", ""), int(query.get("max-keys") or 100)
         entries = [e for e in entries if e[0] > marker]
         page, truncated = entries[: min(limit, self.page_size)], len(entries) > min(limit, self.page_size)
@@ -134,12 +144,15 @@ class OssGateway:
         enc = (lambda s: quote(s, safe="")) if url else escape  # noqa: E731
         parts = [f'<?xml version="1.0" encoding="UTF-8"?>\n<ListBucketResult><Name>{bucket}</Name>',
                  f"<Prefix>{enc(query.get('prefix', ''))}</Prefix><Marker>{enc(marker)}</Marker>",
-                 f"<MaxKeys>{limit}</MaxKeys><Delimiter></Delimiter>",
+                 f"<MaxKeys>{limit}</MaxKeys><Delimiter>{enc(delimiter)}</Delimiter>",
                  "<EncodingType>url</EncodingType>" if url else "",
                  f"<IsTruncated>{'true' if truncated else 'false'}</IsTruncated>"]
         if truncated:
             parts.append(f"<NextMarker>{enc(page[-1][0])}</NextMarker>")
         for key, size, etag, modified in page:
+            if size is None:
+                parts.append(f"<CommonPrefixes><Prefix>{enc(key)}</Prefix></CommonPrefixes>")
+                continue
             parts.append(f"<Contents><Key>{enc(key)}</Key><LastModified>{modified}</LastModified><ETag>{escape(etag)}</ETag>"
                          f"<Type>Normal</Type><Size>{size}</Size><StorageClass>Standard</StorageClass></Contents>")
         parts.append("</ListBucketResult>")
