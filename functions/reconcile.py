@@ -26,6 +26,7 @@ logger = get_logger()
 @with_lambda_context(logger)
 def handler(event: Any, context: Any) -> dict[str, Any]:
     invocation = adapt(event, context)
+    given = invocation.deadline.remaining()  # the platform's time for this invocation, before any work
     bind_invocation(logger, invocation)
     with failure_metric(invocation, "alicom-reconcile", RECONCILE_RUN_SET):
         options = dict(invocation.options)
@@ -35,7 +36,7 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
         logger.append_keys(trigger=trigger)
         request = parse_reconcile_event(options)
         runtime = reconcile_runtime()
-        runtime.settings.check_timeout(invocation.deadline.remaining(), "reconcile")
+        runtime.settings.check_timeout(given, "reconcile")
         reconciler = runtime.reconciler(logger=logger)
         if request.is_ledger_run:
             report = reconciler.run_ledger(invocation.deadline, request.max_targets)
