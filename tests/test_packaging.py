@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from scripts import package
+from scripts.coldstart import FUNCTIONS, first_run_modules
 from tests.test_templates import FC_FUNCTIONS, HANDLERS, SAM_FUNCTIONS, fc_handlers, sam_handlers
 
 REPO = Path(__file__).resolve().parents[1]
@@ -238,7 +239,20 @@ if platform == "lambda":
 else:
     event = raw  # FC hands the event over as bytes
     context = SimpleNamespace(request_id="first-run", function=SimpleNamespace(name="alicom-drain", timeout=timeout))
-print(json.dumps(functions.drain.handler(event, context)))
+before = set(sys.modules)
+result = functions.drain.handler(event, context)
+# The package's modules the invocation itself imported (the benchmark's list must cover them).
+loaded = sorted(m for m in set(sys.modules) - before if (getattr(sys.modules[m], "__file__", None) or "").startswith(paths[0]))
+print(json.dumps({"result": result, "loaded": loaded}))
+"""
+_IMPORTED = r"""
+import importlib, json, sys
+paths, modules = json.loads(sys.argv[1])
+sys.path[:0] = paths
+before = set(sys.modules)
+for name in modules:
+    importlib.import_module(name)
+print(json.dumps(sorted(m for m in set(sys.modules) - before if (getattr(sys.modules[m], "__file__", None) or "").startswith(paths[0]))))
 """
 
 
@@ -286,8 +300,15 @@ def test_the_first_scheduled_run_from_the_zip_compiles_nothing(builds, tmp_path,
         if gateway:
             gateway.stop()
     assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    result = out["result"]
     assert result["ok"] and result["totals"]["stored"] == enqueued > 0, result
     after = {p: p.stat().st_mtime_ns for p in root.rglob("*.pyc")}
     compiled = sorted(str(p.relative_to(root)) for p in set(after) - set(before))
     assert compiled == [] and after == before
+    # scripts/coldstart.py times the first invocation by importing a list: it must hold all the run loaded.
+    listed = [FUNCTIONS["drain"], *first_run_modules(root, "drain", env["SINK"])]
+    probe = subprocess.run([sys.executable, "-I", "-B", "-c", _IMPORTED, json.dumps([paths, listed])],
+                           capture_output=True, text=True, cwd=root, timeout=300)
+    assert probe.returncode == 0, probe.stderr[-3000:]
+    assert out["loaded"] and sorted(set(out["loaded"]) - set(json.loads(probe.stdout))) == []
