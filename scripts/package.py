@@ -1,6 +1,6 @@
 """Build the deployable code directory (and zip) for Lambda or Function Compute, without Docker.
 
-    python -m scripts.package --target aws --out build/aws                 # template.yml CodeUri
+    python -m scripts.package --target aws --out build/aws                 # what sam build runs (scripts/Makefile)
     python -m scripts.package --target aws --arch arm64 --out build/aws    # Architecture=arm64
     python -m scripts.package --target fc --sink oss --out build/fc        # s.yaml code (its pre-deploy action)
 
@@ -205,7 +205,7 @@ def _build_pure_wheel(requirement: str, wheelhouse: Path, target: Target, python
         raise PackagingError(
             f"{requirement} has no {platform} wheel for Python {python_version} and its source did not build "
             f"without a C compiler:\n{_tail(proc.stderr)}\nBuild in the platform image instead "
-            f"({'s build' if target.name == 'fc' else 'sam build --use-container'})."
+            f"({'s build' if target.name == 'fc' else 'sam build --use-container --build-image <a python3.12 build image>'})."
         )
     for wheel in built:
         if not wheel.name.endswith("-none-any.whl"):
@@ -506,12 +506,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--no-zip", action="store_true", help="build the directory only")
     parser.add_argument("--sources-only", action="store_true",
                         help="copy functions/ and shared/ (and FC's requirements.txt) without installing dependencies")
+    parser.add_argument("--wheelhouse", type=Path,
+                        help="where wheels built from source are kept (default: .wheelhouse beside --out)")
     args = parser.parse_args(argv)
     target = TARGETS[args.target]
     platform = args.platform or ARCH_PLATFORMS[args.arch]
     try:
         result = build(args.target, args.out, args.python_version, platform,
-                       make_zip=not args.no_zip, install=not args.sources_only, sink=args.sink, compile=args.compile)
+                       make_zip=not args.no_zip, install=not args.sources_only, wheelhouse=args.wheelhouse, sink=args.sink,
+                       compile=args.compile)
     except PackagingError as exc:
         print(f"package: error: {exc}", file=sys.stderr)
         return 2

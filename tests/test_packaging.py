@@ -162,7 +162,7 @@ def test_real_builds_hold_what_each_target_needs_within_its_limits(builds):
         assert not (result.directory / "bin").exists()
 
 
-def _import_handlers(directories: list[Path], handlers: dict[str, str]) -> dict[str, str]:
+def import_handlers(directories: list[Path], handlers: dict[str, str]) -> dict[str, str]:
     """Import each handler in `python -I -S` with only `directories` (and the stdlib) on sys.path."""
     script = (
         "import importlib, json, sys\n"
@@ -190,9 +190,9 @@ def _import_handlers(directories: list[Path], handlers: dict[str, str]) -> dict[
 def test_every_template_handler_imports_from_its_package_in_a_clean_interpreter(builds):
     aws = {f"template.yml {SAM_FUNCTIONS[f]}": h for f, h in sam_handlers().items()}
     fc = {f"s.yaml {FC_FUNCTIONS[f]}": h for f, h in fc_handlers().items()}
-    results = _import_handlers([builds["aws"].directory], aws)
+    results = import_handlers([builds["aws"].directory], aws)
     # FC: the code root is /code and s.yaml sets PYTHONPATH=/code/python.
-    results.update(_import_handlers([builds["fc"].directory, builds["fc"].directory / "python"], fc))
+    results.update(import_handlers([builds["fc"].directory, builds["fc"].directory / "python"], fc))
     # Each resolves to our handler function itself (FC's root entry files re-export it).
     expected = {f"template.yml {SAM_FUNCTIONS[f]}": h for f, h in HANDLERS.items()}
     expected.update({f"s.yaml {FC_FUNCTIONS[f]}": h for f, h in HANDLERS.items()})
