@@ -13,7 +13,8 @@ with its SDK and, in a Lambda build, the Parameters utility that reads the Acces
 secret (`first_run_modules`; tests/test_packaging.py holds the list to a real first run).
 Each phase is timed inside the interpreter, wall (perf_counter) and CPU (process_time, less
 sensitive to other work on the machine); the interpreter's own start-up is not counted.
-Each figure is the median of `--runs` fresh interpreters. The interpreter should be the
+Each figure is the median of `--runs` fresh interpreters, taken round by round over all rows
+(so several builds, e.g. before and after a change, compare fairly). The interpreter should be the
 build's CPython version: the bytecode in the build is for that version only, and another
 would compile every module.
 
@@ -24,12 +25,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from scripts.bench import python_speed_ms
 from scripts.cpu_cap import CpuCap
 
 # The sinks each target's builds may carry: the shared module that imports each SDK, and what
@@ -93,24 +96,23 @@ def _phase(results: list[dict], key: str) -> dict:
             "max_ms": round(max(values) * 1000, 1)}
 
 
-def measure(python: str, build: Path, modules: list[str], runs: int, cap: Optional[CpuCap] = None,
-            then: Sequence[str] = ()) -> dict:
-    """Median import time of `modules` in `runs` fresh interpreters (median_ms, cpu_median_ms),
-    and with `then`, of those imported next in the same interpreter (then_median_ms, ...)."""
-    phases = [modules, list(then)] if then else [modules]
-    results: list[list[dict]] = []
-    for _ in range(runs):
-        # -B: a build without bytecode must stay cold on every run, not cache what it compiled.
-        command = [python, "-I", "-B", "-c", _PROBE, json.dumps(build_paths(build)), json.dumps(phases)]
-        proc = subprocess.run(command, capture_output=True, text=True, cwd=build,
-                              preexec_fn=cap.enter if cap else None)
-        if proc.returncode != 0:
-            raise SystemExit(f"coldstart: importing {phases} from {build} failed:\n{proc.stderr[-2000:]}")
-        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+def probe(python: str, build: Path, phases: list[list[str]], cap: Optional[CpuCap] = None) -> list[dict]:
+    """One fresh interpreter importing each phase's modules in turn: seconds, CPU seconds, modules."""
+    # -B: a build without bytecode must stay cold on every run, not cache what it compiled.
+    command = [python, "-I", "-B", "-c", _PROBE, json.dumps(build_paths(build)), json.dumps(phases)]
+    proc = subprocess.run(command, capture_output=True, text=True, cwd=build, preexec_fn=cap.enter if cap else None)
+    if proc.returncode != 0:
+        raise SystemExit(f"coldstart: importing {phases} from {build} failed:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def summarise(results: list[list[dict]]) -> dict:
+    """Medians over the runs of one probe: the first phase (median_ms, cpu_median_ms, ...), and of
+    the second and both together when there is one (then_median_ms, total_median_ms, ...)."""
     first = [r[0] for r in results]
     figures = {**_phase(first, "seconds"), "cpu_median_ms": _phase(first, "cpu_seconds")["median_ms"],
-               "modules": first[-1]["modules"], "runs": runs}
-    if then:
+               "modules": first[-1]["modules"], "runs": len(results)}
+    if len(results[0]) > 1:
         second = [r[1] for r in results]
         totals = [{"seconds": a["seconds"] + b["seconds"], "cpu_seconds": a["cpu_seconds"] + b["cpu_seconds"]}
                   for a, b in zip(first, second)]
@@ -120,6 +122,14 @@ def measure(python: str, build: Path, modules: list[str], runs: int, cap: Option
         figures["total_cpu_median_ms"] = _phase(totals, "cpu_seconds")["median_ms"]
         figures["then_modules"] = second[-1]["modules"] - first[-1]["modules"]
     return figures
+
+
+def measure(python: str, build: Path, modules: list[str], runs: int, cap: Optional[CpuCap] = None,
+            then: Sequence[str] = ()) -> dict:
+    """Median import time of `modules` in `runs` fresh interpreters (median_ms, cpu_median_ms),
+    and with `then`, of those imported next in the same interpreter (then_median_ms, ...)."""
+    phases = [modules, list(then)] if then else [modules]
+    return summarise([probe(python, build, phases, cap) for _ in range(runs)])
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -133,26 +143,38 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     version = subprocess.run([args.python, "-c", "import sys; print(sys.version.split()[0])"],
                              capture_output=True, text=True, check=True).stdout.strip()
     cap = CpuCap(args.cpu) if args.cpu else None
-    rows = []
-    print(f"{'build':<28} {'function':<10} {'sink':<11} {'import (cpu)':>18} {'first run (cpu)':>18} {'total (cpu)':>18}")
+    # How fast this machine runs Python right now (other work on it slows every figure alike).
+    machine = {"python_loop_1m_ms": [python_speed_ms()], "loadavg": [round(os.getloadavg()[0], 2)]}
+    rows = [{"build": str(build), "function": function, "sink": sink,
+             "first_run": first_run_modules(build.resolve(), function, sink)}
+            for build in args.build for sink in sinks_in(build) for function in FUNCTIONS]
+    results: list[list[list[dict]]] = [[] for _ in rows]
     try:
-        for build in args.build:
-            for sink in sinks_in(build):
-                for function, module in FUNCTIONS.items():
-                    then = first_run_modules(build.resolve(), function, sink)
-                    figures = measure(args.python, build.resolve(), [module], args.runs, cap, then=then)
-                    rows.append({"build": str(build), "function": function, "sink": sink, "first_run": then, **figures})
-                    print(f"{str(build):<28} {function:<10} {sink:<11} "
-                          f"{figures['median_ms']:>8.1f} ({figures['cpu_median_ms']:>6.1f}) ms "
-                          f"{figures['then_median_ms']:>8.1f} ({figures['then_cpu_median_ms']:>6.1f}) ms "
-                          f"{figures['total_median_ms']:>8.1f} ({figures['total_cpu_median_ms']:>6.1f}) ms", flush=True)
+        # Round by round, every row once per round: a machine that slows down for a while slows
+        # every row alike, so rows (and builds) compare fairly.
+        for done in range(args.runs):
+            for row, runs in zip(rows, results):
+                phases = [[FUNCTIONS[row["function"]]], row["first_run"]]
+                runs.append(probe(args.python, Path(row["build"]).resolve(), phases, cap))
+            print(f"round {done + 1} of {args.runs}", file=sys.stderr, flush=True)
     finally:
         if cap:
             cap.close()
-    print(f"CPython {version}; median of {args.runs} fresh interpreters each; wall (CPU) ms"
-          + (f"; CPU capped at {args.cpu}" if cap else ""))
+    machine["python_loop_1m_ms"].append(python_speed_ms())
+    machine["loadavg"].append(round(os.getloadavg()[0], 2))
+    print(f"{'build':<28} {'function':<10} {'sink':<11} {'import (cpu)':>18} {'first run (cpu)':>18} {'total (cpu)':>18}")
+    for row, runs in zip(rows, results):
+        row.update(summarise(runs))
+        print(f"{row['build']:<28} {row['function']:<10} {row['sink']:<11} "
+              f"{row['median_ms']:>8.1f} ({row['cpu_median_ms']:>6.1f}) ms "
+              f"{row['then_median_ms']:>8.1f} ({row['then_cpu_median_ms']:>6.1f}) ms "
+              f"{row['total_median_ms']:>8.1f} ({row['total_cpu_median_ms']:>6.1f}) ms")
+    print(f"CPython {version}; median of {args.runs} fresh interpreters each, the rows taken in turn; wall (CPU) ms"
+          + (f"; CPU capped at {args.cpu}" if cap else "")
+          + f"; scripts/bench.py's Python loop took {machine['python_loop_1m_ms']} ms, load average {machine['loadavg']}"
+          " (at the start and the end)")
     if args.json:
-        args.json.write_text(json.dumps({"python": version, "cpu": args.cpu, "rows": rows}, indent=1) + "\n")
+        args.json.write_text(json.dumps({"python": version, "cpu": args.cpu, **machine, "rows": rows}, indent=1) + "\n")
     return 0
 
 
