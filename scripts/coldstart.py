@@ -37,8 +37,9 @@ from scripts.cpu_cap import CpuCap
 
 # The sinks each target's builds may carry: the shared module that imports each SDK, and what
 # the SDK loads only as its client is made (boto3's S3 customisations).
-SINKS = {"file": ("shared.sinks.file",), "sqlite": ("shared.sinks.sqlite",), "s3": ("shared.sinks.s3", "boto3.s3.inject"),
-         "dynamodb": ("shared.sinks.dynamodb",), "oss": ("shared.sinks.oss",), "tablestore": ("shared.sinks.tablestore",)}
+SINKS = {"file": ("shared.sinks.file",), "sqlite": ("shared.sinks.sqlite",),
+         "s3": ("shared.sinks.s3", "boto3.s3.inject"), "dynamodb": ("shared.sinks.dynamodb",),
+         "oss": ("shared.sinks.oss",), "tablestore": ("shared.sinks.tablestore",)}
 FUNCTIONS = {"drain": "functions.drain", "reconcile": "functions.reconcile"}
 # What the drain's first timer invocation imports besides its sink: the token call's client
 # (shared/pop.py, shared/tokens.py) and the MNS SDK (shared/mns_queue.py, when a queue opens).
@@ -162,17 +163,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             cap.close()
     machine["python_loop_1m_ms"].append(python_speed_ms())
     machine["loadavg"].append(round(os.getloadavg()[0], 2))
-    print(f"{'build':<28} {'function':<10} {'sink':<11} {'import (cpu)':>18} {'first run (cpu)':>18} {'total (cpu)':>18}")
+    print(f"{'build':<28} {'function':<10} {'sink':<11} {'import (cpu)':>18} {'first run (cpu)':>18} "
+          f"{'total (cpu)':>18}")
     for row, runs in zip(rows, results):
         row.update(summarise(runs))
         print(f"{row['build']:<28} {row['function']:<10} {row['sink']:<11} "
               f"{row['median_ms']:>8.1f} ({row['cpu_median_ms']:>6.1f}) ms "
               f"{row['then_median_ms']:>8.1f} ({row['then_cpu_median_ms']:>6.1f}) ms "
               f"{row['total_median_ms']:>8.1f} ({row['total_cpu_median_ms']:>6.1f}) ms")
-    print(f"CPython {version}; median of {args.runs} fresh interpreters each, the rows taken in turn; wall (CPU) ms"
+    print(f"CPython {version}; median of {args.runs} fresh interpreters each, the rows in turn; wall (CPU) ms"
           + (f"; CPU capped at {args.cpu}" if cap else "")
-          + f"; scripts/bench.py's Python loop took {machine['python_loop_1m_ms']} ms, load average {machine['loadavg']}"
-          " (at the start and the end)")
+          + f"; scripts/bench.py's Python loop took {machine['python_loop_1m_ms']} ms, "
+          f"load average {machine['loadavg']} (at the start and the end)")
     if args.json:
         args.json.write_text(json.dumps({"python": version, "cpu": args.cpu, **machine, "rows": rows}, indent=1) + "\n")
     return 0

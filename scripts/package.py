@@ -204,8 +204,9 @@ def _build_pure_wheel(requirement: str, wheelhouse: Path, target: Target, python
     if proc.returncode != 0 or not built:
         raise PackagingError(
             f"{requirement} has no {platform} wheel for Python {python_version} and its source did not build "
-            f"without a C compiler:\n{_tail(proc.stderr)}\nBuild in the platform image instead "
-            f"({'s build' if target.name == 'fc' else 'sam build --use-container --build-image <a python3.12 build image>'})."
+            f"without a C compiler:\n{_tail(proc.stderr)}\nBuild in the platform image instead ("
+            + ("s build" if target.name == "fc" else "sam build --use-container --build-image <a Python build image>")
+            + ")."
         )
     for wheel in built:
         if not wheel.name.endswith("-none-any.whl"):
@@ -362,8 +363,9 @@ def compile_bytecode(out: Path, target: Target, python_version: str, platform: s
     deps = out / target.deps_subdir if target.deps_subdir else out
     paths = os.pathsep.join(dict.fromkeys([str(out), str(deps)]))
     with tempfile.TemporaryDirectory(prefix="alicom-pycache-") as prefix:
+        later = lazy_imports() + list(target.first_use)
         command = interpreter + ["-I", "-X", f"pycache_prefix={prefix}", "-c", _TRACE_AND_COMPILE, str(out), paths,
-                                 ",".join(runtime_modules(target, sink)), ",".join(lazy_imports() + list(target.first_use))]
+                                 ",".join(runtime_modules(target, sink)), ",".join(later)]
         proc = subprocess.run(command, capture_output=True, text=True, cwd=out)
     if proc.returncode != 0:
         raise PackagingError(f"importing the functions from the build failed, so it would fail when deployed:\n"
@@ -513,8 +515,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     platform = args.platform or ARCH_PLATFORMS[args.arch]
     try:
         result = build(args.target, args.out, args.python_version, platform,
-                       make_zip=not args.no_zip, install=not args.sources_only, wheelhouse=args.wheelhouse, sink=args.sink,
-                       compile=args.compile)
+                       make_zip=not args.no_zip, install=not args.sources_only, wheelhouse=args.wheelhouse,
+                       sink=args.sink, compile=args.compile)
     except PackagingError as exc:
         print(f"package: error: {exc}", file=sys.stderr)
         return 2

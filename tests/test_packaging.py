@@ -242,7 +242,8 @@ else:
 before = set(sys.modules)
 result = functions.drain.handler(event, context)
 # The package's modules the invocation itself imported (the benchmark's list must cover them).
-loaded = sorted(m for m in set(sys.modules) - before if (getattr(sys.modules[m], "__file__", None) or "").startswith(paths[0]))
+loaded = sorted(m for m in set(sys.modules) - before
+                if (getattr(sys.modules[m], "__file__", None) or "").startswith(paths[0]))
 print(json.dumps({"result": result, "loaded": loaded}))
 """
 _IMPORTED = r"""
@@ -252,7 +253,8 @@ sys.path[:0] = paths
 before = set(sys.modules)
 for name in modules:
     importlib.import_module(name)
-print(json.dumps(sorted(m for m in set(sys.modules) - before if (getattr(sys.modules[m], "__file__", None) or "").startswith(paths[0]))))
+print(json.dumps(sorted(m for m in set(sys.modules) - before
+                        if (getattr(sys.modules[m], "__file__", None) or "").startswith(paths[0]))))
 """
 
 

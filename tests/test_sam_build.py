@@ -24,7 +24,7 @@ from tests.test_templates import HANDLERS, SAM_FUNCTIONS, load_sam
 
 REPO = Path(__file__).resolve().parents[1]
 SAM = shutil.which("sam")
-INSTALL_HINT = "python3 -m venv /tmp/sam-cli && /tmp/sam-cli/bin/pip install aws-sam-cli, then put /tmp/sam-cli/bin on PATH"
+INSTALL_HINT = "python3 -m venv /tmp/sam-cli && /tmp/sam-cli/bin/pip install aws-sam-cli; put /tmp/sam-cli/bin on PATH"
 
 
 def build_environment() -> dict[str, str]:
@@ -65,7 +65,8 @@ def test_sam_build_builds_each_function_with_the_makefile(tmp_path):
 @pytest.mark.slow
 def test_the_makefile_builds_each_function_as_sam_build_runs_it(tmp_path):
     if SAM is not None:
-        pytest.skip(f"{SAM} is installed: test_sam_build_builds_each_function_with_the_makefile runs the real sam build")
+        pytest.skip(f"{SAM} is installed: the real sam build runs in "
+                    "test_sam_build_builds_each_function_with_the_makefile instead")
     if shutil.which("make") is None:
         pytest.skip("make is not on PATH: sam build runs the Makefile with it (apt-get install make)")
     template = load_sam()
