@@ -4,12 +4,19 @@
     python -m scripts.package --target fc --sink oss --out build/fc-oss
     python -m scripts.coldstart --build build/aws --build build/fc-oss [--python python3.12] [--runs 10]
 
-For each build, function and sink the build carries, a fresh interpreter (`python -I`, with
-only the build on sys.path, as the platforms run it) imports the handler's module and the
-sink's module (which imports the sink's SDK), timed inside the interpreter with
-perf_counter; the interpreter's own start-up is not counted. Each figure is the median of
-`--runs` fresh interpreters. The interpreter should be the build's CPython version: the
-bytecode in the build is for that version only, and another would compile every module.
+A cold start costs twice: the platform imports the handler's module (the init phase), then
+the first invocation imports what the handler loads only when it runs. For each build,
+function and sink the build carries, a fresh interpreter (`python -I`, with only the build
+on sys.path, as the platforms run it) imports the handler's module, then (drain only) what
+its first timer invocation imports: the token API's SDK, the MNS SDK, the sink's module
+with its SDK and, in a Lambda build, the Parameters utility that reads the AccessKey's
+secret (`first_run_modules`; tests/test_packaging.py holds the list to a real first run).
+Each phase is timed inside the interpreter, wall (perf_counter) and CPU (process_time, less
+sensitive to other work on the machine); the interpreter's own start-up is not counted.
+Each figure is the median of `--runs` fresh interpreters, taken round by round over all rows
+(so several builds, e.g. before and after a change, compare fairly). The interpreter should be the
+build's CPython version: the bytecode in the build is for that version only, and another
+would compile every module.
 
 `--cpu 0.35` runs every interpreter in a cgroup (v2 `cpu.max` or v1 `cpu.cfs_quota_us`)
 capped at that fraction of one CPU, like a function sized for that share; it needs root.
@@ -25,22 +32,33 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from scripts.bench import python_speed_ms
 from scripts.cpu_cap import CpuCap
 
-# The sinks each target's builds may carry, and the shared module that imports each SDK.
-SINKS = {"file": "shared.sinks.file", "sqlite": "shared.sinks.sqlite", "s3": "shared.sinks.s3",
-         "dynamodb": "shared.sinks.dynamodb", "oss": "shared.sinks.oss", "tablestore": "shared.sinks.tablestore"}
+# The sinks each target's builds may carry: the shared module that imports each SDK, and what
+# the SDK loads only as its client is made (boto3's S3 customisations).
+SINKS = {"file": ("shared.sinks.file",), "sqlite": ("shared.sinks.sqlite",),
+         "s3": ("shared.sinks.s3", "boto3.s3.inject"), "dynamodb": ("shared.sinks.dynamodb",),
+         "oss": ("shared.sinks.oss",), "tablestore": ("shared.sinks.tablestore",)}
 FUNCTIONS = {"drain": "functions.drain", "reconcile": "functions.reconcile"}
+# What the drain's first timer invocation imports besides its sink: the token call's client
+# (shared/pop.py, shared/tokens.py) and the MNS SDK (shared/mns_queue.py, when a queue opens).
+DRAIN_FIRST_RUN = ("aliyunsdkcore.client", "aliyunsdkcore.auth.credentials", "aliyunsdkcore.acs_exception.exceptions",
+                   "aliyunsdkdybaseapi.request.v20170525.QueryTokenForMnsQueueRequest", "shared.mns_queue")
+# On Lambda the AccessKey comes from Secrets Manager through Powertools Parameters (shared/credentials.py).
+LAMBDA_FIRST_RUN = ("aws_lambda_powertools.utilities.parameters", "botocore.config")
 
 _PROBE = r"""
 import importlib, json, sys, time
 sys.path[:0] = json.loads(sys.argv[1])
-modules = json.loads(sys.argv[2])
-start = time.perf_counter()
-for name in modules:
-    importlib.import_module(name)
-elapsed = time.perf_counter() - start
-print(json.dumps({"seconds": elapsed, "modules": len(sys.modules)}))
+phases = []
+for modules in json.loads(sys.argv[2]):
+    wall, cpu = time.perf_counter(), time.process_time()
+    for name in modules:
+        importlib.import_module(name)
+    phases.append({"seconds": time.perf_counter() - wall, "cpu_seconds": time.process_time() - cpu,
+                   "modules": len(sys.modules)})
+print(json.dumps(phases))
 """
 
 
@@ -52,6 +70,11 @@ def build_paths(build: Path) -> list[str]:
     return paths
 
 
+def is_lambda_build(build: Path) -> bool:
+    """A Lambda build has its dependencies at the code root, an FC one under python/."""
+    return not (build / "python").is_dir()
+
+
 def sinks_in(build: Path) -> list[str]:
     """The sinks whose SDK the build holds (file and sqlite need none)."""
     deps = build / "python" if (build / "python").is_dir() else build
@@ -59,20 +82,55 @@ def sinks_in(build: Path) -> list[str]:
     return ["file", "sqlite"] + [s for s, pkg in present.items() if (deps / pkg).is_dir()]
 
 
-def measure(python: str, build: Path, modules: list[str], runs: int, cap: Optional[CpuCap] = None) -> dict:
-    times, count = [], 0
-    for _ in range(runs):
-        # -B: a build without bytecode must stay cold on every run, not cache what it compiled.
-        command = [python, "-I", "-B", "-c", _PROBE, json.dumps(build_paths(build)), json.dumps(modules)]
-        proc = subprocess.run(command, capture_output=True, text=True, cwd=build,
-                              preexec_fn=cap.enter if cap else None)
-        if proc.returncode != 0:
-            raise SystemExit(f"coldstart: importing {modules} from {build} failed:\n{proc.stderr[-2000:]}")
-        result = json.loads(proc.stdout.strip().splitlines()[-1])
-        times.append(result["seconds"])
-        count = result["modules"]
-    return {"median_ms": round(statistics.median(times) * 1000, 1), "min_ms": round(min(times) * 1000, 1),
-            "max_ms": round(max(times) * 1000, 1), "modules": count, "runs": runs}
+def first_run_modules(build: Path, function: str, sink: str) -> list[str]:
+    """What the function's first timer invocation imports after its handler's module (the drain's
+    only: the reconcile runs once a day, its first run is not measured beyond its sink)."""
+    modules = list(DRAIN_FIRST_RUN) if function == "drain" else []
+    if is_lambda_build(build):
+        modules += LAMBDA_FIRST_RUN
+    return modules + list(SINKS[sink])
+
+
+def _phase(results: list[dict], key: str) -> dict:
+    values = [r[key] for r in results]
+    return {"median_ms": round(statistics.median(values) * 1000, 1), "min_ms": round(min(values) * 1000, 1),
+            "max_ms": round(max(values) * 1000, 1)}
+
+
+def probe(python: str, build: Path, phases: list[list[str]], cap: Optional[CpuCap] = None) -> list[dict]:
+    """One fresh interpreter importing each phase's modules in turn: seconds, CPU seconds, modules."""
+    # -B: a build without bytecode must stay cold on every run, not cache what it compiled.
+    command = [python, "-I", "-B", "-c", _PROBE, json.dumps(build_paths(build)), json.dumps(phases)]
+    proc = subprocess.run(command, capture_output=True, text=True, cwd=build, preexec_fn=cap.enter if cap else None)
+    if proc.returncode != 0:
+        raise SystemExit(f"coldstart: importing {phases} from {build} failed:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def summarise(results: list[list[dict]]) -> dict:
+    """Medians over the runs of one probe: the first phase (median_ms, cpu_median_ms, ...), and of
+    the second and both together when there is one (then_median_ms, total_median_ms, ...)."""
+    first = [r[0] for r in results]
+    figures = {**_phase(first, "seconds"), "cpu_median_ms": _phase(first, "cpu_seconds")["median_ms"],
+               "modules": first[-1]["modules"], "runs": len(results)}
+    if len(results[0]) > 1:
+        second = [r[1] for r in results]
+        totals = [{"seconds": a["seconds"] + b["seconds"], "cpu_seconds": a["cpu_seconds"] + b["cpu_seconds"]}
+                  for a, b in zip(first, second)]
+        figures.update({f"then_{k}": v for k, v in _phase(second, "seconds").items()})
+        figures["then_cpu_median_ms"] = _phase(second, "cpu_seconds")["median_ms"]
+        figures["total_median_ms"] = _phase(totals, "seconds")["median_ms"]
+        figures["total_cpu_median_ms"] = _phase(totals, "cpu_seconds")["median_ms"]
+        figures["then_modules"] = second[-1]["modules"] - first[-1]["modules"]
+    return figures
+
+
+def measure(python: str, build: Path, modules: list[str], runs: int, cap: Optional[CpuCap] = None,
+            then: Sequence[str] = ()) -> dict:
+    """Median import time of `modules` in `runs` fresh interpreters (median_ms, cpu_median_ms),
+    and with `then`, of those imported next in the same interpreter (then_median_ms, ...)."""
+    phases = [modules, list(then)] if then else [modules]
+    return summarise([probe(python, build, phases, cap) for _ in range(runs)])
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -86,22 +144,39 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     version = subprocess.run([args.python, "-c", "import sys; print(sys.version.split()[0])"],
                              capture_output=True, text=True, check=True).stdout.strip()
     cap = CpuCap(args.cpu) if args.cpu else None
-    rows = []
+    # How fast this machine runs Python right now (other work on it slows every figure alike).
+    machine = {"python_loop_1m_ms": [python_speed_ms()], "loadavg": [round(os.getloadavg()[0], 2)]}
+    rows = [{"build": str(build), "function": function, "sink": sink,
+             "first_run": first_run_modules(build.resolve(), function, sink)}
+            for build in args.build for sink in sinks_in(build) for function in FUNCTIONS]
+    results: list[list[list[dict]]] = [[] for _ in rows]
     try:
-        for build in args.build:
-            for sink in sinks_in(build):
-                for function, module in FUNCTIONS.items():
-                    figures = measure(args.python, build.resolve(), [module, SINKS[sink]], args.runs, cap)
-                    rows.append({"build": str(build), "function": function, "sink": sink, **figures})
-                    print(f"{str(build):<28} {function:<10} {sink:<11} median {figures['median_ms']:>7.1f} ms "
-                          f"(min {figures['min_ms']:.1f}, max {figures['max_ms']:.1f}; {figures['modules']} modules)",
-                          flush=True)
+        # Round by round, every row once per round: a machine that slows down for a while slows
+        # every row alike, so rows (and builds) compare fairly.
+        for done in range(args.runs):
+            for row, runs in zip(rows, results):
+                phases = [[FUNCTIONS[row["function"]]], row["first_run"]]
+                runs.append(probe(args.python, Path(row["build"]).resolve(), phases, cap))
+            print(f"round {done + 1} of {args.runs}", file=sys.stderr, flush=True)
     finally:
         if cap:
             cap.close()
-    print(f"CPython {version}; {args.runs} fresh interpreters each" + (f"; CPU capped at {args.cpu}" if cap else ""))
+    machine["python_loop_1m_ms"].append(python_speed_ms())
+    machine["loadavg"].append(round(os.getloadavg()[0], 2))
+    print(f"{'build':<28} {'function':<10} {'sink':<11} {'import (cpu)':>18} {'first run (cpu)':>18} "
+          f"{'total (cpu)':>18}")
+    for row, runs in zip(rows, results):
+        row.update(summarise(runs))
+        print(f"{row['build']:<28} {row['function']:<10} {row['sink']:<11} "
+              f"{row['median_ms']:>8.1f} ({row['cpu_median_ms']:>6.1f}) ms "
+              f"{row['then_median_ms']:>8.1f} ({row['then_cpu_median_ms']:>6.1f}) ms "
+              f"{row['total_median_ms']:>8.1f} ({row['total_cpu_median_ms']:>6.1f}) ms")
+    print(f"CPython {version}; median of {args.runs} fresh interpreters each, the rows in turn; wall (CPU) ms"
+          + (f"; CPU capped at {args.cpu}" if cap else "")
+          + f"; scripts/bench.py's Python loop took {machine['python_loop_1m_ms']} ms, "
+          f"load average {machine['loadavg']} (at the start and the end)")
     if args.json:
-        args.json.write_text(json.dumps({"python": version, "cpu": args.cpu, "rows": rows}, indent=1) + "\n")
+        args.json.write_text(json.dumps({"python": version, "cpu": args.cpu, **machine, "rows": rows}, indent=1) + "\n")
     return 0
 
 

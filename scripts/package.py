@@ -1,6 +1,6 @@
 """Build the deployable code directory (and zip) for Lambda or Function Compute, without Docker.
 
-    python -m scripts.package --target aws --out build/aws                 # template.yml CodeUri
+    python -m scripts.package --target aws --out build/aws                 # what sam build runs (scripts/Makefile)
     python -m scripts.package --target aws --arch arm64 --out build/aws    # Architecture=arm64
     python -m scripts.package --target fc --sink oss --out build/fc        # s.yaml code (its pre-deploy action)
 
@@ -30,6 +30,7 @@ other failure; the message says which.
 from __future__ import annotations
 
 import argparse
+import ast
 import os
 import re
 import shutil
@@ -68,6 +69,9 @@ class Target:
     zipped_warning_text: str = ""
     # sink -> requirements.txt entries only that sink needs; --sink X leaves out the others'.
     sink_sdks: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # Modules an SDK imports only when first used (not when imported, not by our code), which
+    # the bytecode step imports too, so the first invocation finds them compiled.
+    first_use: tuple[str, ...] = ()
 
     def sink_exclude(self, sink: Optional[str]) -> tuple[str, ...]:
         """What a build for one sink leaves out on top of `exclude` (nothing without --sink)."""
@@ -92,6 +96,7 @@ TARGETS = {
         zipped_limit=None,
         limit_source="AWS Lambda quotas: deployment package 250 MB unzipped (262144000 bytes)",
         sink_sdks=(("s3", ()), ("dynamodb", ())),  # both are boto3, which Powertools Parameters needs too
+        first_use=("boto3.s3.inject",),  # boto3's S3 customisations, loaded as an S3 client is made
     ),
     # Function Compute 3.0 "Limits" page (alibabacloud.com/help/en/functioncompute/fc-3-0/
     # product-overview/limits-of-usage): a code package is at most 500 MB as a ZIP uploaded
@@ -204,8 +209,9 @@ def _build_pure_wheel(requirement: str, wheelhouse: Path, target: Target, python
     if proc.returncode != 0 or not built:
         raise PackagingError(
             f"{requirement} has no {platform} wheel for Python {python_version} and its source did not build "
-            f"without a C compiler:\n{_tail(proc.stderr)}\nBuild in the platform image instead "
-            f"({'s build' if target.name == 'fc' else 'sam build --use-container'})."
+            f"without a C compiler:\n{_tail(proc.stderr)}\nBuild in the platform image instead ("
+            + ("s build" if target.name == "fc" else "sam build --use-container --build-image <a Python build image>")
+            + ")."
         )
     for wheel in built:
         if not wheel.name.endswith("-none-any.whl"):
@@ -275,15 +281,26 @@ def target_interpreter(python_version: str) -> list[str]:
 
 
 # Run by the target interpreter with -X pycache_prefix=<temporary dir>: import what the
-# functions import, from the build only; every source CPython compiled on the way (a module
-# whose import failed, like dateutil's Windows-only tz module, included) left a .pyc under the
-# prefix. Compile exactly those files (and all of functions/ and shared/) into the build.
+# functions import at cold start, then what they import later (`lazy_imports`: the SDK a first
+# invocation loads, such as the token API's client), from the build only; every source CPython
+# compiled on the way (a module whose import failed, like dateutil's Windows-only tz module,
+# included) left a .pyc under the prefix. Compile exactly those files (and all of functions/
+# and shared/) into the build.
 _TRACE_AND_COMPILE = r"""
 import importlib, os, py_compile, sys
-root, paths, modules = sys.argv[1], sys.argv[2].split(os.pathsep), sys.argv[3].split(",")
+root, paths, modules, lazy = sys.argv[1], sys.argv[2].split(os.pathsep), sys.argv[3].split(","), sys.argv[4].split(",")
 sys.path[:0] = paths
 for name in modules:
     importlib.import_module(name)
+for name in filter(None, lazy):
+    try:
+        importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        # Another target's SDK (boto3 in an FC build, oss2 in a Lambda one) is simply absent;
+        # anything else missing would fail the first invocation that imports it.
+        top = (exc.name or "").partition(".")[0]
+        if any(os.path.exists(os.path.join(p, top)) or os.path.exists(os.path.join(p, top + ".py")) for p in paths):
+            raise
 prefix, files = sys.pycache_prefix, set()
 for folder, _, names in os.walk(prefix):
     source_dir = os.sep + os.path.relpath(folder, prefix)
@@ -315,6 +332,22 @@ def runtime_modules(target: Target, sink: Optional[str], workers: int = 1) -> li
             *invokers]
 
 
+def lazy_imports() -> list[str]:
+    """Every non-stdlib module that functions/ and shared/ import, wherever the import statement
+    is. The ones inside functions (the token API's SDK, the MNS SDK, a sink's SDK, Parameters on
+    AWS) load on the first invocation, which would otherwise compile them from source on every
+    cold start: a function's code directory is read-only, so nothing compiled there is kept."""
+    found = set()
+    for package in SOURCE_PACKAGES:
+        for path in sorted((REPO_ROOT / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, ast.Import):
+                    found.update(alias.name for alias in node.names)
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    found.add(node.module)
+    return sorted(name for name in found if name.partition(".")[0] not in sys.stdlib_module_names)
+
+
 def _host_platform(platform: str) -> bool:
     """Can this machine load the build's libraries (Linux, same architecture)?"""
     import platform as host
@@ -326,8 +359,9 @@ def compile_bytecode(out: Path, target: Target, python_version: str, platform: s
                      workers: int = 1) -> int:
     """Bytecode that is never checked against its source (unchecked-hash), so the zip's 1980
     timestamps cannot make it stale. Only the modules a run imports are compiled (found by
-    importing them from the build), which keeps an OSS build under 45 MB; a build for another
-    architecture cannot be imported here, so everything in it is compiled instead."""
+    importing them from the build: the handlers, shared/ and the sinks, then `lazy_imports`),
+    which keeps an OSS build under 45 MB; a build for another architecture cannot be imported
+    here, so everything in it is compiled instead."""
     interpreter = target_interpreter(python_version)
     if not _host_platform(platform):
         command = interpreter + ["-m", "compileall", "-q", "-j", "0", "--invalidation-mode", "unchecked-hash", str(out)]
@@ -338,8 +372,9 @@ def compile_bytecode(out: Path, target: Target, python_version: str, platform: s
     deps = out / target.deps_subdir if target.deps_subdir else out
     paths = os.pathsep.join(dict.fromkeys([str(out), str(deps)]))
     with tempfile.TemporaryDirectory(prefix="alicom-pycache-") as prefix:
+        later = lazy_imports() + list(target.first_use)
         command = interpreter + ["-I", "-X", f"pycache_prefix={prefix}", "-c", _TRACE_AND_COMPILE, str(out), paths,
-                                 ",".join(runtime_modules(target, sink, workers))]
+                                 ",".join(runtime_modules(target, sink, workers)), ",".join(later)]
         proc = subprocess.run(command, capture_output=True, text=True, cwd=out)
     if proc.returncode != 0:
         raise PackagingError(f"importing the functions from the build failed, so it would fail when deployed:\n"
@@ -487,13 +522,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--no-zip", action="store_true", help="build the directory only")
     parser.add_argument("--sources-only", action="store_true",
                         help="copy functions/ and shared/ (and FC's requirements.txt) without installing dependencies")
+    parser.add_argument("--wheelhouse", type=Path,
+                        help="where wheels built from source are kept (default: .wheelhouse beside --out)")
     args = parser.parse_args(argv)
     target = TARGETS[args.target]
     platform = args.platform or ARCH_PLATFORMS[args.arch]
     try:
         result = build(args.target, args.out, args.python_version, platform,
-                       make_zip=not args.no_zip, install=not args.sources_only, sink=args.sink, compile=args.compile,
-                       workers=args.workers)
+                       make_zip=not args.no_zip, install=not args.sources_only, wheelhouse=args.wheelhouse,
+                       sink=args.sink, compile=args.compile, workers=args.workers)
     except PackagingError as exc:
         print(f"package: error: {exc}", file=sys.stderr)
         return 2

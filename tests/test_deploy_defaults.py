@@ -10,6 +10,7 @@ would (FC: bytes and an FC context; Lambda: a dict and a Lambda context).
 """
 from __future__ import annotations
 
+import functools
 import json
 import time
 from datetime import datetime, timedelta, timezone
@@ -30,6 +31,7 @@ from shared.sinks import make_sink
 from tests.conftest import AK, SECRET, UID
 import tests.contexts
 from tests.contexts import LambdaContext
+from tests.fakes.moto_server import CREDENTIALS
 from tests.fakes.oss_gateway import OssGateway
 from tests.fakes.tablestore_server import TablestoreServer
 from tests.test_templates import (FC_FUNCTIONS, SAM_FUNCTIONS, Cfn, load_s_yaml, load_sam, s_resources,
@@ -98,6 +100,30 @@ def sam_scheduled(parameters: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def aws_process_environment(moto) -> dict[str, str]:
+    """What boto3 finds in a Lambda (the role's keys, the region), pointed at moto."""
+    return {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION,
+            "AWS_ENDPOINT_URL_SECRETS_MANAGER": moto.endpoint}
+
+
+def sam_stand_ins(emulator, moto, parameters: dict[str, Any]) -> tuple[dict[str, str], int]:
+    """What the stack would create, on the stand-ins (the secret holding the AccessKey, the bucket
+    or table), and receipts in the queues: (the variables that point the template's environment
+    there, receipts enqueued)."""
+    client = functools.partial(boto3.client, endpoint_url=moto.endpoint, region_name=REGION, **CREDENTIALS)
+    arn = client("secretsmanager").create_secret(Name=f"AlicomCredentialsSecret-{time.monotonic_ns()}",
+                                SecretString=json.dumps({"access_key_id": AK, "access_key_secret": SECRET}))["ARN"]
+    env = sam_environment("drain", parameters)
+    assert env["SINK_REGION"] == REGION and env["SINK"] == parameters.get("Sink", "s3")
+    if env["SINK"] == "s3":
+        client("s3").create_bucket(Bucket=env["SINK_BUCKET"], CreateBucketConfiguration={"LocationConstraint": REGION})
+    else:
+        create_dynamodb_table(client("dynamodb"), env["SINK_TABLE"], ttl=True)
+    overrides = dict({name: emulator.url for name in ENDPOINTS}, SINK_ENDPOINT=moto.endpoint,
+                     ALICOM_CREDENTIALS_SECRET=arn)
+    return overrides, enqueue(emulator, env["ALICOM_MESSAGE_TYPES"])
+
+
 @pytest.mark.parametrize("parameters, scheduled", [
     ({}, ["drain"]),  # the default: Sink=s3, the reconcile schedule ships disabled
     ({"Sink": "dynamodb"}, ["drain", "reconcile"]),
@@ -105,29 +131,15 @@ def sam_scheduled(parameters: dict[str, Any]) -> dict[str, Any]:
 def test_sam_stack_with_its_defaults_runs_every_schedule_green(emulator, moto, monkeypatch, parameters, scheduled):
     parameters = dict(parameters, AlicomUid=UID)  # the one value without a default
     assert sorted(sam_scheduled(parameters)) == scheduled
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", moto.endpoint)
-    secrets = boto3.client("secretsmanager", endpoint_url=moto.endpoint, region_name=REGION)
-    arn = secrets.create_secret(Name=f"AlicomCredentialsSecret-{time.monotonic_ns()}",
-                                SecretString=json.dumps({"access_key_id": AK, "access_key_secret": SECRET}))["ARN"]
+    for name, value in aws_process_environment(moto).items():
+        monkeypatch.setenv(name, value)
     from aws_lambda_powertools.utilities import parameters as powertools_parameters
 
     powertools_parameters.clear_caches()
-    results, enqueued = {}, None
+    overrides, enqueued = sam_stand_ins(emulator, moto, parameters)
+    results = {}
     for function in scheduled:
-        env = sam_environment(function, parameters)
-        env.update({name: emulator.url for name in ENDPOINTS}, SINK_ENDPOINT=moto.endpoint, ALICOM_CREDENTIALS_SECRET=arn)
-        assert env["SINK_REGION"] == REGION and env["SINK"] == parameters.get("Sink", "s3")
-        if enqueued is None:  # what the stack would create, once
-            if env["SINK"] == "s3":
-                boto3.client("s3", endpoint_url=moto.endpoint, region_name=REGION).create_bucket(
-                    Bucket=env["SINK_BUCKET"], CreateBucketConfiguration={"LocationConstraint": REGION})
-            else:
-                create_dynamodb_table(boto3.client("dynamodb", endpoint_url=moto.endpoint, region_name=REGION),
-                                      env["SINK_TABLE"], ttl=True)
-            enqueued = enqueue(emulator, env["ALICOM_MESSAGE_TYPES"])
+        env = dict(sam_environment(function, parameters), **overrides)
         use_environment(monkeypatch, env)
         if function == "reconcile":
             record_a_late_send(emulator, env)
@@ -158,20 +170,9 @@ def test_fc_project_with_its_defaults_runs_every_timer_green(emulator, moto, mon
         try:
             for function in scheduled:
                 props = resources[FC_FUNCTIONS[function]]
-                env = {k: v for k, v in props["environmentVariables"].items() if k != "PYTHONPATH"}
-                env.update({name: emulator.url for name in ENDPOINTS})
-                # FC puts the function role's credentials here.
-                env.update(ALIBABA_CLOUD_ACCESS_KEY_ID=AK, ALIBABA_CLOUD_ACCESS_KEY_SECRET=SECRET)
-                env["SINK_ENDPOINT"] = gateway.endpoint if env["SINK"] == "oss" else ots.endpoint
+                env = fc_environment(function, variables, emulator, {"oss": gateway.endpoint, "tablestore": ots.endpoint})
                 if enqueued is None:
-                    if env["SINK"] == "oss":
-                        moto.client("s3").create_bucket(Bucket=env["SINK_BUCKET"])
-                    else:
-                        from tablestore import OTSClient
-
-                        create_tablestore_table(OTSClient(ots.endpoint, AK, SECRET, env["TABLESTORE_INSTANCE"]),
-                                                env["SINK_TABLE"])
-                    enqueued = enqueue(emulator, env["ALICOM_MESSAGE_TYPES"])
+                    enqueued = fc_stand_ins(emulator, moto, env, ots)
                 use_environment(monkeypatch, env)
                 if function == "reconcile":
                     record_a_late_send(emulator, env)
@@ -186,6 +187,28 @@ def test_fc_project_with_its_defaults_runs_every_timer_green(emulator, moto, mon
     check_runs(emulator, results, enqueued)
     reset_runtime()
     reset_reconcile_runtime()
+
+
+def fc_environment(function: str, variables: dict[str, Any], emulator, sink_endpoints: dict[str, str]) -> dict[str, str]:
+    """The function's environment as s.yaml sets it (PYTHONPATH aside), pointed at the stand-ins,
+    with the function role's credentials where FC puts them."""
+    props = s_resources(variables)[FC_FUNCTIONS[function]]
+    env = {k: v for k, v in props["environmentVariables"].items() if k != "PYTHONPATH"}
+    env.update({name: emulator.url for name in ENDPOINTS})
+    env.update(ALIBABA_CLOUD_ACCESS_KEY_ID=AK, ALIBABA_CLOUD_ACCESS_KEY_SECRET=SECRET)
+    env["SINK_ENDPOINT"] = sink_endpoints[env["SINK"]]
+    return env
+
+
+def fc_stand_ins(emulator, moto, env: dict[str, str], ots=None) -> int:
+    """The bucket or table the sink writes to, and receipts in the queues: receipts enqueued."""
+    if env["SINK"] == "oss":
+        moto.client("s3").create_bucket(Bucket=env["SINK_BUCKET"])
+    else:
+        from tablestore import OTSClient
+
+        create_tablestore_table(OTSClient(ots.endpoint, AK, SECRET, env["TABLESTORE_INSTANCE"]), env["SINK_TABLE"])
+    return enqueue(emulator, env["ALICOM_MESSAGE_TYPES"])
 
 
 def fc_context(name: str, timeout: float):

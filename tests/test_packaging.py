@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from scripts import package
+from scripts.coldstart import FUNCTIONS, first_run_modules
 from tests.test_templates import FC_FUNCTIONS, HANDLERS, SAM_FUNCTIONS, fc_handlers, sam_handlers
 
 REPO = Path(__file__).resolve().parents[1]
@@ -161,7 +162,7 @@ def test_real_builds_hold_what_each_target_needs_within_its_limits(builds):
         assert not (result.directory / "bin").exists()
 
 
-def _import_handlers(directories: list[Path], handlers: dict[str, str]) -> dict[str, str]:
+def import_handlers(directories: list[Path], handlers: dict[str, str]) -> dict[str, str]:
     """Import each handler in `python -I -S` with only `directories` (and the stdlib) on sys.path."""
     script = (
         "import importlib, json, sys\n"
@@ -189,9 +190,9 @@ def _import_handlers(directories: list[Path], handlers: dict[str, str]) -> dict[
 def test_every_template_handler_imports_from_its_package_in_a_clean_interpreter(builds):
     aws = {f"template.yml {SAM_FUNCTIONS[f]}": h for f, h in sam_handlers().items()}
     fc = {f"s.yaml {FC_FUNCTIONS[f]}": h for f, h in fc_handlers().items()}
-    results = _import_handlers([builds["aws"].directory], aws)
+    results = import_handlers([builds["aws"].directory], aws)
     # FC: the code root is /code and s.yaml sets PYTHONPATH=/code/python.
-    results.update(_import_handlers([builds["fc"].directory, builds["fc"].directory / "python"], fc))
+    results.update(import_handlers([builds["fc"].directory, builds["fc"].directory / "python"], fc))
     # Each resolves to our handler function itself (FC's root entry files re-export it).
     expected = {f"template.yml {SAM_FUNCTIONS[f]}": h for f, h in HANDLERS.items()}
     expected.update({f"s.yaml {FC_FUNCTIONS[f]}": h for f, h in HANDLERS.items()})
@@ -214,26 +215,102 @@ def test_sink_and_arch_options_choose_what_is_built(tmp_path, capsys):
     assert "manylinux2014_aarch64" in capsys.readouterr().out
 
 
+# A first scheduled run in a clean interpreter with only the unpacked package on sys.path, as
+# the platform starts it: import both handlers (the cold start), then call the drain's with the
+# event its schedule sends (the first invocation: the token API's SDK, the MNS SDK, the sink's).
+_FIRST_RUN = r"""
+import json, sys, time
+from types import SimpleNamespace
+paths, platform, event_file, timeout = json.loads(sys.argv[1])
+sys.path[:0] = paths
+import functions.drain, functions.reconcile
+
+class LambdaContext:
+    aws_request_id, function_name, memory_limit_in_mb = "first-run", "DrainFunction", 512
+    invoked_function_arn = "arn:aws:lambda:ap-southeast-1:123456789012:function:DrainFunction"
+    def __init__(self):
+        self.end = time.monotonic() + timeout
+    def get_remaining_time_in_millis(self):
+        return int((self.end - time.monotonic()) * 1000)
+
+raw = open(event_file, "rb").read()
+if platform == "lambda":
+    event, context = json.loads(raw), LambdaContext()
+else:
+    event = raw  # FC hands the event over as bytes
+    context = SimpleNamespace(request_id="first-run", function=SimpleNamespace(name="alicom-drain", timeout=timeout))
+before = set(sys.modules)
+result = functions.drain.handler(event, context)
+# The package's modules the invocation itself imported (the benchmark's list must cover them).
+loaded = sorted(m for m in set(sys.modules) - before
+                if (getattr(sys.modules[m], "__file__", None) or "").startswith(paths[0]))
+print(json.dumps({"result": result, "loaded": loaded}))
+"""
+_IMPORTED = r"""
+import importlib, json, sys
+paths, modules = json.loads(sys.argv[1])
+sys.path[:0] = paths
+before = set(sys.modules)
+for name in modules:
+    importlib.import_module(name)
+print(json.dumps(sorted(m for m in set(sys.modules) - before
+                        if (getattr(sys.modules[m], "__file__", None) or "").startswith(paths[0]))))
+"""
+
+
 def _pyc_flags(path: Path) -> int:
     return int.from_bytes(path.read_bytes()[4:8], "little")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, sink", [("aws", "s3"), ("fc", "oss")])
-def test_the_zip_ships_bytecode_that_a_cold_start_uses_as_it_is(builds, tmp_path, name, sink):
-    """Unzipped (every timestamp 1980, as the platforms unpack it), the handlers and the sink
-    import without compiling anything: no .pyc is written, so none was stale or missing."""
+@pytest.mark.parametrize("name", ["aws", "fc"])
+def test_the_first_scheduled_run_from_the_zip_compiles_nothing(builds, tmp_path, emulator, moto, name):
+    """Unzipped (every timestamp 1980, as the platforms unpack it), the package runs its first
+    scheduled drain with the template's default environment (Lambda: S3, the AccessKey read from
+    Secrets Manager; FC: OSS, the role's key) against the stand-ins, and CPython writes no .pyc:
+    neither the cold start's imports nor the SDKs the first invocation loads were stale or missing
+    (a function's code is read-only, so whatever is compiled there is compiled on every cold start)."""
+    from tests.fakes.oss_gateway import OssGateway
+    from tests.test_deploy_defaults import (EVENTS, aws_process_environment, fc_environment, fc_stand_ins,
+                                            sam_environment, sam_stand_ins)
+    from tests.conftest import AK, SECRET, UID
+
     root = tmp_path / "code"
     with zipfile.ZipFile(builds[name].zip_path) as zf:
         zf.extractall(root)
     own = sorted(root.rglob("shared/__pycache__/*.pyc"))
     assert own and all(_pyc_flags(p) == 0b01 for p in own)  # hash-based, source never checked
-    before = {p: p.stat().st_mtime_ns for p in root.rglob("*.pyc")}
     paths = [str(root)] + ([str(root / "python")] if (root / "python").is_dir() else [])
-    script = (f"import sys; sys.path[:0] = {paths!r}\n"
-              f"import functions.drain, functions.reconcile, shared.sinks.{sink}\n")
-    # Not -B: CPython writes a .pyc for every module it had to compile.
-    proc = subprocess.run([sys.executable, "-I", "-c", script], capture_output=True, text=True, cwd=root, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    gateway = None
+    try:
+        if name == "aws":
+            parameters = {"AlicomUid": UID}
+            overrides, enqueued = sam_stand_ins(emulator, moto, parameters)
+            env = dict(sam_environment("drain", parameters), **overrides, **aws_process_environment(moto))
+            args = [paths, "lambda", str(EVENTS / "schedule-eventbridge.json"), 55]
+        else:
+            gateway = OssGateway(moto.endpoint, AK, SECRET).start()  # checks the role's signature
+            env = fc_environment("drain", {"uid": UID}, emulator, {"oss": gateway.endpoint})
+            enqueued = fc_stand_ins(emulator, moto, env)
+            args = [paths, "fc", str(EVENTS / "timer-fc-drain.json"), 55]
+        before = {p: p.stat().st_mtime_ns for p in root.rglob("*.pyc")}
+        env.update(PATH="/usr/bin:/bin", HOME=str(tmp_path))
+        # Not -B: CPython writes a .pyc for every module it had to compile.
+        proc = subprocess.run([sys.executable, "-I", "-c", _FIRST_RUN, json.dumps(args)], capture_output=True,
+                              text=True, cwd=root, env=env, timeout=300)
+    finally:
+        if gateway:
+            gateway.stop()
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    result = out["result"]
+    assert result["ok"] and result["totals"]["stored"] == enqueued > 0, result
     after = {p: p.stat().st_mtime_ns for p in root.rglob("*.pyc")}
-    assert sorted(set(after) - set(before)) == [] and after == before
+    compiled = sorted(str(p.relative_to(root)) for p in set(after) - set(before))
+    assert compiled == [] and after == before
+    # scripts/coldstart.py times the first invocation by importing a list: it must hold all the run loaded.
+    listed = [FUNCTIONS["drain"], *first_run_modules(root, "drain", env["SINK"])]
+    probe = subprocess.run([sys.executable, "-I", "-B", "-c", _IMPORTED, json.dumps([paths, listed])],
+                           capture_output=True, text=True, cwd=root, timeout=300)
+    assert probe.returncode == 0, probe.stderr[-3000:]
+    assert out["loaded"] and sorted(set(out["loaded"]) - set(json.loads(probe.stdout))) == []

@@ -524,7 +524,12 @@ def test_fc_code_layout_matches_the_packager():
         assert props["code"] == "./build/fc", name
         deps = TARGETS["fc"].deps_subdir
         assert props["environmentVariables"]["PYTHONPATH"] == (f"/code/{deps}" if deps else "/code"), name
-    assert load_sam()["Globals"]["Function"]["CodeUri"] == "build/aws"
+    # sam build: the checkout is the code, built per function by scripts/Makefile (scripts/package.py).
+    template = load_sam()
+    assert template["Globals"]["Function"]["CodeUri"] == "."
+    for function in SAM_FUNCTIONS.values():
+        assert template["Resources"][function]["Metadata"] == {"BuildMethod": "makefile", "ContextPath": "scripts"}
+    assert (REPO / "scripts" / "Makefile").is_file()
     assert TARGETS["aws"].deps_subdir == ""
 
 
@@ -826,6 +831,7 @@ def test_samconfig_deploys_this_template_with_lint_on():
     default = config["default"]
     assert default["global"]["parameters"]["stack_name"] == "alicom-drain"
     assert default["validate"]["parameters"]["lint"] is True
+    assert default["build"]["parameters"]["build_in_source"] is True  # no copy of the checkout per function
     deploy = default["deploy"]["parameters"]
     assert deploy["capabilities"] == "CAPABILITY_IAM" and deploy["resolve_s3"] is True
     parameters = load_sam()["Parameters"]
