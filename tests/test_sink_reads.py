@@ -52,6 +52,9 @@ def check_selections(sink) -> None:
     assert len(keys(sink.iter_records())) == 6
     assert keys(sink.iter_dead_letters(["SmsReport"], "2026-11-25", "2026-11-26")) == [
         "DLQ#SmsReport#bad-25", "DLQ#SmsReport#bad-26"]
+    assert keys(sink.iter_dead_letters(["SmsReport"], "2026-11-24", "2026-11-25")) == [
+        "DLQ#SmsReport#bad-24", "DLQ#SmsReport#bad-25"]
+    assert keys(sink.iter_dead_letters(["SmsReport"], date_to="2026-11-24")) == ["DLQ#SmsReport#bad-24"]
     assert keys(sink.iter_dead_letters(["SmsUp"])) == []
 
 
