@@ -155,6 +155,9 @@ def test_records_and_dead_letters_read_back_equal(any_sink):
         for field, value in d.as_dict().items():
             if field != "mns":
                 assert stored_dead[d.key][field] == value
+        # The MNS metadata too: nested on object sinks, columns of the row on table sinks.
+        meta = stored_dead[d.key].get("mns") or stored_dead[d.key]
+        assert (meta["message_id"], meta["enqueue_time"], meta["dequeue_count"]) == (d.mns.message_id, 1795600000000, 3)
     assert {r.key for r in sink.iter_records(["SmsUp"])} == {r.key for r in recs if r.message_type == "SmsUp"}
 
 
