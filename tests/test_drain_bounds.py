@@ -11,6 +11,7 @@ import pytest
 from functions.drain import handler
 from scripts.receipts import make_receipts
 from shared import metrics
+from shared.clock import SYSTEM_CLOCK
 from shared.decode import decode_message
 from shared.platform import EventError, RunFailed
 from shared.runtime import drain_runtime
@@ -409,3 +410,36 @@ def test_a_consumer_stuck_past_the_deadline_ends_the_run_in_time_as_a_failure(em
     assert summary.error == ("1 consumer(s) still inside a call at the deadline; their messages come back after "
                              "the visibility timeout")
     assert emulator.queue_state(emulator.queue_name("SmsReport"))["deleted"] == 0
+
+
+class _QuickSleepClock:
+    """The system clock, but back-off sleeps take a fiftieth of their length (the injected clock)."""
+
+    def now(self):
+        return SYSTEM_CLOCK.now()
+
+    def monotonic(self) -> float:
+        return SYSTEM_CLOCK.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        SYSTEM_CLOCK.sleep(seconds / 50)
+
+
+@pytest.mark.parametrize("fault,tries", [({"server_error": 1.0}, 6), ({"throttle": 1.0}, 16)],
+                         ids=["server-error", "throttled"])
+def test_a_throttled_receive_is_tried_longer_than_a_failing_one(emulator, drain_env, fault, tries):
+    """ERROR_BACKOFF gives a 5xx six tries; THROTTLE_BACKOFF gives "slow down" sixteen."""
+    from shared.clock import Deadline
+    from shared.drain import Drain, DrainOptions
+
+    drain_env()
+    enqueue(emulator, "SmsReport", 5)
+    emulator.set_faults(apis=["BatchReceiveMessage"], **fault)
+    emulator.reset_stats()
+    runtime = drain_runtime()
+    drain = Drain(runtime.tokens, runtime.open_queue, runtime.sink, DrainOptions(wait_seconds=0, concurrency=1),
+                  clock=_QuickSleepClock())
+    summary = drain.run(["SmsReport"], Deadline(60.0))
+    assert (summary.ok, summary.stop_reason) == (False, "queue_error")
+    assert list(summary.types["SmsReport"].errors.values()) == [tries]
+    assert emulator.stats()["BatchReceiveMessage"] == tries
