@@ -92,11 +92,12 @@ def captured(capsys):
     """stdout as the test sees it, log lines included: the Logger's handler was bound to the
     stdout of import time, so point it at the current one for the test."""
     handler = get_logger().registered_handler
-    old = handler.setStream(_CurrentStdout())
+    # Not setStream: it flushes the old stream, which a runner that swapped stdout (mutmut) may have closed.
+    old, handler.stream = handler.stream, _CurrentStdout()
     try:
         yield capsys
     finally:
-        handler.setStream(old)
+        handler.stream = old
 
 
 # Loopback stand-ins for the cloud sinks (session-wide servers shared by every test module).

@@ -15,21 +15,20 @@ def test_sms_report_becomes_record_with_key_and_all_fields():
     body["future_field"] = {"nested": True}
     record = decode_message("SmsReport", b64json(body), META)
     assert isinstance(record, Record)
-    assert record.key == f"SmsReport#{body['biz_id']}#{body['phone_number']}"
+    assert record.key == "SmsReport#871757620207^0#14706807800"  # biz_id, then phone_number
     assert record.body == body  # unknown fields kept
     assert record.event_time == body["report_time"]
     assert record.mns.message_id == "MID-1"
 
 
-@pytest.mark.parametrize("mtype,fields", [
-    ("SmsUp", ("phone_number", "sequence_id", "send_time")),
-    ("VoiceCallReport", ("call_id", "status_code", "status_time")),
-    ("VoiceReport", ("call_id",)),
+@pytest.mark.parametrize("mtype,key", [
+    ("SmsUp", "SmsUp#13395004212#100000#2026-11-25 10:00:00"),  # phone_number, sequence_id, send_time
+    ("VoiceCallReport", "VoiceCallReport#8186680253^0#200102#2026-11-25 10:00:00"),  # call_id, status_code, status_time
+    ("VoiceReport", "VoiceReport#8684506281^0"),  # call_id
 ])
-def test_business_keys_name_the_fact(mtype, fields):
+def test_business_keys_name_the_fact(mtype, key):
     body = make_receipts(mtype, 1)[0]
-    key = decode_message(mtype, b64json(body), META).key
-    assert key == "#".join([mtype] + [str(body[f]) for f in fields])
+    assert decode_message(mtype, b64json(body), META).key == key
 
 
 def test_sequence_id_double_and_int_give_same_key():
@@ -64,7 +63,8 @@ def test_bad_bodies_become_dead_letters_with_reason_and_raw_body(raw, reason):
 
 
 def test_non_finite_numbers_and_wrong_key_types_are_dead_letters():
-    assert isinstance(decode_message("SmsUp", base64.b64encode(b'{"a": NaN}').decode(), META), DeadLetter)
+    nan = decode_message("SmsUp", base64.b64encode(b'{"a": NaN}').decode(), META)
+    assert isinstance(nan, DeadLetter) and nan.error == "body JSON has a non-standard number NaN"
     bad = dict(make_receipts("SmsReport", 1)[0], biz_id={"x": 1})
     assert "biz_id" in decode_message("SmsReport", b64json(bad), META).error
 
@@ -102,3 +102,17 @@ def test_canonical_json_bytes_and_body_hash_keys_do_not_drift():
     assert canonical_json(body) == '{"a":"中文 \u2028 \\"q\\"","l":[2,{"a":0,"b":1}],"n":1.5,"t":true,"x":null,"z":1}'
     raw = base64.b64encode(json.dumps(body, ensure_ascii=False).encode()).decode()
     assert decode_message("FutureReport", raw).key == "FutureReport#sha256:a215764d78b4bd1c670aaa939f950573"
+
+
+def test_an_emoji_sent_as_an_escaped_surrogate_pair_is_text_not_a_dead_letter():
+    # A JSON producer with ensure_ascii sends "\\ud83d\\ude00" for the emoji: a valid pair, unlike a lone half.
+    body = {"phone_number": "13800138000", "sequence_id": 7, "send_time": "2026-11-25 10:00:00", "content": "好的😀"}
+    raw = base64.b64encode(json.dumps(body, ensure_ascii=True).encode("ascii")).decode("ascii")
+    assert "\\ud83d\\ude00" in base64.b64decode(raw).decode("ascii")
+    record = decode_message("SmsUp", raw, META)
+    assert isinstance(record, Record) and record.body["content"] == "好的😀"
+
+
+def test_a_body_that_is_neither_text_nor_bytes_is_kept_as_its_text():
+    dead = decode_message("SmsReport", 12345, META)
+    assert isinstance(dead, DeadLetter) and dead.raw_body == "12345" and dead.error == "body is not base64"

@@ -11,10 +11,12 @@ import pytest
 from functions.drain import handler
 from scripts.receipts import make_receipts
 from shared import metrics
+from shared.clock import SYSTEM_CLOCK
 from shared.decode import decode_message
 from shared.platform import EventError, RunFailed
 from shared.runtime import drain_runtime
 from shared.settings import SettingsError
+from shared.sinks.base import Sink, SinkError
 from shared.sinks.sqlite import SqliteSink
 from shared.tokens import TokenCache
 from tests.conftest import TYPES
@@ -347,3 +349,97 @@ def test_owner_id_is_sent_on_every_token_call(emulator, drain_env):
     with pytest.raises(SettingsError, match="ALICOM_OWNER_ID"):
         drain_env(ALICOM_OWNER_ID="reseller-7")
         handler({}, LambdaContext())
+
+
+def test_a_receive_that_keeps_failing_is_tried_six_times_then_fails_the_type(emulator, drain_env):
+    """ERROR_BACKOFF: a 5xx is retried, five times, with backoff; then the type fails, in time."""
+    drain_env(DRAIN_CONCURRENCY="1")
+    enqueue(emulator, "SmsReport", 5)
+    emulator.set_faults(server_error=1.0, apis=["BatchReceiveMessage"])
+    emulator.reset_stats()
+    with pytest.raises(RunFailed, match="queue_error: SmsReport: MNS BatchReceiveMessage failed: InternalError") as failed:
+        handler({"message_types": ["SmsReport"]}, LambdaContext(timeout=30))
+    summary = failed.value.summary
+    assert summary["types"]["SmsReport"]["errors"] == {"InternalError": 6}
+    assert emulator.stats()["BatchReceiveMessage"] == 6
+    assert emulator.queue_state(emulator.queue_name("SmsReport"))["visible"] == 5
+
+
+class _SinkThatIgnoresItsDeadline(Sink):
+    """A backend whose write outlives every timeout (a server trickling bytes), until released."""
+
+    name = "stuck"
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    @classmethod
+    def from_settings(cls, settings, credentials=None):
+        return cls()
+
+    def write(self, records, dead_letters, deadline=None):
+        self.release.wait(30)
+        raise SinkError(self.name, "released by the test")
+
+    def iter_records(self, message_types=None, date_from=None, date_to=None):
+        return iter(())
+
+    def iter_dead_letters(self, message_types=None, date_from=None, date_to=None):
+        return iter(())
+
+
+def test_a_consumer_stuck_past_the_deadline_ends_the_run_in_time_as_a_failure(emulator, drain_env):
+    """The backstop: the run returns at the deadline less a quarter of the margin, failed as
+    'stuck', although a consumer is still inside a call; nothing it holds is deleted."""
+    from shared.clock import Deadline
+    from shared.drain import Drain, DrainOptions
+
+    drain_env()
+    enqueue(emulator, "SmsReport", 5)
+    runtime, sink = drain_runtime(), _SinkThatIgnoresItsDeadline()
+    drain = Drain(runtime.tokens, runtime.open_queue, sink,
+                  DrainOptions(wait_seconds=0, safety_margin=1.0, concurrency=1, coalesce_seconds=0))
+    deadline = Deadline(3.0)
+    try:
+        summary = drain.run(["SmsReport"], deadline)
+        left = deadline.remaining()
+    finally:
+        sink.release.set()
+    assert left > 0, f"the run returned {-left:.2f} s after its deadline"
+    assert (summary.ok, summary.stop_reason) == (False, "stuck")
+    assert summary.error == ("1 consumer(s) still inside a call at the deadline; their messages come back after "
+                             "the visibility timeout")
+    assert emulator.queue_state(emulator.queue_name("SmsReport"))["deleted"] == 0
+
+
+class _QuickSleepClock:
+    """The system clock, but back-off sleeps take a fiftieth of their length (the injected clock)."""
+
+    def now(self):
+        return SYSTEM_CLOCK.now()
+
+    def monotonic(self) -> float:
+        return SYSTEM_CLOCK.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        SYSTEM_CLOCK.sleep(seconds / 50)
+
+
+@pytest.mark.parametrize("fault,tries", [({"server_error": 1.0}, 6), ({"throttle": 1.0}, 16)],
+                         ids=["server-error", "throttled"])
+def test_a_throttled_receive_is_tried_longer_than_a_failing_one(emulator, drain_env, fault, tries):
+    """ERROR_BACKOFF gives a 5xx six tries; THROTTLE_BACKOFF gives "slow down" sixteen."""
+    from shared.clock import Deadline
+    from shared.drain import Drain, DrainOptions
+
+    drain_env()
+    enqueue(emulator, "SmsReport", 5)
+    emulator.set_faults(apis=["BatchReceiveMessage"], **fault)
+    emulator.reset_stats()
+    runtime = drain_runtime()
+    drain = Drain(runtime.tokens, runtime.open_queue, runtime.sink, DrainOptions(wait_seconds=0, concurrency=1),
+                  clock=_QuickSleepClock())
+    summary = drain.run(["SmsReport"], Deadline(60.0))
+    assert (summary.ok, summary.stop_reason) == (False, "queue_error")
+    assert list(summary.types["SmsReport"].errors.values()) == [tries]
+    assert emulator.stats()["BatchReceiveMessage"] == tries

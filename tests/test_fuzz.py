@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import tempfile
+from collections import Counter
 from types import SimpleNamespace
 
 from hypothesis import HealthCheck, example, given, settings
@@ -155,10 +157,21 @@ class LambdaContext:
 
 
 def accept_or_event_error(call) -> None:
+    """Either a valid event within every documented bound, or an EventError naming what is wrong."""
     try:
-        call()
-    except EventError:
-        pass
+        event = call()
+    except EventError as exc:
+        message = str(exc)
+        assert message.startswith("invalid event: ") and ": " in message.removeprefix("invalid event: "), message
+        return
+    assert isinstance(event, DrainEvent)
+    if event.message_types is not None:
+        assert event.message_types and len(set(event.message_types)) == len(event.message_types)
+        assert set(event.message_types) <= set(KNOWN_MESSAGE_TYPES)
+    if event.max_messages is not None:
+        assert type(event.max_messages) is int and 1 <= event.max_messages <= 10_000_000
+    if event.wait_seconds is not None:
+        assert type(event.wait_seconds) is int and 0 <= event.wait_seconds <= 30
 
 
 @FUZZ
@@ -193,6 +206,7 @@ def test_lambda_dict_events_accepted_or_event_error(event, trigger):
 # -- settings -------------------------------------------------------------------------------------
 
 ALIASES = sorted(VARIABLES.values())
+FIELD_OF = {alias: field for field, alias in VARIABLES.items()}
 env_value = (any_text | st.sampled_from(["", "0", "-1", "1e309", "nan", "3", "30", "http://127.0.0.1:1", "https://x",
                                          "http://[::1", "file", "sqlite", "SmsReport,SmsUp", "SmsReport=Q-1"]))
 
@@ -210,23 +224,39 @@ def environments(draw):
 @given(environments())
 def test_settings_loader_accepts_or_raises_settings_error(env):
     try:
-        load_settings(env)
+        loaded = load_settings(env)
     except SettingsError as exc:
         assert str(exc).startswith("invalid settings: ")
+        return
+    # Accepted: every value is one the functions can run with.
+    assert loaded.sink in SINKS
+    assert loaded.message_types and set(loaded.message_types) <= set(KNOWN_MESSAGE_TYPES)
+    assert len(set(loaded.message_types)) == len(loaded.message_types)
+    numbers = [getattr(loaded, f) for f in loaded.__struct_fields__ if isinstance(getattr(loaded, f), (int, float))]
+    assert all(math.isfinite(n) and n >= 0 for n in numbers)
 
 
 @settings(max_examples=150, deadline=None, database=None)
 @given(st.sampled_from([a for a in ALIASES if a in ENV_FORMS and a != "SINK"]), env_value.filter(bool))
 @example("ALICOM_MESSAGE_TYPES", "SmsReport,\udcff")  # an undecodable byte in os.environ (surrogateescape)
 @example("ALICOM_MESSAGE_TYPES", "SmsReport|SmsUp")  # a "|" in a value is not the "VAR|detail" form
+@example("DRAIN_CONCURRENCY", "30")  # accepted values: each must reach its field
+@example("DRAIN_SAFETY_MARGIN_SECONDS", "0.25")
 def test_settings_error_names_the_variable_it_is_about(name, value):
     """One bad variable on an otherwise valid environment: the error names that variable."""
     env = {"SINK": "file", "SINK_PATH": "/tmp/x", "ALICOM_UID": "123", "ALIBABA_CLOUD_ACCESS_KEY_ID": "ak",
            "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "sk", name: value}
     try:
-        load_settings(env)
+        loaded = load_settings(env)
     except SettingsError as exc:
         assert f"{name}:" in str(exc), str(exc)
+        return
+    # Accepted: the value reached its field (a number as that number), not dropped for a default.
+    field = FIELD_OF[name]
+    value = getattr(loaded, field)
+    assert value is not None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        assert float(value) == float(env[name]), (name, env[name], value)
 
 
 # -- sink round trips -------------------------------------------------------------------------------
@@ -256,12 +286,14 @@ def test_decoded_values_round_trip_through_sqlite_and_file_sinks(batch):
         for sink in (SqliteSink(f"{tmp}/r.db"), FileSink(f"{tmp}/files")):
             with sink:
                 sink.write(records, dead)
-                got = {r.key: r for r in sink.iter_records()}
-                assert set(got) == set(want)
+                stored = list(sink.iter_records())
+                assert Counter(r.key for r in stored) == Counter(list(want))  # each key stored once
+                got = {r.key: r for r in stored}
                 for key, record in want.items():
                     assert got[key].body == record.body
                     assert (got[key].message_type, got[key].event_time) == (record.message_type, record.event_time)
-                got_dead = {d["key"]: d for d in sink.iter_dead_letters()}
-                assert set(got_dead) == set(want_dead)
+                stored_dead = list(sink.iter_dead_letters())
+                assert Counter(d["key"] for d in stored_dead) == Counter(list(want_dead))
+                got_dead = {d["key"]: d for d in stored_dead}
                 for key, d in want_dead.items():
                     assert got_dead[key]["raw_body"] == d.raw_body and got_dead[key]["error"] == d.error

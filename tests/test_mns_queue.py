@@ -23,7 +23,7 @@ from scripts.receipts import make_receipts
 from shared.clock import SYSTEM_CLOCK
 from shared.mns_queue import read_received_messages, receipt_handles_xml
 from shared.runtime import drain_runtime
-from shared.tokens import TokenCache
+from shared.tokens import TokenCache, TokenError
 
 FIELDS = ("message_id", "receipt_handle", "message_body", "message_body_md5", "enqueue_time",
           "next_visible_time", "first_dequeue_time", "dequeue_count", "priority", "message_group_id")
@@ -176,3 +176,50 @@ def test_token_cache_fetches_once_for_many_threads_and_again_near_expiry(emulato
     cache.invalidate("SmsReport", renewed)
     assert cache.get("SmsReport") is not renewed and cache.fetches == 3
     assert emulator.stats()["QueryTokenForMnsQueue"] == 3
+
+
+def test_a_refused_token_is_refused_once_word_for_word_and_asked_again_next_run(emulator, drain_env):
+    drain_env()
+    emulator.refuse_tokens("SmsUp", "Forbidden.NoPermission", "not subscribed to SmsUp")
+    cache = TokenCache(drain_runtime().tokens.source, ShiftedClock())
+    answers = []
+    for _ in range(2):  # the second caller gets the same answer without a call
+        with pytest.raises(TokenError) as refused:
+            cache.get("SmsUp", timeout=5)
+        answers.append(refused.value)
+    for error in answers:
+        assert (error.message_type, error.code, error.message) == ("SmsUp", "Forbidden.NoPermission",
+                                                                   "not subscribed to SmsUp")
+        assert (error.retryable, error.throttled) == (False, False)  # retrying cannot fix it: fail the type now
+    assert str(answers[1]) == str(answers[0]) and cache.fetches == 1 and len(emulator.token_requests()) == 1
+    cache.forget_refusals()  # a new run asks again
+    with pytest.raises(TokenError):
+        cache.get("SmsUp", timeout=5)
+    assert cache.fetches == 2
+
+
+@pytest.mark.parametrize("fault,retryable,throttled", [
+    ({"server_error": 1.0}, True, False),
+    ({"throttle": 1.0, "throttle_code": "Throttling.User"}, True, True),
+], ids=["server-error", "throttled"])
+def test_a_failing_token_api_says_whether_to_retry_and_is_asked_again(emulator, drain_env, fault, retryable, throttled):
+    drain_env()
+    emulator.set_faults(apis=["token"], **fault)
+    cache = TokenCache(drain_runtime().tokens.source, ShiftedClock())
+    for _ in range(2):  # not remembered as a refusal: every caller asks the API again
+        with pytest.raises(TokenError) as failed:
+            cache.get("SmsReport", timeout=5)
+        assert (failed.value.retryable, failed.value.throttled) == (retryable, throttled)
+    assert cache.fetches == 2 == emulator.stats().get("QueryTokenForMnsQueue")
+    emulator.set_faults()
+    assert cache.get("SmsReport", timeout=5).seconds_left(SYSTEM_CLOCK.now()) > 3000
+
+
+def test_invalidating_a_token_the_cache_does_not_hold_changes_nothing(emulator, drain_env):
+    drain_env()
+    cache = TokenCache(drain_runtime().tokens.source, ShiftedClock())
+    cache.invalidate("SmsUp")  # nothing cached yet: no error
+    held = cache.get("SmsReport", timeout=5)
+    cache.invalidate("SmsUp")
+    cache.invalidate("SmsReport", token=cache.get("SmsUp", timeout=5))  # another type's token: kept
+    assert cache.get("SmsReport", timeout=5) is held and cache.fetches == 2

@@ -147,3 +147,20 @@ def test_a_refusal_retrying_cannot_fix_is_not_retried(request, moto, case):
     assert count() == 1, f"{case}: {count()} requests for a refusal that retrying cannot fix"
     assert "attempts" not in str(err.value)
     assert time.monotonic() - started < 5  # an upper bound: it did not wait out the budget
+
+
+@pytest.mark.parametrize("backend", ["dynamodb", "tablestore"], indirect=True)
+def test_ledger_rows_and_set_aside_records_keep_the_deadline_too(backend):
+    """put_rows and the dead letters of records too large for a row are written within the deadline."""
+    sink = backend.sink
+    row = {"key": "SEND#biz-1#13800000099", "kind": "ledger", "message_type": "SmsReport", "source": "ledger",
+           "event_time": "2026-11-25 10:00:00", "event_date": "2026-11-25", "body": "{}", "message_id": "",
+           "enqueue_time": 0, "dequeue_count": 0}
+    big = records(1)[0]
+    big = type(big)(big.message_type, big.key, {"content": "x" * sink.max_item_bytes}, big.event_time, mns=big.mns)
+    before = backend.count()
+    with pytest.raises(SinkError, match="no time left before the write's deadline"):
+        sink.put_rows([row], deadline=Deadline(0.1))
+    with pytest.raises(SinkError, match="no time left before the write's deadline"):
+        sink.write([big], [], deadline=Deadline(0.1))  # set aside as a dead letter: that write has no time either
+    assert backend.count() == before

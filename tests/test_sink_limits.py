@@ -164,3 +164,33 @@ def test_a_refused_dead_letter_fails_the_write(table):
                     mns=record.mns)
     with pytest.raises(SinkError, match="refused the dead letter DLQ#SmsReport#msg-refused of a record it could not hold"):
         sink.write(records(3) + [record], [])
+
+
+def test_a_ledger_row_the_backend_refuses_fails_put_rows_naming_it(table):
+    sink, server = table
+    refuse(sink, server, "biz-refused", whole_request=False)
+    row = {"key": "SEND#biz-refused#13800000099", "kind": "ledger", "message_type": "SmsReport", "source": "ledger",
+           "event_time": "2026-11-25 10:00:00", "event_date": "2026-11-25", "body": "{}", "message_id": "",
+           "enqueue_time": 0, "dequeue_count": 0}
+    with pytest.raises(SinkError) as err:
+        sink.put_rows([row])
+    assert str(err.value).startswith(f"{sink.name} sink: {sink.name} refused the ledger row "
+                                     "SEND#biz-refused#13800000099: ")
+    assert sink.put_rows([]) == 0  # nothing to write: no call
+
+
+def test_a_record_too_large_even_compressed_fails_the_write_naming_it(table):
+    import base64
+    import random
+
+    sink, _ = table
+    # base64 of random bytes: gzip cannot bring it back under the item limit.
+    noise = base64.b64encode(random.Random(7).randbytes(sink.max_item_bytes)).decode("ascii")
+    big = Record("SmsUp", "SmsUp#13800138000#7#2026-11-21 09:00:00", {"content": noise}, "2026-11-21 09:00:00",
+                 mns=MnsMeta("msg-noise", 1795600000000, 1))
+    with pytest.raises(SinkError) as err:
+        sink.write(records(2) + [big], [])
+    assert str(err.value) == (f"{sink.name} sink: record SmsUp#13800138000#7#2026-11-21 09:00:00 cannot be stored "
+                              f"even compressed as a dead letter: it is larger than the {sink.name} item limit "
+                              f"({sink.max_item_bytes} bytes)")
+    assert list(sink.iter_dead_letters()) == []

@@ -52,6 +52,9 @@ def check_selections(sink) -> None:
     assert len(keys(sink.iter_records())) == 6
     assert keys(sink.iter_dead_letters(["SmsReport"], "2026-11-25", "2026-11-26")) == [
         "DLQ#SmsReport#bad-25", "DLQ#SmsReport#bad-26"]
+    assert keys(sink.iter_dead_letters(["SmsReport"], "2026-11-24", "2026-11-25")) == [
+        "DLQ#SmsReport#bad-24", "DLQ#SmsReport#bad-25"]
+    assert keys(sink.iter_dead_letters(["SmsReport"], date_to="2026-11-24")) == ["DLQ#SmsReport#bad-24"]
     assert keys(sink.iter_dead_letters(["SmsUp"])) == []
 
 
@@ -222,7 +225,7 @@ def test_read_object_reads_one_object_by_key_below_the_prefix(watched_object_sin
     (tmp_path / "reconcile").mkdir()
     (tmp_path / "reconcile" / "phones.txt").write_bytes(b"13800000001\n")
     assert files.read_object("reconcile/phones.txt") == b"13800000001\n"
-    with pytest.raises(NoObjects, match="SINK=sqlite keeps rows, not objects"):
+    with pytest.raises(NoObjects, match="^sqlite sink: SINK=sqlite keeps rows, not objects$"):
         SqliteSink(str(tmp_path / "r.db")).read_object("reconcile/phones.txt")
 
 

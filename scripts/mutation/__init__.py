@@ -1,0 +1,1 @@
+"""Mutation testing (mutmut) and planted bugs: tools that check the tests can fail."""
