@@ -27,6 +27,7 @@ import http.client
 import json
 import logging
 import socket
+import sys
 import threading
 import urllib.request
 import zlib
@@ -89,6 +90,14 @@ class Rule:
     cut: bool = False  # forward, then send only half of the answer's body and close the connection
 
 
+class _ProxyServer(ThreadingHTTPServer):
+    def handle_error(self, request, client_address) -> None:
+        """A client that hung up (a killed process, or one that gave up on a held request) is no
+        error of the proxy's; anything else is printed as usual."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 class FaultProxy:
     """A loopback proxy to moto that can throttle or fail requests on demand."""
 
@@ -106,6 +115,13 @@ class FaultProxy:
         with self.lock:
             self.rules.append(Rule(lambda m, p, h, b: match(m, p, h), times, status, body, headers))
 
+    def refuse_while(self, match: Callable[[str, str, dict, bytes], bool], status: int, body: bytes = b"",
+                     headers: Optional[dict] = None) -> None:
+        """Answer every request `match(method, path, headers, body)` picks with this response, for
+        as long as the proxy runs (`match` decides when it applies)."""
+        with self.lock:
+            self.rules.append(Rule(match, 1 << 30, status, body, headers))
+
     def s3_error(self, method: str, times: int, code: str = "SlowDown", status: int = 503) -> None:
         body = f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code><Message>Please reduce your request rate.</Message></Error>"
         self.fail(lambda m, p, h: m == method, times, status, body.encode(), {"Content-Type": "application/xml"})
@@ -116,10 +132,10 @@ class FaultProxy:
         refuses a request with one invalid item: HTTP 400, nothing of the request stored."""
         body = json.dumps({"__type": f"com.amazon.coral.validate#{code}", "message": message}).encode()
         with self.lock:
-            self.rules.append(Rule(lambda m, p, h, b: any(marker in k for k in self._written_keys(h, b)), 1 << 30, 400,
+            self.rules.append(Rule(lambda m, p, h, b: any(marker in k for k in self.written_keys(h, b)), 1 << 30, 400,
                                    body, {"Content-Type": "application/x-amz-json-1.0"}))
 
-    def _written_keys(self, headers: dict, body: bytes) -> list[str]:
+    def written_keys(self, headers: dict, body: bytes) -> list[str]:
         """The partition keys of the items a BatchWriteItem or PutItem request writes."""
         target = headers.get("x-amz-target", "")
         if target.endswith(".BatchWriteItem"):
@@ -201,7 +217,7 @@ class FaultProxy:
                 payload = b"" if self.command == "HEAD" else body[: len(body) // 2] if cut else body
                 self.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + payload)
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd = _ProxyServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
         threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
         return self
