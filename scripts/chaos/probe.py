@@ -1,6 +1,6 @@
-"""Phase probe and crash points for drain processes started by scripts/chaos.py.
+"""Phase probe and crash points for the drain processes the chaos harness starts.
 
-Loaded only through `scripts/chaos_hooks/sitecustomize.py`, which the harness puts first on
+Loaded only through `scripts/chaos/hooks/sitecustomize.py`, which the harness puts first on
 the drain process's PYTHONPATH, and only when one of these variables is set:
 
   ALICOM_CHAOS_PHASE_FILE=<path>     keep, in that file, what the process is doing right now:
@@ -14,10 +14,12 @@ the drain process's PYTHONPATH, and only when one of these variables is set:
                                      break invariant 1 on purpose (delete what was received at
                                      once), to prove that the harness notices lost messages.
 
-No product file changes: the probe wraps the seams the drain is built from
+No product file changes: the probe wraps the public seams the drain is built from
 (`DrainRuntime.open_queue` and `make_sink` in shared/runtime.py, and `shared.platform.adapt`,
-to note when the handler starts its deadline clock) and only observes; the
-product code never reads these variables, so on a platform nothing of this exists.
+to note when the handler starts its deadline clock), observes a write from inside through
+the object sinks' `on_object_stored` hook and the sqlite sink's connection (`db`), and
+touches no private name of shared/. The product code never reads these variables, so on a
+platform nothing of this exists.
 """
 from __future__ import annotations
 
@@ -134,12 +136,8 @@ class Probe:
             return report
 
         sink.write = probed_write
-        put = getattr(sink, "_put_object", None)
-        if put is not None:  # object sinks: one object of the write is stored
-            def probed_put(path, data, *args, **kwargs):
-                put(path, data, *args, **kwargs)
-                probe.point("write_part")
-            sink._put_object = probed_put
+        if hasattr(sink, "on_object_stored"):  # object sinks: one object of the write is stored
+            sink.on_object_stored = lambda path: probe.point("write_part")
         db = getattr(sink, "db", None)
         if db is not None and hasattr(db, "execute"):  # sqlite: rows written, not yet committed
             sink.db = _ProbedConnection(db, self)
