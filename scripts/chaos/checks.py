@@ -83,9 +83,11 @@ def check_run(run: "ChaosRun") -> dict[str, Any]:
         "episodes": dict(schedule.episodes),
         "endings": dict(Counter(p["ending"] for p in procs)),
         "exit_mismatches": sum(1 for p in procs if p["exit_mismatch"]),
+        "raise_mismatches": sum(1 for p in procs if p["raise_mismatch"]),
         "no_result": sum(1 for p in procs if p["ending"] == "no_result"),
         "known_issues": dict(Counter(p["ending"][len("known:"):] for p in procs if p["ending"].startswith("known:"))),
         "long_keys": long_keys,
+        "throttled_out": [dict(t, n=p["n"]) for p in procs for t in p["throttled_out"]],
         "sink_hang": hung,
         "worst_overrun": round(max(overruns), 3) if overruns else None,
         "worst_process_overrun": max((p["process_overrun"] for p in finished), default=None),
@@ -197,9 +199,9 @@ def failures(r: dict[str, Any]) -> list[str]:
         out.append(f"a drain ran {r['worst_overrun']:.3f}s past its deadline")
     if r["platform_kills"]:
         out.append(f"{r['platform_kills']} drain(s) still running at timeout + grace (killed)")
-    if r["exit_mismatches"] or r["no_result"]:
-        out.append(f"{r['exit_mismatches']} drain(s) whose exit code disagrees with their summary, "
-                   f"{r['no_result']} that ended without a result")
+    if r["exit_mismatches"] or r["raise_mismatches"] or r["no_result"]:
+        out.append(f"{r['exit_mismatches']} drain(s) whose exit code and {r['raise_mismatches']} whose raising "
+                   f"RunFailed or not disagrees with their summary; {r['no_result']} that ended without a result")
     lk = r["long_keys"]
     if lk["stored"] != lk["facts"] or lk.get("unreadable") or lk.get("wrongly_bounded"):
         out.append(f"long keys: {lk['stored']} of {lk['facts']} stored; not read back by the full key: "

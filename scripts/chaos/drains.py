@@ -18,6 +18,10 @@ from typing import Any, Optional
 from scripts.chaos.config import HOOKS, REPO
 from scripts.chaos.probe import classify, read_phase
 
+# The POP APIs' throttling codes, written out here rather than taken from shared/ (a check must
+# not share the code's own idea of what throttling is).
+THROTTLING_CODES = ("Throttling", "Throttling.User", "Throttling.Api", "ServiceUnavailable")
+
 # Product bugs the harness found, tolerated (counted, not failed) until fixed; `--strict` fails them.
 #   margin_checked_after_cold_start: functions/drain.py checks DRAIN_SAFETY_MARGIN_SECONDS against
 #   the time left after building its runtime (the sink's SDK import and clients), not against the
@@ -104,6 +108,22 @@ def _summary(out: str) -> Optional[dict]:
     return summary if isinstance(summary, dict) and "totals" in summary else None
 
 
+def throttled_out(summary: Optional[dict]) -> list[dict]:
+    """Message types whose consumers stopped on a throttling answer of the token API, with how
+    many such answers they met and the run's time left at its end. Throttling is retried while
+    the budget lasts: a type stopped at its first one with time left took it as final (a figure,
+    not a check: at the harness's short timeouts "time left" cannot tell the two apart)."""
+    out = []
+    for mtype, t in ((summary or {}).get("types") or {}).items():
+        code = str(t.get("error") or "").partition(" failed: ")[2].partition(":")[0]
+        if t.get("stop_reason") != "token_error" or code not in THROTTLING_CODES:
+            continue
+        met = sum(n for c, n in (t.get("errors") or {}).items() if c in THROTTLING_CODES)
+        left = float(summary.get("remaining_seconds_at_exit") or 0)
+        out.append({"type": mtype, "code": code, "met": met, "left": left})
+    return out
+
+
 def known_issue(p: DrainProcess, summary: Optional[dict], err: str) -> Optional[str]:
     """The known product bug (KNOWN_ISSUES) this process met, if it ended by one."""
     if summary is not None or p.killed_by:
@@ -156,8 +176,10 @@ def process_result(p: DrainProcess, tolerate: bool = True) -> dict[str, Any]:
     if summary:
         for t in summary.get("types", {}).values():
             errors.update(t.get("errors", {}))
-    # The exit code a platform would see: invoke_local exits 1 when the handler raised RunFailed.
-    expected_exit = None if p.killed_by or summary is None else (0 if summary.get("ok") else 1)
+    # What the platform sees: a failed run raises RunFailed (the probe notes it) and invoke_local
+    # then exits 1; a run that succeeded returns and exits 0.
+    failed = None if p.killed_by or summary is None else not summary.get("ok")
+    expected_exit = None if failed is None else int(failed)
     return {
         "n": p.n,
         "timeout": p.timeout,
@@ -168,6 +190,7 @@ def process_result(p: DrainProcess, tolerate: bool = True) -> dict[str, Any]:
         "process_overrun": round(wall - p.timeout, 3),  # spawn to exit, interpreter shutdown included
         "exit": p.popen.returncode,
         "exit_mismatch": expected_exit is not None and p.popen.returncode != expected_exit,
+        "raise_mismatch": failed is not None and bool(doc.get("raised_run_failed")) != failed,
         "killed_by": p.killed_by,
         "crash_at": p.crash_at,
         "overlapped": p.overlapped,
@@ -177,6 +200,7 @@ def process_result(p: DrainProcess, tolerate: bool = True) -> dict[str, Any]:
         "error": summary.get("error") if summary else None,
         "totals": {k: v for k, v in (summary or {}).get("totals", {}).items() if k != "api_calls"},
         "traceback": traceback,
+        "throttled_out": throttled_out(summary),
         "errors": errors,
         "_output": out + err,
     }

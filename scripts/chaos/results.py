@@ -97,7 +97,7 @@ def summarize(cfg: Config, runs: list[dict], seconds: float) -> dict[str, Any]:
         **{name: total(name) for name in ("enqueued", "facts", "stored", "dead_lettered", "lost", "table_duplicates",
                                           "object_duplicate_lines", "body_mismatches", "left_in_queue", "redeliveries",
                                           "invocations", "kills", "crashpoints", "platform_kills", "exit_mismatches",
-                                          "no_result")},
+                                          "raise_mismatches", "no_result")},
         "kills_by_phase": {k: phases[k] for k in KILL_PHASES if phases[k]},
         "crashpoints_by_point": {k: points[k] for k in CRASH_POINTS if points[k]},
         "faults": {k: faults[k] for k in FAULT_KINDS},
@@ -132,8 +132,9 @@ def render(s: dict[str, Any]) -> str:
         f"  body mismatches {s['body_mismatches']}  left in queue {s['left_in_queue']}",
         f"  drain runs {s['invocations']}  kills {s['kills']}  crash points {s['crashpoints']}  "
         f"platform kills {s['platform_kills']}  redeliveries {s['redeliveries']}",
-        f"  endings {s['endings']}  exit codes against summaries: {s['exit_mismatches']} wrong, "
-        f"{s['no_result']} without a result; known product bugs met (tolerated): {s['known_issues']}",
+        f"  endings {s['endings']}  against summaries: {s['exit_mismatches']} exit codes and "
+        f"{s['raise_mismatches']} RunFailed raised or not wrong, {s['no_result']} without a result; "
+        f"known product bugs met (tolerated): {s['known_issues']}",
         f"  kills by phase {s['kills_by_phase']}",
         f"  crash points {s['crashpoints_by_point']}",
         f"  faults {s['faults']}",
