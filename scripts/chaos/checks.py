@@ -1,7 +1,8 @@
 """The checks of one run: nothing lost, no duplicate rows, stored bodies as sent, long keys on one
-row read back by their full key, every drain in time and exiting as its summary says (a drain
-that met a hung sink to the end failed with `sink_error`), no secret or phone number in any
-output, no secret in the stored data."""
+row read back by their full key, every drain in time, none `stuck` in a call past its timeout,
+and each exiting and raising as its summary says (a drain that met a hung sink to the end
+failed with `sink_error`), no secret or phone number in any output, no secret in the stored
+data."""
 from __future__ import annotations
 
 import re
@@ -215,6 +216,9 @@ def failures(r: dict[str, Any]) -> list[str]:
                    f"{s['secrets_in_stored_data']} in stored data")
     if s["unmasked_phones"] or s["phone_like_strings"]:
         out.append(f"{s['unmasked_phones']} corpus phone number(s) / {s['phone_like_strings']} phone-like string(s) in logs")
+    stuck = r["endings"].get("failed:stuck", 0)
+    if stuck:  # no fault here defeats a socket timeout (no server trickles bytes): a call outlived its own
+        out.append(f"{stuck} drain(s) still inside a call at their deadline (stuck): a call outlived its timeout")
     if r["tracebacks"]:
         out.append(f"uncaught exception(s) in drain processes: {r['tracebacks']}")
     return out

@@ -2,16 +2,15 @@
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from scripts.chaos.config import EMULATOR_FAULTS, EMULATOR_KIND, HANG_SCOPES, SINK_FAULTS, TOKEN_THROTTLE_CODES
 
 if TYPE_CHECKING:
+    from scripts.chaos.drains import DrainProcess
     from scripts.chaos.run import ChaosRun
 
 SCOPES = (None, None, "mns", "BatchReceiveMessage", "BatchDeleteMessage", "token")
-
-
 # Kinds that never share an episode: the two throttles count on one emulator counter; a token
 # throttle needs the token API as its scope, a hang the scope of its turn.
 APART = ({"throttle", "token_throttle"}, {"hang", "token_throttle"})
@@ -35,24 +34,30 @@ def pairs(kinds: list[str]) -> list[tuple[str, ...]]:
 class FaultPlan:
     """Lays out a run's faults and turns them on and off.
 
-      emulator faults   two kinds at a time, one episode after another, in the first 80% of
-                        the window (the emulator holds one fault configuration), each on all
-                        APIs or one scope; `hang` on the token API, receive or delete (in turn),
-                        lasting past the socket timeout; `token_throttle` answers a share of
-                        QueryTokenForMnsQueue calls with a POP throttling code. An episode on
-                        the token API expires every token as it starts, so that the consumers'
-                        refreshes meet it. Kinds that struck nothing get another episode at
-                        the window's end, which grows (2 s, up to 3 times) for them.
-      latency spikes, token expiry, short visibility, sink faults: independent of those.
+      a hung API    first, the token API, MNS receive or MNS delete (in turn by run) accepts a
+                    share of requests and answers none until a drain started with it, neither
+                    killed nor crashed, has returned: a hang longer than the run it meets.
+      emulator      then the other kinds, two at a time, one episode after another, to 80% of
+                    the window (the emulator holds one fault configuration), each on all APIs or
+                    one scope; more hangs (long windows) last past the socket timeout only;
+                    `token_throttle` answers a share of QueryTokenForMnsQueue calls with a POP
+                    throttling code. An episode on the token API expires every token as it
+                    starts, so that the consumers' refreshes meet it. Kinds that struck nothing
+                    get another episode at the window's end, which grows (2 s, up to 3 times).
+      sink          refusals, part-way failures and (sqlite) lock holds at random; cloud sinks
+                    hang in long windows, and after every window (all else calm) until a
+                    drain started with the hang has returned.
+      latency spikes, token expiry, short visibility: independent of those.
     """
 
     def __init__(self, run: "ChaosRun"):
         self.run = run
         self.rng: random.Random = run.rng
         self.pending: list[tuple[str, bool]] = []  # sink fault starts/stops that met a lock: retried each tick
-        self.hang_drains: list[tuple[str, Any]] = []  # (sink hang episode, the drain it waits for)
+        self.waits: list[tuple[str, "DrainProcess", Callable[[], None]]] = []  # episodes that end with a drain
         self.hang_turn = run.index  # which scope the next hang takes: runs start at different ones
-        self.emulator_free_at = 0.0  # when the last emulator episode scheduled so far ends
+        self.emulator_free_at = float("inf")  # when the emulator episodes laid out so far end (after the hung API)
+        self.finale_due = False  # the calm phase starts with a hung cloud sink
 
     @property
     def emu(self) -> Any:
@@ -63,21 +68,9 @@ class FaultPlan:
         kinds = list(EMULATOR_FAULTS) * max(1, round(c / 7))
         rng.shuffle(kinds)
         groups = pairs(kinds)
-        # A hang lasts past the client's socket timeout; the other episodes share what is left.
-        hangs = [mt + rng.uniform(0.2, 0.6) for g in groups if "hang" in g]
-        others = len(groups) - len(hangs)
-        slot = max(0.6, (0.8 * c - 0.3 - sum(h / 0.8 for h in hangs)) / max(1, others))
-        t = 0.3
-        for group in groups:
-            if "hang" in group:
-                dur = hangs.pop()
-                self.emulator_fault(t, dur, group)
-                t += dur / 0.8
-            else:
-                self.emulator_fault(t + rng.uniform(0, slot * 0.2), slot * rng.uniform(0.6, 0.8), group)
-                t += slot
-        self.emulator_free_at = t  # retries start after the last of these (one configuration at a time)
-        schedule.at(max(0.8 * c, t), "fault retries", self.retry_missing)
+        first = next(g for g in groups if "hang" in g)
+        groups.remove(first)
+        self.hung_api(0.3, first, lambda: self.emulator_rest(groups))
         for _ in range(max(1, round(c / 6))):
             start, dur = rng.uniform(0.5, c - 1.5), rng.uniform(0.6, 1.3)
             spike = mt + rng.uniform(0.2, 0.7)
@@ -94,17 +87,33 @@ class FaultPlan:
                              lambda: self.run.set_visibility(self.run.vt_base),
                              counts={"short_visibility": lambda: self.emu.stats()["BatchReceiveMessage"]})
         rounds = max(1, round(c / 7))
-        for i in range(rounds):
-            for kind in SINK_FAULTS[self.run.sink.kind]:
-                # Sink hangs one after another, the last at the window's end (it outlasts the window).
+        for kind in SINK_FAULTS[self.run.sink.kind]:
+            for i in range(rounds - 1 if kind == "sink_hang" else rounds):  # and one after the window
                 self.sink_fault(kind, latest=c * (i + 1) / rounds if kind == "sink_hang" else None)
+
+    def emulator_rest(self, groups: list[tuple[str, ...]]) -> None:
+        """The emulator episodes after the hung API, one after another, to 80% of the window."""
+        rng, c, schedule = self.rng, self.run.cfg.chaos_seconds, self.run.schedule
+        hang = self.run.mns_timeout + rng.uniform(0.2, 0.6)  # a hang past the socket timeout
+        t = self.run.now()
+        room = 0.8 * c - t - sum(hang / 0.8 for g in groups if "hang" in g)
+        slot = max(0.6, room / max(1, sum(1 for g in groups if "hang" not in g)))
+        for group in groups:
+            if "hang" in group:
+                self.emulator_fault(t, hang, group)
+                t += hang / 0.8
+            else:
+                self.emulator_fault(t + rng.uniform(0, slot * 0.2), slot * rng.uniform(0.6, 0.8), group)
+                t += slot
+        self.emulator_free_at = t
+        schedule.at(max(0.8 * c, t), "fault retries", self.retry_missing)
 
     def base_latency(self) -> None:
         self.emu.set_latency(self.run.base_latency, self.run.base_latency / 2)
 
     # -- emulator faults ---------------------------------------------------------------------------
     def emulator_fault(self, start: float, dur: float, kinds: tuple[str, ...], scope: Any = "draw",
-                       prob: Optional[float] = None) -> None:
+                       prob: Optional[float] = None) -> str:
         """One emulator configuration holding `kinds` (one or two), each striking a share of requests."""
         rng = self.rng
         kwargs: dict[str, Any] = {}
@@ -131,26 +140,37 @@ class FaultPlan:
 
         counts = {kind: (lambda base=EMULATOR_KIND.get(kind, kind): self.emu.stats().get(f"fault_{base}", 0))
                   for kind in kinds}
-        self.run.schedule.episode(start, dur, kinds, on, lambda: self.emu.set_faults(), counts=counts,
-                                  variants=variants)
+        return self.run.schedule.episode(start, dur, kinds, on, lambda: self.emu.set_faults(), counts=counts,
+                                         variants=variants)
+
+    def hung_api(self, start: float, kinds: tuple[str, ...], then: Callable[[], None]) -> None:
+        """A hang (with its partner kind) from `start` until the drain started with it has returned
+        (at most its timeout and the grace: past that the harness kills it); then `then`."""
+        cfg = self.run.cfg
+        timeout = cfg.timeout_min + self.run.allowance
+        ident = self.emulator_fault(start, timeout + cfg.grace + 1.0, kinds)
+        self.run.schedule.at(start, "hung API: its drain", lambda: self.wait_for(ident, self.dedicated(timeout), then))
+
+    def dedicated(self, timeout: float) -> "DrainProcess":
+        """A drain neither killed nor crashed, with a 1 s margin: it lives until its deadline."""
+        return self.run.launch(in_chaos=True, timeout=timeout, unharmed=True, DRAIN_SAFETY_MARGIN_SECONDS="1")
+
+    def wait_for(self, ident: str, drain: "DrainProcess", then: Callable[[], None] = lambda: None) -> None:
+        self.waits.append((ident, drain, then))
 
     def missing(self) -> list[str]:
-        """Kinds that struck nothing so far. A sink hang still to come or on is not missing (two
-        at once would share the proxy's one switch)."""
+        """Kinds that struck nothing so far (but the sink hang: one follows the window)."""
         kinds = EMULATOR_FAULTS + SINK_FAULTS[self.run.sink.kind]
-        schedule = self.run.schedule
-        return [k for k in kinds if not schedule.struck(k) and not (k == "sink_hang" and schedule.waiting(k))]
+        return [k for k in kinds if k != "sink_hang" and not self.run.schedule.struck(k)]
 
     def retry_missing(self, until: Optional[float] = None) -> list[str]:
         """Another episode, now to `until` (default: the window's end), of each kind that struck nothing."""
         missing = self.missing()
         now = self.run.now()
         end = max(until if until is not None else self.run.cfg.chaos_seconds, now + 1.0)
-        emulator = [k for k in missing if k in EMULATOR_FAULTS]
         start = max(now, self.emulator_free_at)
-        if start > end - 0.5:  # the episodes laid out so far still run: the next round retries
-            emulator = []
-        groups = pairs(emulator)
+        # While the emulator's episodes laid out so far still run, the next round retries.
+        groups = pairs([k for k in missing if k in EMULATOR_FAULTS]) if start <= end - 0.5 else []
         for i, group in enumerate(groups):
             slot = (end - start) / len(groups)
             self.emulator_fault(start + i * slot, slot * 0.85, group, None, 0.45)
@@ -170,35 +190,33 @@ class FaultPlan:
         """An episode of `kind` between `earliest` and `latest` (default: the window's end)."""
         rng, cfg, faults = self.rng, self.run.cfg, self.run.sink.faults
         latest = cfg.chaos_seconds if latest is None else latest
-        schedule = self.run.schedule
-        if kind == "sink_hang":  # struck: requests held; it lasts as long as the drain it meets
-            start = rng.uniform(max(earliest, latest - 2.5), max(earliest, latest - 1.5))
-            ident = schedule.episode(start, cfg.timeout_min + cfg.grace, kind, lambda: self.hang_sink(ident),
-                                     lambda: faults.stop(kind), counts={kind: lambda: self.run.sink.proxy.hang.held})
+        if kind == "sink_hang":
+            self.hung_sink(rng.uniform(max(earliest, latest - 2.5), max(earliest, latest - 1.5)))
             return
         dur = rng.uniform(0.4, cfg.sink_lock_max if kind == "sink_lock" else 1.5)
         dur = min(dur, max(0.4, latest - earliest))
         start = rng.uniform(earliest, max(earliest, latest - dur))
         answer = rng.choice(faults.answers(kind)) if hasattr(faults, "answers") else ""
-        schedule.episode(start, dur, kind, lambda: self.switch(kind, True, answer), lambda: self.switch(kind, False),
-                         variants={kind: answer})
+        self.run.schedule.episode(start, dur, kind, lambda: self.switch(kind, True, answer),
+                                  lambda: self.switch(kind, False), variants={kind: answer})
 
-    def hang_sink(self, ident: str) -> None:
-        """The sink's endpoint stops answering until the drain started now (neither killed nor
-        crashed) has returned: a hang longer than the run it meets. It may outlast the chaos
-        window: the calm phase waits for it."""
-        self.run.sink.faults.start("sink_hang")
-        # The shortest timeout, and a 1 s margin so that the run has time to meet the hang.
-        drain = self.run.launch(in_chaos=True, timeout=self.run.cfg.timeout_min, unharmed=True,
-                                DRAIN_SAFETY_MARGIN_SECONDS="1")
-        self.hang_drains.append((ident, drain))
+    def hung_sink(self, start: float) -> None:
+        """The cloud sink's endpoint answers nothing from `start` until the drain started with the
+        hang has returned: a hang longer than the run it meets (struck: requests held)."""
+        cfg, faults = self.run.cfg, self.run.sink.faults
+        timeout = cfg.timeout_min + self.run.allowance
+        ident = self.run.schedule.episode(start, timeout + cfg.grace + 1.0, "sink_hang",
+                                          lambda: faults.start("sink_hang"), lambda: faults.stop("sink_hang"),
+                                          counts={"sink_hang": lambda: self.run.sink.proxy.hang.held})
+        self.run.schedule.at(start, "hung sink: its drain", lambda: self.wait_for(ident, self.dedicated(timeout)))
 
     def tick(self) -> None:
-        """End each sink hang whose drain has returned; retry sink faults that met a lock."""
-        for ident, proc in list(self.hang_drains):
+        """End each episode whose drain has returned; retry sink faults that met a lock."""
+        for ident, proc, then in list(self.waits):
             if proc.result_at is not None or not proc.alive():
-                self.hang_drains.remove((ident, proc))
+                self.waits.remove((ident, proc, then))
                 self.run.schedule.finish(ident)
+                then()
         for kind, on in list(self.pending):
             if (kind, on) in self.pending:
                 self.pending.remove((kind, on))
@@ -219,19 +237,20 @@ class FaultPlan:
         return True
 
     def calm(self) -> None:
-        """End of the chaos window: every fault off (but a sink hang, until its drain returned),
-        the sink restored, open episodes credited."""
+        """End of the chaos window: every fault off, the sink restored, open episodes credited.
+        A cloud sink then hangs for the first calm drain (`finale`) until it has returned."""
         self.emu.set_faults()
         self.base_latency()
         self.emu.set_token_lifetime(3600)
         self.run.set_visibility(self.run.vt_base)
         self.pending.clear()
-        faults = self.run.sink.faults
-        if self.hang_drains:  # a sink hang ends when its drain returned (tick)
-            for kind in SINK_FAULTS[self.run.sink.kind]:
-                if kind != "sink_hang":
-                    faults.stop(kind)
-        else:
-            faults.close()
+        self.waits = [(i, p, lambda: None) for i, p, _ in self.waits]  # no more emulator episodes to lay out
         self.run.schedule.drop_unbegun()
-        self.run.schedule.close_all(keep=("sink_hang",) if self.hang_drains else ())
+        self.run.schedule.close_all()
+        self.run.sink.faults.close()
+        self.finale_due = "sink_hang" in SINK_FAULTS[self.run.sink.kind]
+
+    def finale(self) -> None:
+        """The calm phase's first drain, with messages to write, meets a hung cloud sink."""
+        self.finale_due = False
+        self.hung_sink(self.run.now())

@@ -198,7 +198,9 @@ class ChaosRun:
                 if not visible and not in_flight:
                     self.windows = (round(chaos_end, 1), round(now - chaos_end, 1))
                     return
-                if visible:
+                if visible and self.plan.finale_due:
+                    self.plan.finale()  # its drain starts with the hang, on the next tick
+                elif visible:
                     self.launch(in_chaos=False)
             if now > chaos_end + cfg.run_limit:
                 self.stuck = True
