@@ -90,6 +90,7 @@ def check_run(run: "ChaosRun") -> dict[str, Any]:
         "long_keys": long_keys,
         "throttled_out": [dict(t, n=p["n"]) for p in procs for t in p["throttled_out"]],
         "sink_hang": hung,
+        "sink_requests_refused": dict(getattr(run.sink.faults, "refused", {})),  # cloud sinks, by fault:answer
         "worst_overrun": round(max(overruns), 3) if overruns else None,
         "worst_process_overrun": max((p["process_overrun"] for p in finished), default=None),
         "worst_exit_lag": max((round(p["wall"] - p["cold_start"] - p["invocation"], 3) for p in finished), default=None),

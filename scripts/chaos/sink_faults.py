@@ -14,10 +14,12 @@ import sqlite3
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from scripts.chaos.config import TYPES
-from scripts.stand_ins.moto_server import FaultProxy
+
+if TYPE_CHECKING:  # moto loads only for runs with a cloud sink
+    from scripts.stand_ins.moto_server import FaultProxy
 
 
 class SqliteFaults:
@@ -151,7 +153,7 @@ class CloudFaults:
 
     APP_PREFIX = "app/chaos-drain-"
 
-    def __init__(self, proxy: FaultProxy, sink: str):
+    def __init__(self, proxy: "FaultProxy", sink: str):
         self.proxy, self.sink = proxy, sink
         self.on: dict[str, Optional[str]] = {"sink_refuse": None, "sink_part_way": None}  # kind -> answer while on
         self.refused: Counter = Counter()            # "<kind>:<answer>" -> requests answered so
