@@ -98,11 +98,10 @@ def read_text(path: Path) -> Optional[str]:
 
 
 def _summary(out: str) -> Optional[dict]:
-    lines = out.strip().splitlines()
-    if not lines:
-        return None
+    """The handler's result line (a thread left stuck in a call may still log after it)."""
+    line = next((line for line in reversed(out.splitlines()) if line.startswith('{"ok": ')), None)
     try:
-        summary = json.loads(lines[-1])
+        summary = json.loads(line) if line else None
     except ValueError:
         return None
     return summary if isinstance(summary, dict) and "totals" in summary else None

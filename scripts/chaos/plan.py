@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from scripts.chaos.config import EMULATOR_FAULTS, EMULATOR_KIND, HANG_SCOPES, SINK_FAULTS, TOKEN_THROTTLE_CODES
 
@@ -34,29 +34,29 @@ def pairs(kinds: list[str]) -> list[tuple[str, ...]]:
 class FaultPlan:
     """Lays out a run's faults and turns them on and off.
 
-      a hung API    first, the token API, MNS receive or MNS delete (in turn by run) accepts a
-                    share of requests and answers none until a drain started with it, neither
-                    killed nor crashed, has returned: a hang longer than the run it meets.
-      emulator      then the other kinds, two at a time, one episode after another, to 80% of
-                    the window (the emulator holds one fault configuration), each on all APIs or
-                    one scope; more hangs (long windows) last past the socket timeout only;
-                    `token_throttle` answers a share of QueryTokenForMnsQueue calls with a POP
-                    throttling code. An episode on the token API expires every token as it
+      emulator      two kinds at a time, one episode after another, to 80% of the window (the
+                    emulator holds one fault configuration), each on all APIs or one scope;
+                    `hang` on the token API, receive or delete (in turn), past the socket
+                    timeout; `token_throttle` answers a share of QueryTokenForMnsQueue calls with
+                    a POP throttling code. An episode on the token API expires every token as it
                     starts, so that the consumers' refreshes meet it. Kinds that struck nothing
                     get another episode at the window's end, which grows (2 s, up to 3 times).
       sink          refusals, part-way failures and (sqlite) lock holds at random; cloud sinks
-                    hang in long windows, and after every window (all else calm) until a
-                    drain started with the hang has returned.
+                    also hang in long windows.
       latency spikes, token expiry, short visibility: independent of those.
+      finale        after the window, all else calm, the first drain meets a hang that lasts
+                    until it has returned (a hang longer than the run it meets), neither killed
+                    nor crashed: the cloud sink's endpoint, or else the token API, receive or
+                    delete (in turn by run).
     """
 
     def __init__(self, run: "ChaosRun"):
         self.run = run
         self.rng: random.Random = run.rng
         self.pending: list[tuple[str, bool]] = []  # sink fault starts/stops that met a lock: retried each tick
-        self.waits: list[tuple[str, "DrainProcess", Callable[[], None]]] = []  # episodes that end with a drain
-        self.hang_turn = run.index  # which scope the next hang takes: runs start at different ones
-        self.emulator_free_at = float("inf")  # when the emulator episodes laid out so far end (after the hung API)
+        self.waits: list[tuple[str, "DrainProcess"]] = []  # episodes that end when a drain returned
+        self.hang_turn = run.index + 1  # which scope the next hang in the window takes (the finale's: run.index)
+        self.emulator_free_at = 0.0  # when the emulator episodes laid out so far end
         self.finale_due = False  # the calm phase starts with a hung cloud sink
 
     @property
@@ -67,35 +67,24 @@ class FaultPlan:
         rng, c, mt, schedule = self.rng, self.run.cfg.chaos_seconds, self.run.mns_timeout, self.run.schedule
         kinds = list(EMULATOR_FAULTS) * max(1, round(c / 7))
         rng.shuffle(kinds)
-        groups = pairs(kinds)
-        first = next(g for g in groups if "hang" in g)
-        groups.remove(first)
-        self.hung_api(0.3, first, lambda: self.emulator_rest(groups))
+        self.emulator_groups(0.3, pairs(kinds))
         for _ in range(max(1, round(c / 6))):
-            start, dur = rng.uniform(0.5, c - 1.5), rng.uniform(0.6, 1.3)
-            spike = mt + rng.uniform(0.2, 0.7)
-            schedule.episode(start, dur, "latency_spike", lambda s=spike: self.emu.set_latency(s), self.base_latency,
-                             counts={"latency_spike": lambda: self.emu.stats()["total"]})
+            self.latency_spike(rng.uniform(0.5, c - 1.5), rng.uniform(0.6, 1.3))
         t = rng.uniform(1.0, 2.5)
         while t < c:
             schedule.at(t, "token_expiry", self.expire_tokens)
             t += rng.uniform(2.0, 4.0)
         for _ in range(max(1, round(c / 7))):
-            start, dur = rng.uniform(0.5, c - 2.0), rng.uniform(1.0, 2.0)
-            vt = rng.uniform(0.2, 0.5)
-            schedule.episode(start, dur, "short_visibility", lambda v=vt: self.run.set_visibility(v),
-                             lambda: self.run.set_visibility(self.run.vt_base),
-                             counts={"short_visibility": lambda: self.emu.stats()["BatchReceiveMessage"]})
+            self.short_visibility(rng.uniform(0.5, c - 2.0), rng.uniform(1.0, 2.0))
         rounds = max(1, round(c / 7))
         for kind in SINK_FAULTS[self.run.sink.kind]:
             for i in range(rounds - 1 if kind == "sink_hang" else rounds):  # and one after the window
                 self.sink_fault(kind, latest=c * (i + 1) / rounds if kind == "sink_hang" else None)
 
-    def emulator_rest(self, groups: list[tuple[str, ...]]) -> None:
-        """The emulator episodes after the hung API, one after another, to 80% of the window."""
+    def emulator_groups(self, t: float, groups: list[tuple[str, ...]]) -> None:
+        """The emulator episodes, one after another from `t` to 80% of the window."""
         rng, c, schedule = self.rng, self.run.cfg.chaos_seconds, self.run.schedule
         hang = self.run.mns_timeout + rng.uniform(0.2, 0.6)  # a hang past the socket timeout
-        t = self.run.now()
         room = 0.8 * c - t - sum(hang / 0.8 for g in groups if "hang" in g)
         slot = max(0.6, room / max(1, sum(1 for g in groups if "hang" not in g)))
         for group in groups:
@@ -108,19 +97,36 @@ class FaultPlan:
         self.emulator_free_at = t
         schedule.at(max(0.8 * c, t), "fault retries", self.retry_missing)
 
+    def latency_spike(self, start: float, dur: float) -> None:
+        """Every request delayed past the socket timeout (struck: requests made meanwhile)."""
+        spike = self.run.mns_timeout + self.rng.uniform(0.2, 0.7)
+        self.run.schedule.episode(start, dur, "latency_spike", lambda: self.emu.set_latency(spike), self.base_latency,
+                                  counts={"latency_spike": lambda: self.emu.stats()["total"]})
+
+    def short_visibility(self, start: float, dur: float) -> None:
+        """A visibility timeout shorter than one write (struck: receives made meanwhile)."""
+        vt = self.rng.uniform(0.2, 0.5)
+        self.run.schedule.episode(start, dur, "short_visibility", lambda: self.run.set_visibility(vt),
+                                  lambda: self.run.set_visibility(self.run.vt_base),
+                                  counts={"short_visibility": lambda: self.emu.stats()["BatchReceiveMessage"]})
+
     def base_latency(self) -> None:
         self.emu.set_latency(self.run.base_latency, self.run.base_latency / 2)
 
     # -- emulator faults ---------------------------------------------------------------------------
     def emulator_fault(self, start: float, dur: float, kinds: tuple[str, ...], scope: Any = "draw",
-                       prob: Optional[float] = None) -> str:
-        """One emulator configuration holding `kinds` (one or two), each striking a share of requests."""
+                       prob: Optional[float] = None, until_returned: bool = False) -> str:
+        """One emulator configuration holding `kinds` (one or two), each striking a share of requests
+        (`until_returned`: a hang that lasts until its drain returned, counted as "hang:<scope>/run")."""
         rng = self.rng
         kwargs: dict[str, Any] = {}
         variants: dict[str, str] = {}
         for kind in kinds:
             kwargs[EMULATOR_KIND.get(kind, kind)] = rng.uniform(0.25, 0.45) if prob is None else prob
-        if "hang" in kinds:
+        if until_returned:
+            scope = HANG_SCOPES[self.run.index % len(HANG_SCOPES)]
+            variants["hang"] = scope + "/run"
+        elif "hang" in kinds:
             scope = variants["hang"] = HANG_SCOPES[self.hang_turn % len(HANG_SCOPES)]
             self.hang_turn += 1
         elif "token_throttle" in kinds:
@@ -143,24 +149,25 @@ class FaultPlan:
         return self.run.schedule.episode(start, dur, kinds, on, lambda: self.emu.set_faults(), counts=counts,
                                          variants=variants)
 
-    def hung_api(self, start: float, kinds: tuple[str, ...], then: Callable[[], None]) -> None:
-        """A hang (with its partner kind) from `start` until the drain started with it has returned
-        (at most its timeout and the grace: past that the harness kills it); then `then`."""
+    def hung_api(self, start: float) -> None:
+        """The token API, receive or delete (in turn) answers nothing to half the requests from
+        `start` until the drain started with the hang has returned (at most its timeout and the
+        grace: past that the harness kills it)."""
         cfg = self.run.cfg
         timeout = cfg.timeout_min + self.run.allowance
-        ident = self.emulator_fault(start, timeout + cfg.grace + 1.0, kinds)
-        self.run.schedule.at(start, "hung API: its drain", lambda: self.wait_for(ident, self.dedicated(timeout), then))
+        ident = self.emulator_fault(start, timeout + cfg.grace + 1.0, ("hang",), prob=0.5, until_returned=True)
+        self.run.schedule.at(start, "hung API: its drain", lambda: self.wait_for(ident, self.dedicated(timeout)))
 
     def dedicated(self, timeout: float) -> "DrainProcess":
         """A drain neither killed nor crashed, with a 1 s margin: it lives until its deadline."""
         return self.run.launch(in_chaos=True, timeout=timeout, unharmed=True, DRAIN_SAFETY_MARGIN_SECONDS="1")
 
-    def wait_for(self, ident: str, drain: "DrainProcess", then: Callable[[], None] = lambda: None) -> None:
-        self.waits.append((ident, drain, then))
+    def wait_for(self, ident: str, drain: "DrainProcess") -> None:
+        self.waits.append((ident, drain))
 
     def missing(self) -> list[str]:
         """Kinds that struck nothing so far (but the sink hang: one follows the window)."""
-        kinds = EMULATOR_FAULTS + SINK_FAULTS[self.run.sink.kind]
+        kinds = EMULATOR_FAULTS + ("latency_spike", "short_visibility") + SINK_FAULTS[self.run.sink.kind]
         return [k for k in kinds if k != "sink_hang" and not self.run.schedule.struck(k)]
 
     def retry_missing(self, until: Optional[float] = None) -> list[str]:
@@ -175,8 +182,12 @@ class FaultPlan:
             slot = (end - start) / len(groups)
             self.emulator_fault(start + i * slot, slot * 0.85, group, None, 0.45)
             self.emulator_free_at = end
+        if "latency_spike" in missing:
+            self.latency_spike(now + 0.1, min(1.0, end - now - 0.2))
+        if "short_visibility" in missing:
+            self.short_visibility(now + 0.1, end - now - 0.2)
         for kind in missing:
-            if kind not in EMULATOR_FAULTS:
+            if kind in SINK_FAULTS[self.run.sink.kind]:
                 self.sink_fault(kind, now + 0.1, end)
         return missing
 
@@ -212,11 +223,10 @@ class FaultPlan:
 
     def tick(self) -> None:
         """End each episode whose drain has returned; retry sink faults that met a lock."""
-        for ident, proc, then in list(self.waits):
+        for ident, proc in list(self.waits):
             if proc.result_at is not None or not proc.alive():
-                self.waits.remove((ident, proc, then))
+                self.waits.remove((ident, proc))
                 self.run.schedule.finish(ident)
-                then()
         for kind, on in list(self.pending):
             if (kind, on) in self.pending:
                 self.pending.remove((kind, on))
@@ -238,19 +248,22 @@ class FaultPlan:
 
     def calm(self) -> None:
         """End of the chaos window: every fault off, the sink restored, open episodes credited.
-        A cloud sink then hangs for the first calm drain (`finale`) until it has returned."""
+        Then the first calm drain meets a hang (`finale`)."""
         self.emu.set_faults()
         self.base_latency()
         self.emu.set_token_lifetime(3600)
         self.run.set_visibility(self.run.vt_base)
         self.pending.clear()
-        self.waits = [(i, p, lambda: None) for i, p, _ in self.waits]  # no more emulator episodes to lay out
         self.run.schedule.drop_unbegun()
         self.run.schedule.close_all()
         self.run.sink.faults.close()
-        self.finale_due = "sink_hang" in SINK_FAULTS[self.run.sink.kind]
+        self.finale_due = True
 
     def finale(self) -> None:
-        """The calm phase's first drain, with messages to write, meets a hung cloud sink."""
+        """The calm phase's first drain (there are messages to write) meets a hang that lasts
+        until it has returned: a cloud sink's, or else the token API's, receive's or delete's."""
         self.finale_due = False
-        self.hung_sink(self.run.now())
+        if "sink_hang" in SINK_FAULTS[self.run.sink.kind]:
+            self.hung_sink(self.run.now())
+        else:
+            self.hung_api(self.run.now())

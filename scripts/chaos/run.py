@@ -122,8 +122,10 @@ class ChaosRun:
             for mtype in TYPES:
                 self.emu.create_queue(self.emu.queue_name(mtype))
             # A backlog at the start, the rest arriving through the chaos window (receipts keep coming),
-            # so that the drains have work whenever a fault strikes.
+            # so that the drains have work whenever a fault strikes; the last ones arrive after the
+            # window, for the finale's drain.
             self.backlog = int(len(self.corpus.items) * 0.4)
+            self.last, self.last_arrived = max(16, len(self.corpus.items) // 10), False
             self._feed(self.backlog)
             self.sink = RunSink(self.sink_kind, self.workdir, self.rng, self.moto)
             self.plan = FaultPlan(self)
@@ -150,7 +152,9 @@ class ChaosRun:
 
     def _fed_by(self, now: float) -> int:
         n, window = len(self.corpus.items), self.cfg.chaos_seconds * 0.85
-        return n if now >= window else self.backlog + int((n - self.backlog) * now / window)
+        if self.last_arrived:
+            return n
+        return self.backlog + int((n - self.last - self.backlog) * min(1.0, now / window))
 
     def _loop(self) -> None:
         cfg, rng = self.cfg, self.rng
@@ -193,14 +197,16 @@ class ChaosRun:
                 next_tick = now + interval
                 if not calm and (not live or (len(live) < 2 and rng.random() < cfg.overlap_rate)):
                     self.launch(in_chaos=True)
-            if calm and not live:
+            if calm and not live and self.plan.finale_due:
+                self.last_arrived = True
+                self._feed(len(self.corpus.items))  # the last receipts arrive: the finale's drain has work
+                self.plan.finale()  # its drain starts with the hang, on the next tick
+            elif calm and not live:
                 visible, in_flight = self.queues_empty()
                 if not visible and not in_flight:
                     self.windows = (round(chaos_end, 1), round(now - chaos_end, 1))
                     return
-                if visible and self.plan.finale_due:
-                    self.plan.finale()  # its drain starts with the hang, on the next tick
-                elif visible:
+                if visible:
                     self.launch(in_chaos=False)
             if now > chaos_end + cfg.run_limit:
                 self.stuck = True
