@@ -19,7 +19,8 @@ proxy, scripts/stand_ins/). For `--chaos-seconds` it injects, seeded:
                      emulator faults (5xx, 429, dropped connection, answer lost after the
                      change was applied, an answer slower than MNS_TIMEOUT_SECONDS)
   hang               the token API, MNS receive or MNS delete accepts requests and never
-                     answers them, for longer than the client's socket timeout
+                     answers them: in the window past the client's socket timeout; after the
+                     window (sqlite, file) until the drain that meets it has returned
   token_throttle     QueryTokenForMnsQueue answers a share of calls with a POP throttling
                      code: 400 Throttling.User, 400 Throttling or 503 ServiceUnavailable
   latency_spike      every request delayed past the socket timeout for a while
@@ -33,21 +34,23 @@ proxy, scripts/stand_ins/). For `--chaos-seconds` it injects, seeded:
                      directory is replaced by a file; S3/DynamoDB: writes of dead letters
                      answered 5xx), after the batch's records were stored
   sink_lock          sqlite only: the harness holds the write lock, so writes wait
-  sink_hang          S3/DynamoDB: the endpoint accepts every request and answers none for a while
+  sink_hang          S3/DynamoDB: the endpoint accepts every request and answers none, after
+                     the window until the drain that meets it has returned (long windows: midway too)
   long_key           (the corpus) keys of 1,024, 1,025, 1,046 and 1,811 bytes (Tablestore's limit
                      is 1,024) and 2,048, 2,049, 2,067 and 3,072 bytes (DynamoDB's is 2,048)
   overlap            a second drain process started while one runs (overlapping schedules)
 
-Then faults stop and drains are started on schedule until the queues are empty, and the
-run is checked (scripts/chaos/checks.py): nothing lost (every corpus fact stored, every bad
+Then faults stop (but the hang that follows the window, met by the first calm drain) and
+drains are started on schedule until the queues are empty, and the run is checked
+(scripts/chaos/checks.py): nothing lost (every corpus fact stored, every bad
 message dead-lettered), no duplicate rows in a table sink (sqlite, DynamoDB), every key in
 an object sink (duplicate lines are counted, not failed), stored bodies equal what was sent,
 every long key stored once and read back by its full key (bounded exactly when over the
 backend's limit), no drain process past its deadline (the harness SIGKILLs one that runs
-`grace` seconds over, as the platform would), every exit code as the drain's summary says
-(a failed run exits 1), every drain that met a hung sink until it returned failed with
-`sink_error`, no secret, signature or unmasked phone number in any drain output, no secret
-in the stored data. How each drain ended is counted (ok / failed, by stop reason; killed).
+`grace` seconds over, as the platform would) nor `stuck` in a call at it, every exit code and
+RunFailed raised or not as the drain's summary says (a failed run raises and exits 1), every
+drain that met a hung sink until it returned failed with `sink_error`, no secret, signature
+or unmasked phone number in any drain output, no secret in the stored data. How each drain ended is counted (ok / failed, by stop reason; killed).
 Results go to scripts/results/chaos-<name>.json; the exit code is non-zero when an
 invariant failed.
 
