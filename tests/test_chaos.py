@@ -1,8 +1,12 @@
-"""The chaos harness's CI configuration (scripts/chaos.py, preset "ci"): a few seeded runs of
-the real drain in separate processes, SIGKILLed at random and at exact crash points, under
-every emulator fault, token expiry, short visibility timeouts, sink failures and overlapping
-runs. It must fail safe: nothing lost, no duplicate rows, no run past its deadline, no
-secret or phone number in any output."""
+"""The chaos harness's CI configuration (scripts/chaos/, preset "ci"): four seeded runs of the
+real drain in separate processes, one per sink (sqlite, file, DynamoDB and S3 on moto behind
+the fault proxy), SIGKILLed at random and at exact crash points, under every emulator fault
+(hung token, receive and delete calls and a throttling token API among them), token expiry,
+short visibility timeouts, sink failures (a sink endpoint that never answers among them),
+receipts whose keys are at and far over the table backends' key limits, and overlapping runs.
+It must fail safe: nothing lost, no duplicate rows, every long key on one row read back by
+its full key, no run past its deadline, every exit code as the run's summary says, no secret
+or phone number in any output."""
 from __future__ import annotations
 
 import os
@@ -11,7 +15,8 @@ import sys
 
 import pytest
 
-from scripts.chaos import FAULT_KINDS, HOOKS, PRESETS, REPO, render, run_config
+from scripts.chaos.config import FAULT_KINDS, HOOKS, PRESETS, REPO, SINKS
+from scripts.chaos.results import render, run_config
 
 pytestmark = pytest.mark.slow
 
@@ -24,6 +29,10 @@ def ci(tmp_path_factory):
     return summary
 
 
+def by_sink(ci, sink: str) -> dict:
+    return next(r for r in ci["per_run"] if r["sink"] == sink)
+
+
 def test_the_drain_fails_safe(ci):
     assert ci["ok"], render(ci)
     assert ci["lost"] == 0 and ci["table_duplicates"] == 0 and ci["body_mismatches"] == 0
@@ -31,12 +40,45 @@ def test_the_drain_fails_safe(ci):
     assert ci["stored"] == ci["facts"] and ci["dead_lettered"] > 0
     assert ci["worst_overrun"] is not None and ci["worst_overrun"] <= 0
     assert ci["platform_kills"] == 0 and not ci["tracebacks"]
+    assert ci["exit_mismatches"] == 0 and ci["no_result"] == 0
 
 
 def test_every_fault_kind_struck_at_least_once(ci):
     missing = [kind for kind in FAULT_KINDS if not ci["faults"][kind]]
     assert not missing, f"fault kinds that never struck: {missing}\n{render(ci)}"
-    assert set(ci["runs_by_sink"]) == {"sqlite", "file"}
+    assert ci["runs_by_sink"] == {sink: 1 for sink in SINKS}
+    details = ci["fault_details"]
+    assert any(details.get(f"hang:{scope}") for scope in ("token", "BatchReceiveMessage", "BatchDeleteMessage"))
+    assert any(details.get(f"token_throttle:{code}") for code in ("Throttling.User", "Throttling", "ServiceUnavailable"))
+
+
+def test_every_drain_ending_is_counted(ci):
+    endings = ci["endings"]
+    assert sum(endings.values()) == ci["invocations"]
+    assert sum(n for e, n in endings.items() if e.startswith("ok:")) > 0
+    assert sum(n for e, n in endings.items() if e.startswith("failed:")) > 0  # faults made runs fail, and exit 1
+    assert endings.get("killed:chaos", 0) == ci["kills"] and endings.get("killed:crashpoint", 0) == ci["crashpoints"]
+
+
+def test_long_keys_land_on_one_row_and_read_back_by_their_full_key(ci):
+    """8 long-key receipts per run (two delivered twice): 1,024/1,025/1,046/1,811 bytes and
+    2,048/2,049/2,067/3,072 bytes. DynamoDB (partition key at most 2,048 bytes) stores the three
+    over 2,048 under a bounded key; sqlite keeps every key whole."""
+    assert ci["long_keys"]["facts"] == 32 and ci["long_keys"]["stored"] == 32
+    dynamodb, sqlite = by_sink(ci, "dynamodb")["long_keys"], by_sink(ci, "sqlite")["long_keys"]
+    assert (dynamodb["bounded"], dynamodb["read_back"], dynamodb["longest_stored_key_bytes"]) == (3, 8, 2048)
+    assert (sqlite["bounded"], sqlite["read_back"], sqlite["longest_stored_key_bytes"]) == (0, 8, 3072)
+    assert by_sink(ci, "dynamodb")["table_duplicates"] == 0
+
+
+def test_a_hung_sink_was_met_and_its_runs_failed_in_time(ci):
+    """Each cloud run ends its fault window with a sink that accepts requests and answers none
+    until the drain that meets it has returned: that drain must fail with sink_error (exit 1,
+    RunFailed raised) by its deadline, and a later run store everything once."""
+    hang = ci["sink_hang"]
+    assert ci["faults"]["sink_hang"] > 0 and hang["hung_to_the_end"] >= 1, render(ci)
+    assert not hang["wrong_endings"] and hang["endings"].get("failed:sink_error", 0) >= hang["hung_to_the_end"]
+    assert ci["worst_overrun"] <= 0 and ci["lost"] == 0 and ci["table_duplicates"] == 0
 
 
 def test_kills_struck_drains_in_flight(ci):
@@ -63,11 +105,12 @@ def test_the_harness_notices_a_drain_that_deletes_before_it_stores(tmp_path):
     # at the preset's 30% rate a run could, by luck, have none there.
     summary = run_config(replace(PRESETS["ci"], runs=1, crash_rate=1.0, sabotage="delete_before_write",
                                  name="sabotage"), tmp_path, log=lambda line: None)
+    assert summary["runs_by_sink"] == {"sqlite": 1}
     assert not summary["ok"] and summary["lost"] > 0
 
 
 def test_the_probe_is_inert_without_its_variables():
-    code = ("import shared.runtime as r, scripts.chaos_probe as p; "
+    code = ("import shared.runtime as r, scripts.chaos.probe as p; "
             "print(r.DrainRuntime.open_queue.__qualname__, r.make_sink.__module__)")
     env = {k: v for k, v in os.environ.items() if not k.startswith("ALICOM_CHAOS_")}
     env["PYTHONPATH"] = f"{HOOKS}{os.pathsep}{REPO}"
@@ -75,7 +118,31 @@ def test_the_probe_is_inert_without_its_variables():
     assert out.stdout.split() == ["DrainRuntime.open_queue", "shared.sinks"], out.stderr
     env["ALICOM_CHAOS_CRASH_AT"] = "write:1"
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
-    assert out.stdout.split() == ["install.<locals>.probed_open_queue", "scripts.chaos_probe"], out.stderr
+    assert out.stdout.split() == ["install.<locals>.probed_open_queue", "scripts.chaos.probe"], out.stderr
+
+
+def test_the_probe_crashes_an_object_sink_write_after_its_first_object(tmp_path):
+    """The "write_part" crash point goes through the object sinks' public `on_object_stored`
+    hook: a write of records and dead letters (two objects) dies after the first is stored."""
+    code = f"""
+from scripts.chaos.probe import Probe
+from scripts.receipts import BAD_BODIES, b64json, make_receipts
+from shared.decode import decode_message
+from shared.records import MnsMeta
+from shared.sinks.file import FileSink
+
+records = [decode_message("SmsReport", b64json(b), MnsMeta(message_id=f"m{{i}}"))
+           for i, b in enumerate(make_receipts("SmsReport", 3))]
+dead = [decode_message("SmsReport", BAD_BODIES[0], MnsMeta(message_id="bad"))]
+sink = Probe(None, ("write_part", 1)).wrap_sink(FileSink({str(tmp_path)!r}))
+sink.write(records, dead)
+print("the write went on")
+"""
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    stored = sorted(p.relative_to(tmp_path).parts[0] for p in tmp_path.rglob("*.jsonl"))
+    assert out.returncode == -9 and "the write went on" not in out.stdout, (out.returncode, out.stdout, out.stderr)
+    assert stored == ["type=SmsReport"]  # the records' object; the dead letters' never written
 
 
 def test_hung_deletes_do_not_carry_a_run_past_its_deadline(emulator, drain_env):

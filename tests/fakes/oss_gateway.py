@@ -35,7 +35,7 @@ from xml.sax.saxutils import escape
 
 import pytest
 
-from tests.fakes.hang import Hang
+from scripts.stand_ins.hang import Hang
 
 # Query parameters that are part of the signed resource (oss2's list, trimmed to what exists).
 SUBRESOURCES = {

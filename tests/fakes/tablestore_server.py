@@ -49,7 +49,7 @@ from tablestore.plainbuffer.plain_buffer_stream import PlainBufferInputStream
 
 import tablestore.const_module as _const  # the SDK keeps PlainBuffer tags here
 
-from tests.fakes.hang import Hang
+from scripts.stand_ins.hang import Hang
 
 API_VERSION = "2015-12-31"
 MAX_COLUMN_BYTES = 2 * 1024 * 1024  # String/Binary attribute value

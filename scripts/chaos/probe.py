@@ -1,6 +1,6 @@
-"""Phase probe and crash points for drain processes started by scripts/chaos.py.
+"""Phase probe and crash points for the drain processes the chaos harness starts.
 
-Loaded only through `scripts/chaos_hooks/sitecustomize.py`, which the harness puts first on
+Loaded only through `scripts/chaos/hooks/sitecustomize.py`, which the harness puts first on
 the drain process's PYTHONPATH, and only when one of these variables is set:
 
   ALICOM_CHAOS_PHASE_FILE=<path>     keep, in that file, what the process is doing right now:
@@ -14,10 +14,13 @@ the drain process's PYTHONPATH, and only when one of these variables is set:
                                      break invariant 1 on purpose (delete what was received at
                                      once), to prove that the harness notices lost messages.
 
-No product file changes: the probe wraps the seams the drain is built from
-(`DrainRuntime.open_queue` and `make_sink` in shared/runtime.py, and `shared.platform.adapt`,
-to note when the handler starts its deadline clock) and only observes; the
-product code never reads these variables, so on a platform nothing of this exists.
+No product file changes: the probe wraps the public seams the drain is built from
+(`DrainRuntime.open_queue` and `make_sink` in shared/runtime.py; `shared.platform.adapt`, to
+note when the handler starts its deadline clock; `shared.platform.RunFailed`, by a subclass
+that notes when the handler raises it), observes a write from inside through
+the object sinks' `on_object_stored` hook and the sqlite sink's connection (`db`), and
+touches no private name of shared/. The product code never reads these variables, so on a
+platform nothing of this exists.
 """
 from __future__ import annotations
 
@@ -65,6 +68,7 @@ class Probe:
         self.handles: dict[str, str] = {}    # receipt handle -> message id
         self.points: Counter = Counter()     # crash point -> times reached
         self.invoked_at: Optional[float] = None  # CLOCK_MONOTONIC (system-wide) when the handler built its deadline
+        self.raised = False                      # the handler raised RunFailed (a failed run, as the platform sees it)
         self.fd = os.open(phase_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600) if phase_file else None
 
     # -- bookkeeping ---------------------------------------------------------------------
@@ -72,7 +76,8 @@ class Probe:
         if self.fd is None:
             return
         doc = {"calls": {k: v for k, v in self.calls.items() if v},
-               "messages": dict(Counter(self.state.values())), "crash": crash, "invoked_at": self.invoked_at}
+               "messages": dict(Counter(self.state.values())), "crash": crash, "invoked_at": self.invoked_at,
+               "raised_run_failed": self.raised}
         data = json.dumps(doc, sort_keys=True).encode()
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, data, 0)
@@ -88,6 +93,11 @@ class Probe:
     def invoked(self) -> None:
         with self.lock:
             self.invoked_at = time.monotonic()
+            self._dump()
+
+    def failed(self) -> None:
+        with self.lock:
+            self.raised = True
             self._dump()
 
     def begin(self, call: str) -> None:
@@ -134,12 +144,8 @@ class Probe:
             return report
 
         sink.write = probed_write
-        put = getattr(sink, "_put_object", None)
-        if put is not None:  # object sinks: one object of the write is stored
-            def probed_put(path, data, *args, **kwargs):
-                put(path, data, *args, **kwargs)
-                probe.point("write_part")
-            sink._put_object = probed_put
+        if hasattr(sink, "on_object_stored"):  # object sinks: one object of the write is stored
+            sink.on_object_stored = lambda path: probe.point("write_part")
         db = getattr(sink, "db", None)
         if db is not None and hasattr(db, "execute"):  # sqlite: rows written, not yet committed
             sink.db = _ProbedConnection(db, self)
@@ -220,6 +226,14 @@ def install() -> Optional[Probe]:
         return adapt(*args, **kwargs)
 
     platform.adapt = probed_adapt
+
+    class ProbedRunFailed(platform.RunFailed):  # the handler and invoke_local import it after this
+        def __init__(self, *args, **kwargs):
+            probe.failed()
+            super().__init__(*args, **kwargs)
+
+    ProbedRunFailed.__name__ = ProbedRunFailed.__qualname__ = "RunFailed"
+    platform.RunFailed = ProbedRunFailed
     open_queue, make_sink = runtime.DrainRuntime.open_queue, runtime.make_sink
 
     def probed_open_queue(self, message_type, token):

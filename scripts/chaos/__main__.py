@@ -1,0 +1,5 @@
+import sys
+
+from scripts.chaos.cli import main
+
+sys.exit(main())
