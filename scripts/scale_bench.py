@@ -46,7 +46,7 @@ def corpus(messages: int) -> dict[str, list[str]]:
     return {t: [b64json(body) for body in make_receipts(t, per_type, seed=11)] for t in TYPES}
 
 
-def drain_env(emu: Emulator, sink: Path, workers: int) -> dict[str, str]:
+def drain_env(emu: Emulator, sink: Path, workers: int, concurrency: Optional[int] = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ALICOM_", "DRAIN_", "SINK", "ALIBABA_"))}
     env.update({
         "PYTHONPATH": str(REPO), "ALICOM_UID": UID, "ALICOM_MESSAGE_TYPES": ",".join(TYPES),
@@ -56,6 +56,8 @@ def drain_env(emu: Emulator, sink: Path, workers: int) -> dict[str, str]:
         "DRAIN_MAX_WORKERS": str(workers), "DRAIN_BACKLOG_SECONDS": "0", "DRAIN_INVOKE_ENDPOINT": emu.url,
         "DRAIN_WAIT_SECONDS": "1", "POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_DISABLED": "true",
     })
+    if concurrency:
+        env["DRAIN_CONCURRENCY"] = str(concurrency)
     return env
 
 
@@ -73,8 +75,24 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def own_cpu() -> float:
+    """This process's CPU: almost all of it the emulator's threads answering the drains."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) jiffies of the whole machine, from /proc/stat (Linux): whoever used them."""
+    try:
+        fields = [float(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError, IndexError):
+        return 0.0, 0.0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)
+    return sum(fields) - idle, sum(fields)
+
+
 def run_one(bodies: dict[str, list[str]], latency: float, workers: int, period: float, timeout: float,
-            work: Path, limit: float) -> dict[str, Any]:
+            work: Path, limit: float, concurrency: Optional[int] = None) -> dict[str, Any]:
     total = sum(len(v) for v in bodies.values())
     sink = work / f"sink-{latency * 1000:.0f}ms-k{workers}"
     shutil.rmtree(sink, ignore_errors=True)
@@ -86,11 +104,11 @@ def run_one(bodies: dict[str, list[str]], latency: float, workers: int, period: 
             emu.create_queue(name)
             for body in items:
                 emu.enqueue(name, body)
-        env = drain_env(emu, sink, workers)
+        env = drain_env(emu, sink, workers, concurrency)
         emu.register_process_function("alicom-drain", drain_command(timeout) + ["--event"], env=env, cwd=str(REPO),
                                       log_dir=str(work / "logs"))
         emu.reset_stats()
-        cpu_before = children_cpu()
+        cpu_before, emulator_before, machine_before = children_cpu(), own_cpu(), machine_cpu()
         ticks: list[subprocess.Popen] = []
         started = time.monotonic()
         next_tick = started
@@ -108,7 +126,8 @@ def run_one(bodies: dict[str, list[str]], latency: float, workers: int, period: 
         for tick in ticks:
             tick.wait(timeout + 10)
         emu.wait_async(timeout + 10)
-        cpu = children_cpu() - cpu_before
+        cpu, emulator_cpu = children_cpu() - cpu_before, own_cpu() - emulator_before
+        busy, total_jiffies = (after - before for after, before in zip(machine_cpu(), machine_before))
         stats = emu.stats()
     finally:
         emu.stop()
@@ -122,6 +141,10 @@ def run_one(bodies: dict[str, list[str]], latency: float, workers: int, period: 
         "rate_per_second": round(total / seconds, 1) if emptied else None, "emptied": emptied is not None,
         "stored_lines": lines, "mns_requests_per_1000": round(requests * 1000 / total, 1),
         "objects_per_1000": round(objects * 1000 / total, 2), "drain_cpu_seconds": round(cpu, 1),
+        "emulator_cpu_seconds": round(emulator_cpu, 1),
+        # The whole machine, this bench and anything else running: 1.0 = every core busy.
+        "machine_cpu_busy": round(busy / total_jiffies, 2) if total_jiffies else None,
+        "load_average_1m": round(os.getloadavg()[0], 2), "drain_concurrency": concurrency,
         "token_calls": stats.get("QueryTokenForMnsQueue", 0),
     }
 
@@ -141,6 +164,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--period", type=float, default=60.0, help="schedule period, seconds (default %(default)s)")
     parser.add_argument("--timeout", type=float, default=55.0, help="function timeout, seconds (default %(default)s)")
     parser.add_argument("--limit", type=float, default=900.0, help="give up on one run after this many seconds")
+    parser.add_argument("--concurrency", type=int, help="DRAIN_CONCURRENCY, consumers per queue and run "
+                        "(default: the drain's own); fewer make each run lighter on this machine's CPU")
     parser.add_argument("--name", default="200k")
     args = parser.parse_args(argv)
     latencies = [float(x) / 1000 for x in args.latencies.split(",")]
@@ -150,7 +175,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     with tempfile.TemporaryDirectory(prefix="scale-bench-") as tmp:
         for latency in latencies:
             for k in ks:
-                row = run_one(bodies, latency, k, args.period, args.timeout, Path(tmp), args.limit)
+                row = run_one(bodies, latency, k, args.period, args.timeout, Path(tmp), args.limit, args.concurrency)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     efficiency(rows)
@@ -159,11 +184,12 @@ def main(argv: Optional[list[str]] = None) -> int:
               "median_python_loop_ms": statistics.median(_loop_ms() for _ in range(3))}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"scale-{args.name}.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\n{'rtt':>5} {'K':>2} {'to empty':>9} {'rate/s':>8} {'eff':>5} {'MNS/1k':>7} {'obj/1k':>7} {'cpu s':>6}")
+    print(f"\n{'rtt':>5} {'K':>2} {'to empty':>9} {'rate/s':>8} {'eff':>5} {'MNS/1k':>7} {'obj/1k':>7} {'cpu s':>6} "
+          f"{'emu s':>6} {'busy':>5}")
     for r in rows:
         print(f"{r['latency_ms']:>4}ms {r['workers']:>2} {r['seconds_to_empty']:>8}s {r['rate_per_second'] or 0:>8} "
               f"{r['scaling_efficiency'] or 0:>5} {r['mns_requests_per_1000']:>7} {r['objects_per_1000']:>7} "
-              f"{r['drain_cpu_seconds']:>6}")
+              f"{r['drain_cpu_seconds']:>6} {r['emulator_cpu_seconds']:>6} {r['machine_cpu_busy'] or 0:>5}")
     return 0
 
 
