@@ -36,7 +36,8 @@ from shared.clock import SYSTEM_CLOCK, Clock, Deadline
 from shared.coalesce import Batch, CoalesceBuffer
 from shared.decode import decode_message
 from shared.fan_out import FanOut
-from shared.queues import MAX_BATCH, DeleteOutcome, Queue, QueueError, QueueOpener, ReceivedMessage
+from shared.queues import (MAX_BATCH, UNDELETED_BUDGET, DeleteOutcome, Queue, QueueError, QueueOpener,
+                           ReceivedMessage)
 from shared.records import DeadLetter, Record
 from shared.retry import Backoff
 from shared.run_summary import FAILURES, RunSummary, TypeStats, overall
@@ -63,6 +64,22 @@ class DrainOptions:
     delete_threads: int = 2
     # A full receive whose oldest message waited longer than this: the queue is behind.
     backlog_seconds: float = 60.0
+    # Runs that may drain the same queues at once (DRAIN_MAX_WORKERS): they share its limit of
+    # received-but-undeleted messages, so each buffers less (`coalesce_cap`).
+    runs_at_once: int = 1
+
+
+def coalesce_cap(sink_limit: int, options: DrainOptions) -> int:
+    """Most messages one run buffers per queue before writing them.
+
+    MNS throttles a queue that holds more than UNDELETED_LIMIT received-but-undeleted messages
+    ("abnormal consumption"). One run holds, per queue, the batches its consumers are taking in,
+    the buffer, and about as many again while a written buffer's deletes run and the next one
+    fills; `runs_at_once` runs hold that each. So the buffer is what keeps all of them within
+    UNDELETED_BUDGET, never above the sink's own limit, never below one batch.
+    """
+    per_run = UNDELETED_BUDGET // max(1, options.runs_at_once)
+    return max(MAX_BATCH, min(sink_limit, (per_run - options.concurrency * MAX_BATCH) // 2))
 
 
 class _Timing:
@@ -147,7 +164,8 @@ class Drain:
         fetches_before = self.tokens.fetches
         self.tokens.forget_refusals()  # a refusal is an answer for one run, not for the container's life
         limits = self.sink.coalesce_limits()
-        buffers = {t: CoalesceBuffer(limits.messages, limits.bytes, self.options.coalesce_seconds, self.clock)
+        cap = coalesce_cap(limits.messages, self.options)
+        buffers = {t: CoalesceBuffer(cap, limits.bytes, self.options.coalesce_seconds, self.clock)
                    for t in message_types}
         run = _Run(message_types, max_messages or self.options.max_messages, deadline, buffers, self.options,
                    fan_out, self.clock)

@@ -14,6 +14,11 @@ if TYPE_CHECKING:
     from shared.tokens import MnsToken
 
 MAX_BATCH = 16  # messages per BatchReceiveMessage / handles per BatchDeleteMessage
+# MNS throttles a queue holding more received-but-undeleted messages than this ("abnormal
+# consumption"). All runs draining one queue stay within UNDELETED_BUDGET, a fifth below it for
+# what the budget cannot see (deletes that failed, visibility that ran out before a delete).
+UNDELETED_LIMIT = 5000
+UNDELETED_BUDGET = 4000
 
 
 class QueueError(Exception):

@@ -60,6 +60,7 @@ class DrainRuntime:
             mns_timeout=s.mns_timeout_seconds,
             coalesce_seconds=s.coalesce_seconds,
             backlog_seconds=s.backlog_seconds,
+            runs_at_once=s.max_workers,
         )
         return Drain(self.tokens, self.open_queue, self.sink, options, clock=clock, logger=logger)
 

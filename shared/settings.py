@@ -20,6 +20,8 @@ from urllib.parse import urlparse
 import msgspec
 from msgspec import Meta
 
+from shared.queues import MAX_BATCH, UNDELETED_BUDGET, UNDELETED_LIMIT
+
 # Message types Alicom publishes (api-facts §1). FlowReport's format is unpublished; it is
 # drained and stored with a body-hash key like any unknown type.
 KNOWN_MESSAGE_TYPES = (
@@ -263,6 +265,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=VARIABLES):
             raise _missing("TABLESTORE_INSTANCE", "SINK=tablestore needs TABLESTORE_INSTANCE")
         if bool(self.access_key_id) != bool(self.access_key_secret):
             raise _missing("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "ALIBABA_CLOUD_ACCESS_KEY_ID and ..._SECRET go together")
+        # Every run holds up to DRAIN_CONCURRENCY batches per queue being received, and at least
+        # two more buffered or being deleted; all of them together must stay under what MNS
+        # lets a queue hold received and undeleted (shared/drain.py coalesce_cap).
+        footprint = self.max_workers * (self.concurrency + 2) * MAX_BATCH
+        if footprint > UNDELETED_BUDGET:
+            raise _missing("DRAIN_MAX_WORKERS", f"{self.max_workers} runs x (DRAIN_CONCURRENCY {self.concurrency} + 2) "
+                           f"x {MAX_BATCH} messages = {footprint} received and undeleted at once, over the "
+                           f"{UNDELETED_BUDGET} this package keeps each queue under (MNS throttles a queue past "
+                           f"{UNDELETED_LIMIT}): lower DRAIN_MAX_WORKERS or DRAIN_CONCURRENCY")
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{k}={v!r}" for k, v in self.safe_view().items())

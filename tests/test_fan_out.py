@@ -144,3 +144,30 @@ def test_the_drain_role_may_invoke_only_itself_and_only_to_fan_out(workers):
     assert fc == ([] if workers == 1 else [{"Effect": "Allow", "Action": "fc:InvokeFunction",
                                              "Resource": "acs:fc:cn-hangzhou:*:functions/alicom-drain"}])
     assert "fc:" not in json.dumps(render("reconcile", "oss", values))
+
+
+# -- MNS's limit on received-but-undeleted messages, shared by every run at once -----------
+
+@pytest.mark.parametrize("workers, most", [(1, 4000), (8, 500)])
+def test_a_run_holds_no_more_undeleted_messages_than_its_share_of_the_queue_s_limit(emulator, drain_env, workers,
+                                                                                       most):
+    """MNS throttles a queue holding more than 5,000 received-but-undeleted messages. The file sink
+    buffers up to 2,000 per queue; with DRAIN_MAX_WORKERS runs at once, each keeps to its share of
+    4,000 (this run alone, no fan-out: its peak is what each of the K runs would hold)."""
+    drain_env(ALICOM_MESSAGE_TYPES="SmsReport", DRAIN_MAX_WORKERS=str(workers), DRAIN_BACKLOG_SECONDS="3600",
+              DRAIN_COALESCE_SECONDS="30", DRAIN_WAIT_SECONDS="1")
+    sent = fill(emulator, {"SmsReport": 6000})
+    result = handler(FC_TIMER, fc_context(timeout=60))
+    assert result["ok"] and result["totals"]["stored"] == sent, result
+    peak = emulator.queue_state(emulator.queue_name("SmsReport"))["undeleted_peak"]
+    assert 0 < peak <= most, peak
+
+
+def test_workers_and_consumers_beyond_the_queue_s_limit_are_refused_naming_both(drain_env):
+    from shared.settings import SettingsError, load_settings
+
+    env = drain_env(DRAIN_MAX_WORKERS="50", DRAIN_CONCURRENCY="4")
+    with pytest.raises(SettingsError) as err:
+        load_settings(env)
+    assert "DRAIN_MAX_WORKERS: 50 runs x (DRAIN_CONCURRENCY 4 + 2) x 16 messages = 4800" in str(err.value)
+    assert load_settings(drain_env(DRAIN_CONCURRENCY="3")).max_workers == 50  # 50 x 5 x 16 = 4,000

@@ -98,6 +98,9 @@ class MnsQueue:
     deleted: int = 0
     delete_failed: int = 0      # handles a delete refused (injected or stale)
     malformed_served: int = 0
+    # Most messages received and not yet deleted at once (MNS throttles a queue past 5,000 of
+    # them as "abnormal consumption"); counted at each receive.
+    undeleted_peak: int = 0
 
 
 class QueueBackend:
@@ -212,6 +215,7 @@ class QueueBackend:
                 "redelivered": q.redelivered,
                 "delete_failed": q.delete_failed,
                 "malformed_served": q.malformed_served,
+                "undeleted_peak": q.undeleted_peak,
                 "visibility_timeout": q.visibility_timeout,
             }
 
@@ -359,6 +363,7 @@ class QueueBackend:
             out.append(ReceivedMessage(
                 m.message_id, m.handle, m.body, m.body_md5, now_ms(m.enqueue_time),
                 now_ms(m.next_visible), now_ms(m.first_dequeue_time), m.dequeue_count, m.priority))
+        q.undeleted_peak = max(q.undeleted_peak, len(q.handles))
         return out
 
     def _make_invisible(self, q: MnsQueue, m: Message, until: float) -> None:
