@@ -149,6 +149,10 @@ class Emulator:
     def queue_state(self, name: str) -> dict:
         return self.backend.queues.state(name)
 
+    def undeleted(self, name: str) -> int:
+        """How many messages are still in the queue, visible or in flight (cheap to poll)."""
+        return self.backend.queues.undeleted(name)
+
     def message_ids(self, name: str) -> list[str]:
         """Ids of the messages still in the queue, visible or in flight (not yet deleted)."""
         return self.backend.queues.message_ids(name)

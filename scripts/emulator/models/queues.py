@@ -219,6 +219,12 @@ class QueueBackend:
                 "visibility_timeout": q.visibility_timeout,
             }
 
+    def undeleted(self, name: str) -> int:
+        """How many messages the queue still holds, visible or in flight: cheap, unlike `state`
+        (which walks every message), for a caller that polls while a backlog drains."""
+        with self._lock:
+            return len(self._get(name).messages)
+
     def message_ids(self, name: str) -> list[str]:
         """Ids of the messages still in the queue, visible or in flight."""
         with self._lock:
