@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -88,6 +89,25 @@ def test_a_failed_invoke_is_counted_and_the_run_still_stores_what_it_received(em
     assert result["fan_out"]["invoked"] == 0 and result["fan_out"]["failed"] == 3
     assert sum(result["fan_out"]["errors"].values()) == 3
     assert emulator.invocations("alicom-drain") == []
+    assert SqliteSink(str(fan_out_env)).count("records") == sent
+
+
+@pytest.mark.parametrize("platform", ["fc", "lambda"])
+def test_an_invoke_api_that_never_answers_costs_the_run_seconds_not_its_receipts(emulator, fan_out_env, platform):
+    emulator.set_faults(hang=1.0, apis=["functions"])  # accepts every invoke, answers none
+    sent = fill(emulator, {"SmsReport": 200, "SmsUp": 200})
+    if platform == "fc":
+        context, event = fc_context(timeout=30), FC_TIMER
+    else:
+        context, event = LambdaContext(timeout=30), LAMBDA_TIMER
+    started = time.monotonic()
+    result = handler(event, context)
+    took = time.monotonic() - started
+    assert result["ok"] and result["totals"]["stored"] == sent, result
+    assert result["fan_out"]["invoked"] == 0 and result["fan_out"]["failed"] == 3, result["fan_out"]
+    # Each invoke is given up after INVOKE_TIMEOUT (5 s), the three at once: the handler returns
+    # long before the half of its 30 s that a hung invoke could otherwise hold it.
+    assert took < 12, took
     assert SqliteSink(str(fan_out_env)).count("records") == sent
 
 
