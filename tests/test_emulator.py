@@ -224,7 +224,8 @@ def test_receive_fields_dequeue_count_and_redelivery(emu):
     assert receive_error(queue).type == "MessageNotExist"   # all in flight
     assert emu.queue_state(name) == {"visible": 0, "in_flight": 3, "deleted": 0, "enqueued": 3,
                                      "received": 3, "redelivered": 0, "delete_failed": 0,
-                                     "malformed_served": 0, "visibility_timeout": 1.0}
+                                     "malformed_served": 0, "visibility_timeout": 1.0,
+                                     "undeleted_peak": 3}
     time.sleep(1.05)
     # The visibility ran out: the old handle no longer deletes anything.
     with pytest.raises(MNSServerException) as exc:
