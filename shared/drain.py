@@ -74,9 +74,9 @@ def coalesce_cap(sink_limit: int, options: DrainOptions) -> int:
 
     MNS throttles a queue that holds more than UNDELETED_LIMIT received-but-undeleted messages
     ("abnormal consumption"). One run holds, per queue, the batches its consumers are taking in,
-    the buffer, and up to twice as many again while written buffers wait for their deletes and the next one
-    fills; `runs_at_once` runs hold that each. So the buffer is what keeps all of them within
-    UNDELETED_BUDGET, never above the sink's own limit, never below one batch.
+    the buffer, and up to twice as many again while written buffers wait for their deletes and
+    the next one fills; `runs_at_once` runs hold that each. So the buffer is what keeps all of
+    them within UNDELETED_BUDGET, never above the sink's own limit, never below one batch.
     """
     per_run = UNDELETED_BUDGET // max(1, options.runs_at_once)
     return max(MAX_BATCH, min(sink_limit, (per_run - options.concurrency * MAX_BATCH) // 3))
