@@ -28,7 +28,6 @@ def parse(argv: Optional[list[str]] = None) -> tuple[Config, Path]:
     p.add_argument("--out", type=Path, default=RESULTS, help="results directory")
     p.add_argument("--keep", action="store_true", help="keep each run's directory")
     p.add_argument("--only", help="comma-separated run numbers to run alone (reproduce a failure; with --keep)")
-    p.add_argument("--strict", action="store_true", help="fail runs on known product bugs too (see drains.KNOWN_ISSUES)")
     args = p.parse_args(argv)
     cfg = PRESETS.get(args.preset, Config())
     changes: dict[str, Any] = {}
@@ -47,8 +46,6 @@ def parse(argv: Optional[list[str]] = None) -> tuple[Config, Path]:
             p.error(f"--sinks: unknown {unknown}; choose from {','.join(SINKS)}")
     if args.keep:
         changes["keep"] = True
-    if args.strict:
-        changes["strict"] = True
     if args.only:
         changes["only"] = tuple(int(x) for x in args.only.split(","))
     cfg = replace(cfg, **changes)

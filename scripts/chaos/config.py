@@ -61,7 +61,6 @@ class Config:
     keep: bool = False              # keep each run's directory (sink, outputs, phase files)
     only: tuple[int, ...] = ()      # run just these run numbers (1-based) of the seeded sequence, to reproduce one
     sabotage: str = ""              # "delete_before_write": break the drain on purpose (the harness's self-test)
-    strict: bool = False            # fail runs on the known product bugs too (drains.KNOWN_ISSUES), not only count them
 
 
 PRESETS = {

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -21,17 +20,6 @@ from scripts.chaos.probe import classify, read_phase
 # The POP APIs' throttling codes, written out here rather than taken from shared/ (a check must
 # not share the code's own idea of what throttling is).
 THROTTLING_CODES = ("Throttling", "Throttling.User", "Throttling.Api", "ServiceUnavailable")
-
-# Product bugs the harness found, tolerated (counted, not failed) until fixed; `--strict` fails them.
-#   margin_checked_after_cold_start: functions/drain.py checks DRAIN_SAFETY_MARGIN_SECONDS against
-#   the time left after building its runtime (the sink's SDK import and clients), not against the
-#   function's timeout; a slow cold start then raises a SettingsError blaming a margin that is
-#   below the timeout, with no run summary.
-KNOWN_ISSUES = {
-    "margin_checked_after_cold_start": re.compile(
-        r"SettingsError: invalid settings: DRAIN_SAFETY_MARGIN_SECONDS: [\d.]+ s is at or above the function's"),
-}
-
 
 @dataclass
 class DrainProcess:
@@ -123,31 +111,18 @@ def throttled_out(summary: Optional[dict]) -> list[dict]:
     return out
 
 
-def known_issue(p: DrainProcess, summary: Optional[dict], err: str) -> Optional[str]:
-    """The known product bug (KNOWN_ISSUES) this process met, if it ended by one."""
-    if summary is not None or p.killed_by:
-        return None
-    for name, pattern in KNOWN_ISSUES.items():
-        if pattern.search(err) and p.timeout > p.margin:
-            return name
-    return None
-
-
-def ending(killed_by: Optional[str], summary: Optional[dict], known: Optional[str] = None) -> str:
-    """How an invocation ended: "ok:<stop reason>", "failed:<stop reason>", "killed:<by>",
-    "known:<issue>" or "no_result"."""
+def ending(killed_by: Optional[str], summary: Optional[dict]) -> str:
+    """How an invocation ended: "ok:<stop reason>", "failed:<stop reason>", "killed:<by>" or
+    "no_result"."""
     if killed_by:
         return f"killed:{killed_by}"
-    if known:
-        return f"known:{known}"
     if summary is None:
         return "no_result"
     return f"{'ok' if summary.get('ok') else 'failed'}:{summary.get('stop_reason') or '-'}"
 
 
-def process_result(p: DrainProcess, tolerate: bool = True) -> dict[str, Any]:
-    """What drain process `p` did, from its output, its phase file and the harness's clock;
-    with `tolerate`, a known product bug it met is counted as such, not as a failure."""
+def process_result(p: DrainProcess) -> dict[str, Any]:
+    """What drain process `p` did, from its output, its phase file and the harness's clock."""
     out, err = read_text(p.out) or "", read_text(p.err) or ""
     summary = _summary(out)
     phase_text = read_text(p.phase_file)
@@ -166,9 +141,8 @@ def process_result(p: DrainProcess, tolerate: bool = True) -> dict[str, Any]:
     invoked = doc.get("invoked_at") or p.started
     invocation = (p.result_at or ended) - invoked
     overrun = None if p.killed_by in ("chaos", "crashpoint", "cleanup") else round(invocation - p.timeout, 3)
-    known = known_issue(p, summary, err) if tolerate else None
     traceback = None
-    if "Traceback (most recent call last)" in err and not known:
+    if "Traceback (most recent call last)" in err:
         tail = [line for line in err.strip().splitlines() if line and not line.startswith(" ")]
         traceback = tail[-1][:200] if tail else "Traceback"
     errors: Counter = Counter()
@@ -194,7 +168,7 @@ def process_result(p: DrainProcess, tolerate: bool = True) -> dict[str, Any]:
         "crash_at": p.crash_at,
         "overlapped": p.overlapped,
         "phases": phases if p.killed_by in ("chaos", "crashpoint") else [],
-        "ending": ending(p.killed_by, summary, known),
+        "ending": ending(p.killed_by, summary),
         "stop_reason": summary.get("stop_reason") if summary else None,
         "error": summary.get("error") if summary else None,
         "totals": {k: v for k, v in (summary or {}).get("totals", {}).items() if k != "api_calls"},
