@@ -1,5 +1,6 @@
 """The drain processes: each one `python -m scripts.invoke_local drain --platform fc --timeout T
---timer`, a separate process per invocation, with the probe loaded; and what one of them did."""
+--timer` (a scheduled run) or `... --event <payload>` (a fan-out's worker), a separate process
+per invocation, with the probe loaded; and what one of them did."""
 from __future__ import annotations
 
 import json
@@ -34,6 +35,7 @@ class DrainProcess:
     kill_at: Optional[float] = None        # chaos SIGKILL at this monotonic time
     crash_at: Optional[str] = None         # exact crash point "<point>:<n>"
     overlapped: bool = False
+    worker: bool = False                   # started by a fan-out's invocation, not by the schedule
     ended: Optional[float] = None
     result_at: Optional[float] = None      # when the handler's result line arrived (the invocation's end)
     killed_by: Optional[str] = None        # "chaos", "crashpoint", "platform" (harness at timeout + grace), "cleanup"
@@ -51,18 +53,22 @@ class DrainProcess:
                 pass
 
 
-def spawn(n: int, timeout: float, env: dict[str, str], workdir: Path, **extra: Any) -> DrainProcess:
-    """Start drain process `n` with `env` (PYTHONPATH set here: the hooks first, then the repo)."""
+def spawn(n: int, timeout: float, env: dict[str, str], workdir: Path, event: Optional[str] = None,
+          **extra: Any) -> DrainProcess:
+    """Start drain process `n` with `env` (PYTHONPATH set here: the hooks first, then the repo): a
+    scheduled run, or with `event` (an invocation's payload) a manual one such as a worker."""
     env = dict(env, PYTHONPATH=f"{HOOKS}{os.pathsep}{REPO}",
                PYTHONUNBUFFERED="1")  # each line leaves when written: the result line marks the handler's return
     out, err = workdir / f"drain-{n}.out", workdir / f"drain-{n}.err"
+    trigger = ["--timer"] if event is None else ["--event", event]
     with open(err, "wb") as fe:
         started = time.monotonic()
         popen = subprocess.Popen(
-            [sys.executable, "-m", "scripts.invoke_local", "drain", "--platform", "fc", "--timeout", str(timeout), "--timer"],
+            [sys.executable, "-m", "scripts.invoke_local", "drain", "--platform", "fc", "--timeout", str(timeout)] + trigger,
             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=fe, stdin=subprocess.DEVNULL)
     margin = float(env.get("DRAIN_SAFETY_MARGIN_SECONDS", "2"))
-    proc = DrainProcess(n, popen, started, timeout, margin, workdir / f"phase-{n}.json", out, err, **extra)
+    proc = DrainProcess(n, popen, started, timeout, margin, workdir / f"phase-{n}.json", out, err,
+                        worker=event is not None, **extra)
     threading.Thread(target=_wait, args=(proc,), daemon=True).start()
     return proc
 
@@ -167,6 +173,8 @@ def process_result(p: DrainProcess) -> dict[str, Any]:
         "killed_by": p.killed_by,
         "crash_at": p.crash_at,
         "overlapped": p.overlapped,
+        "worker": p.worker,
+        "fan_out": (summary or {}).get("fan_out"),
         "phases": phases if p.killed_by in ("chaos", "crashpoint") else [],
         "ending": ending(p.killed_by, summary),
         "stop_reason": summary.get("stop_reason") if summary else None,

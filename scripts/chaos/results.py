@@ -58,7 +58,7 @@ def run_line(cfg: Config, r: dict) -> str:
     return (f"run {r['run'] + 1}/{cfg.runs} {r['sink']:8} enqueued {r['enqueued']} stored {r['stored']}/{r['facts']} "
             f"dead-lettered {r['dead_lettered']}/{r['expected_dead_letters']} lost {r['lost']} "
             f"dup rows {r['table_duplicates']} dup lines {r['object_duplicate_lines']} "
-            f"drains {r['invocations']} kills {r['kills']}+{r['crashpoints']} "
+            f"drains {r['invocations']} (workers {r['fan_out']['workers_started']}) kills {r['kills']}+{r['crashpoints']} "
             f"worst overrun {r['worst_overrun']}s ({r['seconds']}s) {status}")
 
 
@@ -75,7 +75,12 @@ def summarize(cfg: Config, runs: list[dict], seconds: float) -> dict[str, Any]:
     long_labels: Counter = Counter()
     hang: Counter = Counter()
     hang_endings: Counter = Counter()
+    fan_out: Counter = Counter()
+    fan_out_counters = {name: Counter() for name in ("invoke_errors", "worker_endings", "left_running")}
     for r in runs:
+        fan_out.update({k: v for k, v in r["fan_out"].items() if isinstance(v, int) and k != "max_drains_at_once"})
+        for name, counter in fan_out_counters.items():
+            counter.update(r["fan_out"][name])
         for name, counter in counters.items():
             counter.update(r[name])
         security.update({k: v for k, v in r["security"].items() if isinstance(v, int)})
@@ -89,7 +94,7 @@ def summarize(cfg: Config, runs: list[dict], seconds: float) -> dict[str, Any]:
         "config": asdict(cfg),
         "command": f"python -m scripts.chaos --runs {cfg.runs} --seed {cfg.seed} --messages {cfg.messages} "
                    f"--chaos-seconds {cfg.chaos_seconds} --timeout {cfg.timeout_min}:{cfg.timeout_max} "
-                   f"--sinks {','.join(cfg.sinks)} --name {cfg.name}",
+                   f"--sinks {','.join(cfg.sinks)} --workers {cfg.workers} --name {cfg.name}",
         "python": sys.version.split()[0],
         "seconds": round(seconds, 1),
         "runs": len(runs),
@@ -108,6 +113,11 @@ def summarize(cfg: Config, runs: list[dict], seconds: float) -> dict[str, Any]:
                                                           in r["long_keys"]], "longest_stored_key_bytes")},
         "sink_hang": {**dict(hang), "endings": dict(hang_endings.most_common()),
                       "wrong_endings": [dict(w, run=r["run"]) for r in runs for w in r["sink_hang"]["wrong_endings"]]},
+        "fan_out": {**dict(fan_out), "workers_per_drain": cfg.workers,
+                    **{name: dict(c.most_common()) for name, c in fan_out_counters.items()},
+                    "worker_worst_overrun": _worst([r["fan_out"] for r in runs], "worker_worst_overrun"),
+                    "max_drains_at_once": _worst([r["fan_out"] for r in runs], "max_drains_at_once"),
+                    "runs_without_a_worker": sum(1 for r in runs if not r["fan_out"]["workers_started"])},
         "worst_overrun": _worst(runs, "worst_overrun"),
         "worst_process_overrun": _worst(runs, "worst_process_overrun"),
         "worst_exit_lag": _worst(runs, "worst_exit_lag"),
@@ -133,6 +143,7 @@ def render(s: dict[str, Any]) -> str:
         f"platform kills {s['platform_kills']}  redeliveries {s['redeliveries']}",
         f"  endings {s['endings']}  against summaries: {s['exit_mismatches']} exit codes and "
         f"{s['raise_mismatches']} RunFailed raised or not wrong, {s['no_result']} without a result",
+        _render_fan_out(s["fan_out"]),
         f"  kills by phase {s['kills_by_phase']}",
         f"  crash points {s['crashpoints_by_point']}",
         f"  faults {s['faults']}",
@@ -147,4 +158,16 @@ def render(s: dict[str, Any]) -> str:
         f"  security {s['security']}",
         f"  {'OK: failed safe' if s['ok'] else 'FAILED: ' + json.dumps(s['failed_runs'])[:2000]}",
     ]
-    return "\n".join(lines)
+    return "\n".join(line for line in lines if line)
+
+
+def _render_fan_out(f: dict[str, Any]) -> str:
+    if f["workers_per_drain"] <= 1:
+        return ""
+    return (f"  fan-out K={f['workers_per_drain']}: {f.get('drains_that_fanned_out', 0)} scheduled drains fanned out, "
+            f"invoked {f.get('invoked', 0)} (failed {f.get('invoke_failed', 0)} {f['invoke_errors']}), accepted "
+            f"{f.get('accepted', 0)}, workers started {f.get('workers_started', 0)} (runs without one: "
+            f"{f['runs_without_a_worker']}); worker endings {f['worker_endings']}; kills that hit workers "
+            f"{f.get('worker_kills', 0)} + {f.get('worker_crashpoints', 0)} crash points; worker platform kills "
+            f"{f.get('worker_platform_kills', 0)}, worst worker overrun {f['worker_worst_overrun']}s; "
+            f"up to {f['max_drains_at_once']} drains at once; left running {f['left_running']}")
