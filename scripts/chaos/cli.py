@@ -28,7 +28,7 @@ def parse(argv: Optional[list[str]] = None) -> tuple[Config, Path]:
     p.add_argument("--workers", type=int, help="K: DRAIN_MAX_WORKERS of every drain; a drain that meets a backlog "
                    "starts K-1 workers through the emulator's invoke API, each a drain process of its own")
     p.add_argument("--out", type=Path, default=RESULTS, help="results directory")
-    p.add_argument("--keep", action="store_true", help="keep each run's directory")
+    p.add_argument("--keep", action="store_true", help="keep each run's directory (a failed run's is always kept)")
     p.add_argument("--only", help="comma-separated run numbers to run alone (reproduce a failure; with --keep)")
     args = p.parse_args(argv)
     cfg = PRESETS.get(args.preset, Config())

@@ -36,12 +36,15 @@ def run_config(cfg: Config, out_dir: Path = RESULTS, log: Callable[[str], None] 
             result["seconds"] = round(time.monotonic() - t, 1)
             runs.append(result)
             log(run_line(cfg, result))
-            if not cfg.keep:
+            if result["failures"]:  # its drains' output and phase files, for diagnosis (scheduling varies)
+                result["kept"] = str(workdir)
+                log(f"  kept {workdir}")
+            elif not cfg.keep:
                 shutil.rmtree(workdir, ignore_errors=True)
     finally:
         if moto is not None:
             moto.stop()
-        if not cfg.keep:
+        if not cfg.keep and not any(r["failures"] for r in runs):
             shutil.rmtree(base, ignore_errors=True)
     summary = summarize(cfg, runs, time.monotonic() - started)
     out_dir.mkdir(parents=True, exist_ok=True)
