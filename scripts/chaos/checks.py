@@ -77,6 +77,7 @@ def check_run(run: "ChaosRun") -> dict[str, Any]:
         "kills": schedule.faults["kill"],
         "crashpoints": schedule.faults["crashpoint"],
         "platform_kills": sum(1 for p in procs if p["killed_by"] == "platform"),
+        "lingered": sum(1 for p in procs if p["lingered"]),  # returned in time, reaped while exiting
         "kills_by_phase": dict(kills_by_phase),
         "crashpoints_by_point": dict(Counter(p["crash_at"].split(":")[0] for p in procs
                                              if p["killed_by"] == "crashpoint")),
@@ -159,7 +160,7 @@ def _met_sink_hang(run: "ChaosRun", procs: list[dict]) -> dict[str, Any]:
                                           "returned": round(returned, 2), "span": span, "ending": p["ending"]})
         if span and any(span[0] <= t - run.t0 <= returned for t in times):
             out["hung_to_the_end"] += 1
-            if p["ending"] != "failed:sink_error" or p["exit"] != 1:
+            if p["ending"] != "failed:sink_error" or (p["exit"] != 1 and not p["lingered"]):
                 out["wrong_endings"].append({"n": n, "ending": p["ending"], "exit": p["exit"]})
     out["endings"] = dict(out["endings"])
     return out

@@ -76,5 +76,8 @@ PRESETS = {
     "ci-workers": Config(name="ci-workers", runs=2, messages=320, chaos_seconds=8.0, timeout_min=3.5, timeout_max=7.0,
                          sinks=("sqlite", "dynamodb"), workers=4),
     # K = 4: a scheduled drain that meets a backlog starts 3 workers; with overlap up to 8 drain at once.
-    "workers": Config(name="workers", runs=14, messages=1600, chaos_seconds=14.0, timeout_max=12.0, workers=4),
+    # Longer timeouts than "large": 2K interpreters starting at once on a small shared host can spend
+    # seconds of a worker's deadline building its runtime (SDK imports, clients) before it drains.
+    "workers": Config(name="workers", runs=14, messages=1600, chaos_seconds=14.0, timeout_min=6.0, timeout_max=14.0,
+                      cloud_allowance=2.0, workers=4),
 }

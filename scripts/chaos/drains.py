@@ -38,7 +38,8 @@ class DrainProcess:
     worker: bool = False                   # started by a fan-out's invocation, not by the schedule
     ended: Optional[float] = None
     result_at: Optional[float] = None      # when the handler's result line arrived (the invocation's end)
-    killed_by: Optional[str] = None        # "chaos", "crashpoint", "platform" (harness at timeout + grace), "cleanup"
+    killed_by: Optional[str] = None        # "chaos", "crashpoint", "platform" (harness at timeout + grace), "cleanup",
+                                           # "lingered" (returned, but still exiting at timeout + grace)
     phases: list[str] = field(default_factory=list)
 
     def alive(self) -> bool:
@@ -120,7 +121,7 @@ def throttled_out(summary: Optional[dict]) -> list[dict]:
 def ending(killed_by: Optional[str], summary: Optional[dict]) -> str:
     """How an invocation ended: "ok:<stop reason>", "failed:<stop reason>", "killed:<by>" or
     "no_result"."""
-    if killed_by:
+    if killed_by and killed_by != "lingered":
         return f"killed:{killed_by}"
     if summary is None:
         return "no_result"
@@ -157,8 +158,9 @@ def process_result(p: DrainProcess) -> dict[str, Any]:
             errors.update(t.get("errors", {}))
     # What the platform sees: a failed run raises RunFailed (the probe notes it) and invoke_local
     # then exits 1; a run that succeeded returns and exits 0.
-    failed = None if p.killed_by or summary is None else not summary.get("ok")
-    expected_exit = None if failed is None else int(failed)
+    returned = p.killed_by in (None, "lingered")  # the handler's result stands; a lingerer has no exit code
+    failed = None if not returned or summary is None else not summary.get("ok")
+    expected_exit = None if failed is None or p.killed_by else int(failed)
     return {
         "n": p.n,
         "timeout": p.timeout,
@@ -171,6 +173,7 @@ def process_result(p: DrainProcess) -> dict[str, Any]:
         "exit_mismatch": expected_exit is not None and p.popen.returncode != expected_exit,
         "raise_mismatch": failed is not None and bool(doc.get("raised_run_failed")) != failed,
         "killed_by": p.killed_by,
+        "lingered": p.killed_by == "lingered",
         "crash_at": p.crash_at,
         "overlapped": p.overlapped,
         "worker": p.worker,

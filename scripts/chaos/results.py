@@ -104,7 +104,7 @@ def summarize(cfg: Config, runs: list[dict], seconds: float) -> dict[str, Any]:
         "runs_by_sink": dict(Counter(r["sink"] for r in runs)),
         **{name: total(name) for name in ("enqueued", "facts", "stored", "dead_lettered", "lost", "table_duplicates",
                                           "object_duplicate_lines", "body_mismatches", "left_in_queue", "redeliveries",
-                                          "invocations", "kills", "crashpoints", "platform_kills", "exit_mismatches",
+                                          "invocations", "kills", "crashpoints", "platform_kills", "lingered", "exit_mismatches",
                                           "raise_mismatches", "no_result")},
         "kills_by_phase": {k: phases[k] for k in KILL_PHASES if phases[k]},
         "crashpoints_by_point": {k: points[k] for k in CRASH_POINTS if points[k]},
@@ -143,7 +143,7 @@ def render(s: dict[str, Any]) -> str:
         f"  lost {s['lost']}  table duplicates {s['table_duplicates']}  object duplicate lines {s['object_duplicate_lines']}"
         f"  body mismatches {s['body_mismatches']}  left in queue {s['left_in_queue']}",
         f"  drain runs {s['invocations']}  kills {s['kills']}  crash points {s['crashpoints']}  "
-        f"platform kills {s['platform_kills']}  redeliveries {s['redeliveries']}",
+        f"platform kills {s['platform_kills']}  reaped after returning {s['lingered']}  redeliveries {s['redeliveries']}",
         f"  endings {s['endings']}  against summaries: {s['exit_mismatches']} exit codes and "
         f"{s['raise_mismatches']} RunFailed raised or not wrong, {s['no_result']} without a result",
         _render_fan_out(s["fan_out"]),

@@ -230,7 +230,9 @@ class ChaosRun:
                     if not self.calm and not any(q.alive() for q in self.procs if q is not p):
                         self.launch(in_chaos=True)  # start it again
                 if p.alive() and mono - p.started > p.timeout + cfg.grace:
-                    p.kill("platform")
+                    # The platform ends an invocation that has not returned; one that returned is over
+                    # (a thread left in a call may hold the interpreter's exit): reaped, not failed.
+                    p.kill("platform" if p.result_at is None else "lingered")
             live = [p for p in self.procs if p.alive()]
             scheduled = self.scheduled_alive()  # overlap: two scheduled runs at once, each with its workers
             if now >= next_tick:
