@@ -6,7 +6,9 @@ short visibility timeouts, sink failures (a sink endpoint that never answers amo
 receipts whose keys are at and far over the table backends' key limits, and overlapping runs.
 It must fail safe: nothing lost, no duplicate rows, every long key on one row read back by
 its full key, no run past its deadline, every exit code as the run's summary says, no secret
-or phone number in any output."""
+or phone number in any output. Preset "ci-workers" does the same on sqlite and DynamoDB with
+fan-out to K = 4: drains that meet a backlog start workers through the emulator's invoke API,
+each a drain process of its own."""
 from __future__ import annotations
 
 import os
@@ -21,12 +23,16 @@ from scripts.chaos.results import render, run_config
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def ci(tmp_path_factory):
+def run_preset(name: str, tmp_path_factory) -> dict:
     lines: list[str] = []
-    summary = run_config(PRESETS["ci"], tmp_path_factory.mktemp("chaos-results"), log=lines.append)
+    summary = run_config(PRESETS[name], tmp_path_factory.mktemp(f"chaos-{name}"), log=lines.append)
     print("\n".join(lines))
     return summary
+
+
+@pytest.fixture(scope="module")
+def ci(tmp_path_factory):
+    return run_preset("ci", tmp_path_factory)
 
 
 def by_sink(ci, sink: str) -> dict:
@@ -111,10 +117,7 @@ def test_the_harness_notices_a_drain_that_deletes_before_it_stores(tmp_path):
 
 @pytest.fixture(scope="module")
 def fanned(tmp_path_factory):
-    lines: list[str] = []
-    summary = run_config(PRESETS["ci-workers"], tmp_path_factory.mktemp("chaos-workers"), log=lines.append)
-    print("\n".join(lines))
-    return summary
+    return run_preset("ci-workers", tmp_path_factory)
 
 
 def test_with_four_workers_per_drain_workers_start_and_nothing_is_lost(fanned):
