@@ -41,7 +41,7 @@ class ChaosRun:
         self.schedule = Schedule(self.now)
         self.stuck = False
         self.calm = False
-        self.invoked: "queue.SimpleQueue[bytes]" = queue.SimpleQueue()  # accepted invocations not started yet
+        self.invoked: queue.SimpleQueue[bytes] = queue.SimpleQueue()  # accepted invocations not started yet
         self.windows = (0.0, 0.0)  # (seconds of faults, extensions included; seconds from calm to empty queues)
 
     # -- state the plan and the checks look at --------------------------------------------------
