@@ -187,6 +187,8 @@ class Drain:
             if stats.oldest_enqueue_ms is not None:
                 stats.oldest_age_seconds = round(max(0.0, now_ms - stats.oldest_enqueue_ms) / 1000, 3)
         reason, error, failed = overall(run.failure, run.stats)
+        # Before the time left is taken, so that the summary counts the wait for the invoke calls.
+        fanned = fan_out.finish() if fan_out is not None else None
         return RunSummary(
             ok=run.failure is None and not failed,
             stop_reason=reason,
@@ -196,7 +198,7 @@ class Drain:
             error=error,
             token_fetches=self.tokens.fetches - fetches_before,
             failed_types=failed,
-            fan_out=fan_out.finish() if fan_out is not None else None,
+            fan_out=fanned,
         )
 
     def _join(self, pool: ThreadPoolExecutor, futures: list[Future], run: _Run) -> None:

@@ -42,7 +42,9 @@ class DrainRuntime:
         from shared.fan_out import INVOKE_TIMEOUT, FanOut
         from shared.invokers import make_invoker
 
-        deadline = invocation.deadline
+        # Bounded like a sink write, by half the safety margin before the deadline: the run waits for
+        # its invoke calls, and must still log its summary in time whatever they or the SDK import take.
+        deadline = invocation.deadline.earlier(self.settings.safety_margin_seconds / 2)
 
         def invoker():
             timeout = max(0.2, min(INVOKE_TIMEOUT, deadline.remaining() / 2))

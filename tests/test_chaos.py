@@ -6,7 +6,9 @@ short visibility timeouts, sink failures (a sink endpoint that never answers amo
 receipts whose keys are at and far over the table backends' key limits, and overlapping runs.
 It must fail safe: nothing lost, no duplicate rows, every long key on one row read back by
 its full key, no run past its deadline, every exit code as the run's summary says, no secret
-or phone number in any output."""
+or phone number in any output. Preset "ci-workers" does the same on sqlite and DynamoDB with
+fan-out to K = 4: drains that meet a backlog start workers through the emulator's invoke API,
+each a drain process of its own."""
 from __future__ import annotations
 
 import os
@@ -21,12 +23,16 @@ from scripts.chaos.results import render, run_config
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def ci(tmp_path_factory):
+def run_preset(name: str, tmp_path_factory) -> dict:
     lines: list[str] = []
-    summary = run_config(PRESETS["ci"], tmp_path_factory.mktemp("chaos-results"), log=lines.append)
+    summary = run_config(PRESETS[name], tmp_path_factory.mktemp(f"chaos-{name}"), log=lines.append)
     print("\n".join(lines))
     return summary
+
+
+@pytest.fixture(scope="module")
+def ci(tmp_path_factory):
+    return run_preset("ci", tmp_path_factory)
 
 
 def by_sink(ci, sink: str) -> dict:
@@ -106,6 +112,50 @@ def test_the_harness_notices_a_drain_that_deletes_before_it_stores(tmp_path):
     summary = run_config(replace(PRESETS["ci"], runs=1, crash_rate=1.0, sabotage="delete_before_write",
                                  name="sabotage"), tmp_path, log=lambda line: None)
     assert summary["runs_by_sink"] == {"sqlite": 1}
+    assert not summary["ok"] and summary["lost"] > 0
+
+
+@pytest.fixture(scope="module")
+def fanned(tmp_path_factory):
+    return run_preset("ci-workers", tmp_path_factory)
+
+
+def test_with_four_workers_per_drain_workers_start_and_nothing_is_lost(fanned):
+    """Preset "ci-workers": every drain may fan out to 3 workers through the emulator's FC 3.0
+    invoke API, each run by the harness as a drain process of its own, killed, crashed and held
+    to its deadline like the scheduled ones; sqlite and DynamoDB, where a fact written by two
+    workers would show as a second row."""
+    assert fanned["ok"], render(fanned)
+    assert fanned["runs_by_sink"] == {"sqlite": 1, "dynamodb": 1}
+    assert fanned["lost"] == 0 and fanned["table_duplicates"] == 0 and fanned["left_in_queue"] == 0
+    assert fanned["stored"] == fanned["facts"] and fanned["body_mismatches"] == 0
+    f = fanned["fan_out"]
+    assert f["workers_per_drain"] == 4 and f["runs_without_a_worker"] == 0, render(fanned)
+    assert f["workers_started"] >= 3 and f["accepted"] == f["workers_started"]  # every accepted invocation ran
+    assert f["not_started"] == 0 and f["left_running"] == {"workers": 0, "scheduled": 0}
+    assert sum(f["worker_endings"].values()) == f["workers_started"]
+    assert f["worker_endings"].get("ok:empty", 0) > 0  # workers drained, not only died
+    assert f["workers_that_fanned_out"] == 0 and f["worker_platform_kills"] == 0
+    assert f["worker_worst_overrun"] is not None and f["worker_worst_overrun"] <= 0
+    assert fanned["worst_overrun"] <= 0 and fanned["exit_mismatches"] == 0 and fanned["no_result"] == 0
+    s = fanned["security"]
+    assert s["leaked_secrets"] == 0 and s["unmasked_phones"] == 0 and s["phone_like_strings"] == 0
+
+
+def test_the_harness_notices_a_worker_that_deletes_before_it_stores(tmp_path):
+    """Self-test: only the workers are sabotaged (the scheduled drains are sound and neither killed
+    nor crashed, so that they live to fan out), and every worker started in the fault window gets
+    a crash point, some of them after the sabotaged delete and before the write: losses can come
+    only from workers, so the harness must have started them and checked what they did."""
+    from dataclasses import replace
+
+    # A longer window and timeouts than the preset's, so that workers start inside the window with
+    # time to receive even when a busy host slows their start and their fan-out's SDK import.
+    summary = run_config(replace(PRESETS["ci-workers"], runs=1, messages=600, chaos_seconds=12.0, timeout_min=5.0,
+                                 timeout_max=8.0, crash_rate=0.0, kill_rate=0.0, worker_crash_rate=1.0,
+                                 sabotage="delete_before_write", sabotaged="workers", name="sabotage-workers"),
+                         tmp_path, log=lambda line: None)
+    assert summary["runs_by_sink"] == {"sqlite": 1} and summary["fan_out"]["workers_started"] > 0
     assert not summary["ok"] and summary["lost"] > 0
 
 

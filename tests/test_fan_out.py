@@ -111,6 +111,27 @@ def test_an_invoke_api_that_never_answers_costs_the_run_seconds_not_its_receipts
     assert SqliteSink(str(fan_out_env)).count("records") == sent
 
 
+def test_an_invoke_api_that_never_answers_leaves_the_run_its_safety_margin(emulator, fan_out_env, drain_env):
+    """Found with the chaos harness (fan-out parents past their deadline): the fan-out was bounded by
+    the invocation's deadline itself, not by the safety margin as a sink write is. At the limit, 63
+    workers invoked 8 at a time against an invoke API that accepts and never answers, each wave
+    waits half the time left, and the run waited for the last wave until 0.4 s before its deadline."""
+    # One consumer per queue keeps 64 runs within the MNS undeleted-message budget.
+    drain_env(DRAIN_MAX_WORKERS="64", DRAIN_CONCURRENCY="1", DRAIN_SAFETY_MARGIN_SECONDS="2")
+    emulator.set_faults(hang=1.0, apis=["functions"])
+    sent = fill(emulator, {"SmsReport": 200, "SmsUp": 200})
+    started = time.monotonic()
+    result = handler(FC_TIMER, fc_context(timeout=6))
+    took = time.monotonic() - started
+    assert result["ok"] and result["totals"]["stored"] == sent, result
+    assert result["fan_out"]["invoked"] == 0 and result["fan_out"]["workers"] == 63
+    # Ended with at least half the margin left (as a sink write must), and says so truly.
+    left = result["remaining_seconds_at_exit"]
+    assert took <= 6 - 0.6 and left >= 0.8, (took, left)
+    assert left <= 6 - took + 0.5, (took, left)  # taken after the wait, not before it
+    assert SqliteSink(str(fan_out_env)).count("records") == sent
+
+
 def test_workers_run_as_processes_of_their_own_and_the_queue_ends_empty(emulator, fan_out_env, tmp_path):
     """The emulator runs each async invocation as a process (scripts.invoke_local), as the platform runs
     each in an instance: the scheduled run and its three workers share the backlog, and every receipt

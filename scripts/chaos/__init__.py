@@ -2,6 +2,7 @@
 
     python -m scripts.chaos --preset ci                  # 4 seeded runs (what tests/test_chaos.py runs)
     python -m scripts.chaos --preset large               # 50 seeded runs, by hand
+    python -m scripts.chaos --preset workers             # 14 runs with fan-out to K = 4 (--workers K)
     python -m scripts.chaos --runs 5 --seed 7 --messages 600 --chaos-seconds 10 --sinks sqlite,dynamodb --name mine
 
 Each run enqueues a known corpus (valid receipts of every type in scripts/receipts.py,
@@ -38,7 +39,17 @@ proxy, scripts/stand_ins/). For `--chaos-seconds` it injects, seeded:
                      the window until the drain that meets it has returned (long windows: midway too)
   long_key           (the corpus) keys of 1,024, 1,025, 1,046 and 1,811 bytes (Tablestore's limit
                      is 1,024) and 2,048, 2,049, 2,067 and 3,072 bytes (DynamoDB's is 2,048)
-  overlap            a second drain process started while one runs (overlapping schedules)
+  overlap            a second scheduled drain process started while one runs (overlapping schedules)
+
+With `--workers K` (K > 1) every drain runs with DRAIN_MAX_WORKERS=K, DRAIN_BACKLOG_SECONDS=0
+and DRAIN_INVOKE_ENDPOINT at the emulator: a scheduled drain whose first receives come back
+full invokes K - 1 workers through the FC 3.0 invoke API (its real SDK, signed, over a loopback
+socket). The emulator accepts each async invocation and hands it to the harness, which, as the
+platform would, runs it as a drain process of its own (`... --event <payload>`) under the same
+supervision as the scheduled ones: output checked, ending counted, SIGKILLed at its deadline +
+grace, kills and crash points in the fault window. The emulator's faults strike the invoke API
+too (a refused or lost invoke is counted by the drain, never fatal). With overlap, up to 2K
+drain processes run at once.
 
 Then faults stop (but the hang that follows the window, met by the first calm drain) and
 drains are started on schedule until the queues are empty, and the run is checked
@@ -50,7 +61,10 @@ backend's limit), no drain process past its deadline (the harness SIGKILLs one t
 `grace` seconds over, as the platform would) nor `stuck` in a call at it, every exit code and
 RunFailed raised or not as the drain's summary says (a failed run raises and exits 1), every
 drain that met a hung sink until it returned failed with `sink_error`, no secret, signature
-or unmasked phone number in any drain output, no secret in the stored data. How each drain ended is counted (ok / failed, by stop reason; killed).
+or unmasked phone number in any drain output, no secret in the stored data; with K > 1, that
+workers were started (a run without one fails: a vacuous pass is not a pass), every accepted
+invocation ran as a worker, no worker fanned out further and none was left running. How each
+drain ended is counted (ok / failed, by stop reason; killed), the workers' apart.
 Results go to scripts/results/chaos-<name>.json; the exit code is non-zero when an
 invariant failed.
 

@@ -9,7 +9,7 @@ import re
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from scripts.chaos.config import FAULT_KINDS, SIGNATURE_RE, TABLE_SINKS, TYPES
+from scripts.chaos.config import FAULT_KINDS, FUNCTION, SIGNATURE_RE, TABLE_SINKS, TYPES
 from scripts.chaos.drains import process_result
 from shared.logs import PHONE_RE
 from shared.records import canonical_json
@@ -39,13 +39,14 @@ def check_run(run: "ChaosRun") -> dict[str, Any]:
     visible, in_flight = run.queues_empty()
     stats = run.emu.stats()
     schedule = run.schedule
-    procs = [process_result(p, tolerate=not run.cfg.strict) for p in run.procs]
+    procs = [process_result(p) for p in run.procs]
     for p in procs:
         if p["killed_by"] in ("chaos", "crashpoint"):
             schedule.strike("kill" if p["killed_by"] == "chaos" else "crashpoint")
     long_keys = _long_keys(run, stored_keys, stored_rows["long_key_rows"])
     schedule.strike("long_key", long_keys["stored"])
     hung = _met_sink_hang(run, procs)
+    fan_out = _fan_out(run, procs)
     security = _security(run, procs, stored_rows["stored"])
     overruns = [p["overrun"] for p in procs if p["overrun"] is not None]
     finished = [p for p in procs if p["overrun"] is not None]
@@ -76,6 +77,7 @@ def check_run(run: "ChaosRun") -> dict[str, Any]:
         "kills": schedule.faults["kill"],
         "crashpoints": schedule.faults["crashpoint"],
         "platform_kills": sum(1 for p in procs if p["killed_by"] == "platform"),
+        "lingered": sum(1 for p in procs if p["lingered"]),  # returned in time, reaped while exiting
         "kills_by_phase": dict(kills_by_phase),
         "crashpoints_by_point": dict(Counter(p["crash_at"].split(":")[0] for p in procs
                                              if p["killed_by"] == "crashpoint")),
@@ -86,10 +88,10 @@ def check_run(run: "ChaosRun") -> dict[str, Any]:
         "exit_mismatches": sum(1 for p in procs if p["exit_mismatch"]),
         "raise_mismatches": sum(1 for p in procs if p["raise_mismatch"]),
         "no_result": sum(1 for p in procs if p["ending"] == "no_result"),
-        "known_issues": dict(Counter(p["ending"][len("known:"):] for p in procs if p["ending"].startswith("known:"))),
         "long_keys": long_keys,
         "throttled_out": [dict(t, n=p["n"]) for p in procs for t in p["throttled_out"]],
         "sink_hang": hung,
+        "fan_out": fan_out,
         "sink_requests_refused": dict(getattr(run.sink.faults, "refused", {})),  # cloud sinks, by fault:answer
         "worst_overrun": round(max(overruns), 3) if overruns else None,
         "worst_process_overrun": max((p["process_overrun"] for p in finished), default=None),
@@ -158,10 +160,44 @@ def _met_sink_hang(run: "ChaosRun", procs: list[dict]) -> dict[str, Any]:
                                           "returned": round(returned, 2), "span": span, "ending": p["ending"]})
         if span and any(span[0] <= t - run.t0 <= returned for t in times):
             out["hung_to_the_end"] += 1
-            if p["ending"] != "failed:sink_error" or p["exit"] != 1:
+            if p["ending"] != "failed:sink_error" or (p["exit"] != 1 and not p["lingered"]):
                 out["wrong_endings"].append({"n": n, "ending": p["ending"], "exit": p["exit"]})
     out["endings"] = dict(out["endings"])
     return out
+
+
+def _fan_out(run: "ChaosRun", procs: list[dict]) -> dict[str, Any]:
+    """What the fan-out did: invocations the scheduled drains reported and the emulator accepted,
+    the workers the harness started for them (one process each), how the workers ended, how many
+    drain processes ran at once, and any left running."""
+    workers = [p for p in procs if p["worker"]]
+    reports = [p["fan_out"] for p in procs if p["fan_out"] and not p["worker"]]
+    accepted = len(run.emu.invocations(FUNCTION)) if run.cfg.workers > 1 else 0
+    spans = [(p.started, p.ended if p.ended is not None else float("inf")) for p in run.procs]
+    edges = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])
+    at_once = peak = 0
+    for _, step in edges:  # an end sorts before a start at the same instant
+        at_once += step
+        peak = max(peak, at_once)
+    return {
+        "workers_per_drain": run.cfg.workers,
+        "drains_that_fanned_out": sum(1 for f in reports if f["invoked"]),
+        "invoked": sum(f["invoked"] for f in reports),        # as the drains that returned report it
+        "invoke_failed": sum(f["failed"] for f in reports),   # refused, faulted or out of time: counted, not fatal
+        "invoke_errors": dict(sum((Counter(f["errors"]) for f in reports), Counter())),
+        "accepted": accepted,                                 # as the emulator's invoke API saw it
+        "workers_started": len(workers),
+        "not_started": run.invoked.qsize(),
+        "worker_endings": dict(Counter(p["ending"] for p in workers)),
+        "worker_kills": sum(1 for p in workers if p["killed_by"] == "chaos"),
+        "worker_crashpoints": sum(1 for p in workers if p["killed_by"] == "crashpoint"),
+        "worker_platform_kills": sum(1 for p in workers if p["killed_by"] == "platform"),
+        "worker_worst_overrun": max((p["overrun"] for p in workers if p["overrun"] is not None), default=None),
+        "workers_that_fanned_out": sum(1 for p in workers if p["fan_out"]),
+        "max_drains_at_once": peak,
+        "left_running": {"workers": sum(1 for p in run.procs if p.alive() and p.worker),
+                         "scheduled": sum(1 for p in run.procs if p.alive() and not p.worker)},
+    }
 
 
 def _security(run: "ChaosRun", procs: list[dict], stored: bytes) -> dict[str, Any]:
@@ -217,6 +253,15 @@ def failures(r: dict[str, Any]) -> list[str]:
                    f"{s['secrets_in_stored_data']} in stored data")
     if s["unmasked_phones"] or s["phone_like_strings"]:
         out.append(f"{s['unmasked_phones']} corpus phone number(s) / {s['phone_like_strings']} phone-like string(s) in logs")
+    f = r["fan_out"]
+    if f["workers_per_drain"] > 1 and not f["workers_started"]:
+        out.append(f"fan-out to {f['workers_per_drain']} never started a worker (a vacuous pass)")
+    if f["accepted"] != f["workers_started"] or f["not_started"]:
+        out.append(f"{f['accepted']} invocation(s) accepted, {f['workers_started']} worker(s) started")
+    if f["workers_that_fanned_out"]:
+        out.append(f"{f['workers_that_fanned_out']} worker(s) fanned out further")
+    if any(f["left_running"].values()):
+        out.append(f"drain processes left running at the end: {f['left_running']}")
     stuck = r["endings"].get("failed:stuck", 0)
     if stuck:  # no fault here defeats a socket timeout (no server trickles bytes): a call outlived its own
         out.append(f"{stuck} drain(s) still inside a call at their deadline (stuck): a call outlived its timeout")

@@ -25,14 +25,15 @@ def parse(argv: Optional[list[str]] = None) -> tuple[Config, Path]:
     p.add_argument("--mns-timeout", help="MNS_TIMEOUT_SECONDS of the drains: one value, or choices a,b,c (one per run)")
     p.add_argument("--sink-lock-max", type=float, help="longest sqlite write-lock hold, seconds")
     p.add_argument("--sinks", help=f"comma-separated, one per run in turn: {','.join(SINKS)} (the default)")
+    p.add_argument("--workers", type=int, help="K: DRAIN_MAX_WORKERS of every drain; a drain that meets a backlog "
+                   "starts K-1 workers through the emulator's invoke API, each a drain process of its own")
     p.add_argument("--out", type=Path, default=RESULTS, help="results directory")
-    p.add_argument("--keep", action="store_true", help="keep each run's directory")
+    p.add_argument("--keep", action="store_true", help="keep each run's directory (a failed run's is always kept)")
     p.add_argument("--only", help="comma-separated run numbers to run alone (reproduce a failure; with --keep)")
-    p.add_argument("--strict", action="store_true", help="fail runs on known product bugs too (see drains.KNOWN_ISSUES)")
     args = p.parse_args(argv)
     cfg = PRESETS.get(args.preset, Config())
     changes: dict[str, Any] = {}
-    for name in ("name", "runs", "seed", "messages", "chaos_seconds", "sink_lock_max"):
+    for name in ("name", "runs", "seed", "messages", "chaos_seconds", "sink_lock_max", "workers"):
         if getattr(args, name) is not None:
             changes[name] = getattr(args, name)
     if args.mns_timeout:
@@ -47,11 +48,11 @@ def parse(argv: Optional[list[str]] = None) -> tuple[Config, Path]:
             p.error(f"--sinks: unknown {unknown}; choose from {','.join(SINKS)}")
     if args.keep:
         changes["keep"] = True
-    if args.strict:
-        changes["strict"] = True
     if args.only:
         changes["only"] = tuple(int(x) for x in args.only.split(","))
     cfg = replace(cfg, **changes)
+    if not 1 <= cfg.workers <= 64:
+        p.error("--workers must be from 1 to 64 (DRAIN_MAX_WORKERS)")
     if cfg.chaos_seconds < 4:
         p.error("--chaos-seconds must be at least 4")
     return cfg, args.out

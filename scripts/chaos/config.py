@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 PACKAGE = Path(__file__).resolve().parent
 REPO = PACKAGE.parents[1]
@@ -11,6 +12,7 @@ HOOKS = PACKAGE / "hooks"  # first on a drain process's PYTHONPATH: its sitecust
 RESULTS = REPO / "scripts" / "results"
 TYPES = ("SmsReport", "SmsUp", "VoiceReport", "VoiceCallReport")
 UID = "1943695596114318"
+FUNCTION = "alicom-drain"  # the name a drain's fan-out invokes (scripts.invoke_local's context names it so)
 
 LOCAL_SINKS = ("sqlite", "file")
 CLOUD_SINKS = ("dynamodb", "s3")  # moto in server mode, behind the fault proxy
@@ -55,16 +57,28 @@ class Config:
                                     # take a second or more of the deadline at start on a busy host
     kill_rate: float = 0.7          # share of the other drain processes started in the chaos window SIGKILLed at random
     crash_rate: float = 0.3         # share of drain processes started in the chaos window given an exact crash point
+    worker_crash_rate: Optional[float] = None  # the same for the fan-out's workers (None: crash_rate)
     overlap_rate: float = 0.5       # chance that a schedule tick starts a second drain while one runs
     run_limit: float = 120.0        # seconds after the chaos window for the queues to empty ("stuck" if not)
     grace: float = 5.0              # the harness SIGKILLs a drain this long past its timeout
     keep: bool = False              # keep each run's directory (sink, outputs, phase files)
     only: tuple[int, ...] = ()      # run just these run numbers (1-based) of the seeded sequence, to reproduce one
     sabotage: str = ""              # "delete_before_write": break the drain on purpose (the harness's self-test)
-    strict: bool = False            # fail runs on the known product bugs too (drains.KNOWN_ISSUES), not only count them
+    sabotaged: str = "all"          # which drains the sabotage breaks: "all", or "workers" (the fan-out's only)
+    workers: int = 1                # DRAIN_MAX_WORKERS of every drain: K > 1 fans out to K - 1 worker processes
+                                    # through the emulator's invoke API when a scheduled drain meets a backlog
 
 
 PRESETS = {
     "ci": Config(name="ci", runs=4, messages=160, chaos_seconds=8.0, timeout_min=3.5, timeout_max=7.0),
     "large": Config(name="large", runs=50, messages=1200, chaos_seconds=14.0, timeout_max=12.0),
+    # The CI configuration with fan-out: the table sinks, where a second worker's row would show;
+    # timeouts as "workers" (below) for the same reason.
+    "ci-workers": Config(name="ci-workers", runs=2, messages=320, chaos_seconds=8.0, timeout_min=5.0, timeout_max=9.0,
+                         cloud_allowance=2.0, sinks=("sqlite", "dynamodb"), workers=4),
+    # K = 4: a scheduled drain that meets a backlog starts 3 workers; with overlap up to 8 drain at once.
+    # Longer timeouts than "large": 2K interpreters starting at once on a small shared host can spend
+    # seconds of a worker's deadline building its runtime (SDK imports, clients) before it drains.
+    "workers": Config(name="workers", runs=14, messages=1600, chaos_seconds=14.0, timeout_min=6.0, timeout_max=14.0,
+                      cloud_allowance=2.0, workers=4),
 }

@@ -1,10 +1,10 @@
 """The drain processes: each one `python -m scripts.invoke_local drain --platform fc --timeout T
---timer`, a separate process per invocation, with the probe loaded; and what one of them did."""
+--timer` (a scheduled run) or `... --event <payload>` (a fan-out's worker), a separate process
+per invocation, with the probe loaded; and what one of them did."""
 from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -22,17 +22,6 @@ from scripts.chaos.probe import classify, read_phase
 # not share the code's own idea of what throttling is).
 THROTTLING_CODES = ("Throttling", "Throttling.User", "Throttling.Api", "ServiceUnavailable")
 
-# Product bugs the harness found, tolerated (counted, not failed) until fixed; `--strict` fails them.
-#   margin_checked_after_cold_start: functions/drain.py checks DRAIN_SAFETY_MARGIN_SECONDS against
-#   the time left after building its runtime (the sink's SDK import and clients), not against the
-#   function's timeout; a slow cold start then raises a SettingsError blaming a margin that is
-#   below the timeout, with no run summary.
-KNOWN_ISSUES = {
-    "margin_checked_after_cold_start": re.compile(
-        r"SettingsError: invalid settings: DRAIN_SAFETY_MARGIN_SECONDS: [\d.]+ s is at or above the function's"),
-}
-
-
 @dataclass
 class DrainProcess:
     n: int
@@ -46,9 +35,11 @@ class DrainProcess:
     kill_at: Optional[float] = None        # chaos SIGKILL at this monotonic time
     crash_at: Optional[str] = None         # exact crash point "<point>:<n>"
     overlapped: bool = False
+    worker: bool = False                   # started by a fan-out's invocation, not by the schedule
     ended: Optional[float] = None
     result_at: Optional[float] = None      # when the handler's result line arrived (the invocation's end)
-    killed_by: Optional[str] = None        # "chaos", "crashpoint", "platform" (harness at timeout + grace), "cleanup"
+    killed_by: Optional[str] = None        # "chaos", "crashpoint", "platform" (harness at timeout + grace), "cleanup",
+                                           # "lingered" (returned, but still exiting at timeout + grace)
     phases: list[str] = field(default_factory=list)
 
     def alive(self) -> bool:
@@ -63,18 +54,22 @@ class DrainProcess:
                 pass
 
 
-def spawn(n: int, timeout: float, env: dict[str, str], workdir: Path, **extra: Any) -> DrainProcess:
-    """Start drain process `n` with `env` (PYTHONPATH set here: the hooks first, then the repo)."""
+def spawn(n: int, timeout: float, env: dict[str, str], workdir: Path, event: Optional[str] = None,
+          **extra: Any) -> DrainProcess:
+    """Start drain process `n` with `env` (PYTHONPATH set here: the hooks first, then the repo): a
+    scheduled run, or with `event` (an invocation's payload) a manual one such as a worker."""
     env = dict(env, PYTHONPATH=f"{HOOKS}{os.pathsep}{REPO}",
                PYTHONUNBUFFERED="1")  # each line leaves when written: the result line marks the handler's return
     out, err = workdir / f"drain-{n}.out", workdir / f"drain-{n}.err"
+    trigger = ["--timer"] if event is None else ["--event", event]
     with open(err, "wb") as fe:
         started = time.monotonic()
         popen = subprocess.Popen(
-            [sys.executable, "-m", "scripts.invoke_local", "drain", "--platform", "fc", "--timeout", str(timeout), "--timer"],
+            [sys.executable, "-m", "scripts.invoke_local", "drain", "--platform", "fc", "--timeout", str(timeout)] + trigger,
             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=fe, stdin=subprocess.DEVNULL)
     margin = float(env.get("DRAIN_SAFETY_MARGIN_SECONDS", "2"))
-    proc = DrainProcess(n, popen, started, timeout, margin, workdir / f"phase-{n}.json", out, err, **extra)
+    proc = DrainProcess(n, popen, started, timeout, margin, workdir / f"phase-{n}.json", out, err,
+                        worker=event is not None, **extra)
     threading.Thread(target=_wait, args=(proc,), daemon=True).start()
     return proc
 
@@ -123,31 +118,18 @@ def throttled_out(summary: Optional[dict]) -> list[dict]:
     return out
 
 
-def known_issue(p: DrainProcess, summary: Optional[dict], err: str) -> Optional[str]:
-    """The known product bug (KNOWN_ISSUES) this process met, if it ended by one."""
-    if summary is not None or p.killed_by:
-        return None
-    for name, pattern in KNOWN_ISSUES.items():
-        if pattern.search(err) and p.timeout > p.margin:
-            return name
-    return None
-
-
-def ending(killed_by: Optional[str], summary: Optional[dict], known: Optional[str] = None) -> str:
-    """How an invocation ended: "ok:<stop reason>", "failed:<stop reason>", "killed:<by>",
-    "known:<issue>" or "no_result"."""
-    if killed_by:
+def ending(killed_by: Optional[str], summary: Optional[dict]) -> str:
+    """How an invocation ended: "ok:<stop reason>", "failed:<stop reason>", "killed:<by>" or
+    "no_result"."""
+    if killed_by and killed_by != "lingered":
         return f"killed:{killed_by}"
-    if known:
-        return f"known:{known}"
     if summary is None:
         return "no_result"
     return f"{'ok' if summary.get('ok') else 'failed'}:{summary.get('stop_reason') or '-'}"
 
 
-def process_result(p: DrainProcess, tolerate: bool = True) -> dict[str, Any]:
-    """What drain process `p` did, from its output, its phase file and the harness's clock;
-    with `tolerate`, a known product bug it met is counted as such, not as a failure."""
+def process_result(p: DrainProcess) -> dict[str, Any]:
+    """What drain process `p` did, from its output, its phase file and the harness's clock."""
     out, err = read_text(p.out) or "", read_text(p.err) or ""
     summary = _summary(out)
     phase_text = read_text(p.phase_file)
@@ -166,9 +148,8 @@ def process_result(p: DrainProcess, tolerate: bool = True) -> dict[str, Any]:
     invoked = doc.get("invoked_at") or p.started
     invocation = (p.result_at or ended) - invoked
     overrun = None if p.killed_by in ("chaos", "crashpoint", "cleanup") else round(invocation - p.timeout, 3)
-    known = known_issue(p, summary, err) if tolerate else None
     traceback = None
-    if "Traceback (most recent call last)" in err and not known:
+    if "Traceback (most recent call last)" in err:
         tail = [line for line in err.strip().splitlines() if line and not line.startswith(" ")]
         traceback = tail[-1][:200] if tail else "Traceback"
     errors: Counter = Counter()
@@ -177,8 +158,9 @@ def process_result(p: DrainProcess, tolerate: bool = True) -> dict[str, Any]:
             errors.update(t.get("errors", {}))
     # What the platform sees: a failed run raises RunFailed (the probe notes it) and invoke_local
     # then exits 1; a run that succeeded returns and exits 0.
-    failed = None if p.killed_by or summary is None else not summary.get("ok")
-    expected_exit = None if failed is None else int(failed)
+    returned = p.killed_by in (None, "lingered")  # the handler's result stands; a lingerer has no exit code
+    failed = None if not returned or summary is None else not summary.get("ok")
+    expected_exit = None if failed is None or p.killed_by else int(failed)
     return {
         "n": p.n,
         "timeout": p.timeout,
@@ -191,10 +173,13 @@ def process_result(p: DrainProcess, tolerate: bool = True) -> dict[str, Any]:
         "exit_mismatch": expected_exit is not None and p.popen.returncode != expected_exit,
         "raise_mismatch": failed is not None and bool(doc.get("raised_run_failed")) != failed,
         "killed_by": p.killed_by,
+        "lingered": p.killed_by == "lingered",
         "crash_at": p.crash_at,
         "overlapped": p.overlapped,
+        "worker": p.worker,
+        "fan_out": (summary or {}).get("fan_out"),
         "phases": phases if p.killed_by in ("chaos", "crashpoint") else [],
-        "ending": ending(p.killed_by, summary, known),
+        "ending": ending(p.killed_by, summary),
         "stop_reason": summary.get("stop_reason") if summary else None,
         "error": summary.get("error") if summary else None,
         "totals": {k: v for k, v in (summary or {}).get("totals", {}).items() if k != "api_calls"},

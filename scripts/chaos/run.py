@@ -3,13 +3,14 @@ schedule while the fault plan strikes, then calm until the queues are empty, the
 from __future__ import annotations
 
 import os
+import queue
 import random
 import subprocess
 import time
 from typing import Any, Callable, Optional
 
 from scripts.chaos.checks import check_run
-from scripts.chaos.config import CLOUD_SINKS, TICK, TYPES, UID, Config
+from scripts.chaos.config import CLOUD_SINKS, FUNCTION, TICK, TYPES, UID, Config
 from scripts.chaos.corpus import build_corpus
 from scripts.chaos.drains import DrainProcess, read_text, spawn
 from scripts.chaos.episodes import Schedule
@@ -39,6 +40,8 @@ class ChaosRun:
         self.t0 = time.monotonic()
         self.schedule = Schedule(self.now)
         self.stuck = False
+        self.calm = False
+        self.invoked: queue.SimpleQueue[bytes] = queue.SimpleQueue()  # accepted invocations not started yet
         self.windows = (0.0, 0.0)  # (seconds of faults, extensions included; seconds from calm to empty queues)
 
     # -- state the plan and the checks look at --------------------------------------------------
@@ -47,6 +50,9 @@ class ChaosRun:
 
     def any_alive(self) -> bool:
         return any(p.alive() for p in self.procs)
+
+    def scheduled_alive(self) -> list[DrainProcess]:
+        return [p for p in self.procs if p.alive() and not p.worker]
 
     def set_visibility(self, seconds: float) -> None:
         for mtype in TYPES:
@@ -62,9 +68,10 @@ class ChaosRun:
 
     # -- drains ------------------------------------------------------------------------------------
     def launch(self, in_chaos: bool, timeout: Optional[float] = None, unharmed: bool = False,
-               **settings: str) -> DrainProcess:
-        """Start a drain process; in the chaos window it may get a kill time or a crash point
-        (not when `unharmed`). `timeout` overrides the drawn one; `settings` add to its environment."""
+               event: Optional[str] = None, **settings: str) -> DrainProcess:
+        """Start a drain process, scheduled or (with `event`, an invocation's payload) a fan-out's
+        worker; in the chaos window it may get a kill time or a crash point (not when `unharmed`).
+        `timeout` overrides the drawn one; `settings` add to its environment."""
         n = len(self.procs)
         lrng = random.Random(f"chaos-{self.cfg.seed}-{self.index}-launch-{n}")
         drawn = round(lrng.uniform(self.cfg.timeout_min, self.cfg.timeout_max) + self.allowance, 2)
@@ -86,13 +93,15 @@ class ChaosRun:
             "POWERTOOLS_LOG_LEVEL": "DEBUG",
             PHASE_FILE_VAR: str(self.workdir / f"phase-{n}.json"),
             **self.sink.env(n),
+            **self.fan_out_env(),
             **settings,
         }
-        if self.cfg.sabotage:
+        if self.cfg.sabotage and (self.cfg.sabotaged == "all" or event is not None):
             env[SABOTAGE_VAR] = self.cfg.sabotage
         kill_at = crash_at = None
         in_chaos = in_chaos and not unharmed
-        if in_chaos and lrng.random() < self.cfg.crash_rate:
+        crash_rate = self.cfg.crash_rate if event is None or self.cfg.worker_crash_rate is None else self.cfg.worker_crash_rate
+        if in_chaos and lrng.random() < crash_rate:
             # Round-robin from a per-run offset: every point gets hit, and a run replays alone (--only).
             point = CRASH_POINTS[(3 * self.index + self.crash_assigned) % len(CRASH_POINTS)]
             self.crash_assigned += 1
@@ -100,16 +109,42 @@ class ChaosRun:
             env[CRASH_AT_VAR] = crash_at
         elif in_chaos and lrng.random() < self.cfg.kill_rate:
             kill_at = lrng.uniform(0.3, 0.8 * timeout)
-        overlapped = self.any_alive()
-        proc = spawn(n, timeout, env, self.workdir, crash_at=crash_at, overlapped=overlapped)
+        overlapped = event is None and bool(self.scheduled_alive())  # overlapping schedules, not workers
+        proc = spawn(n, timeout, env, self.workdir, event=event, crash_at=crash_at, overlapped=overlapped)
         if kill_at is not None:
             proc.kill_at = proc.started + kill_at
         self.procs.append(proc)
         if overlapped:
             self.schedule.strike("overlap")
-        self.schedule.note(f"launch {n} timeout {timeout}" + (f" crash {crash_at}" if crash_at else "")
+        self.schedule.note(f"launch {n}{' worker' if event else ''} timeout {timeout}"
+                           + (f" crash {crash_at}" if crash_at else "")
                            + (f" kill at +{kill_at:.2f}" if kill_at is not None else ""))
         return proc
+
+    # -- fan-out: the harness plays the platform's instances ------------------------------------------
+    def fan_out_env(self) -> dict[str, str]:
+        """With K workers: every drain may fan out, through the emulator's invoke API, as soon as a
+        full receive shows a backlog (any age: the harness's runs last seconds, not periods)."""
+        if self.cfg.workers <= 1:
+            return {}
+        return {"DRAIN_MAX_WORKERS": str(self.cfg.workers), "DRAIN_BACKLOG_SECONDS": "0",
+                "DRAIN_INVOKE_ENDPOINT": self.emu.url}
+
+    def _invocation(self, payload: bytes) -> bytes:
+        """The emulator accepted an async invocation (signature checked, 202 sent): the harness,
+        as the platform, runs it as a drain process of its own, started from its loop (a tick,
+        20 ms, later) so that every drain is under the same supervision: phase file, output
+        capture, kill plan and crash points, deadline + grace."""
+        self.invoked.put(payload)
+        return b"null"
+
+    def _start_workers(self) -> None:
+        while True:
+            try:
+                payload = self.invoked.get_nowait()
+            except queue.Empty:
+                return
+            self.launch(in_chaos=not self.calm, event=payload.decode("utf-8"))
 
     # -- execute -----------------------------------------------------------------------------------
     def execute(self) -> dict[str, Any]:
@@ -117,6 +152,10 @@ class ChaosRun:
                             visibility_timeout=self.vt_base, latency=self.base_latency,
                             jitter=self.base_latency / 2, seed=self.cfg.seed * 1000 + self.index)
         self.emu.start()
+        if self.cfg.workers > 1:
+            # A callable, not a process function: the emulator would start the process itself,
+            # out of reach of the harness's kills, crash points, deadline and output checks.
+            self.emu.register_function(FUNCTION, self._invocation)
         self.sink = None
         try:
             for mtype in TYPES:
@@ -161,16 +200,16 @@ class ChaosRun:
         interval = rng.uniform(0.8, 1.6)
         self.t0 = time.monotonic()
         next_tick = 0.0
-        calm = False
         chaos_end, extensions = cfg.chaos_seconds, 0
         while True:
             now = self.now()
             mono = time.monotonic()
             self._feed(self._fed_by(now))
+            self._start_workers()
             for _, action in self.schedule.due(now):
                 action()
             self.plan.tick()
-            if not calm and now >= chaos_end:
+            if not self.calm and now >= chaos_end:
                 # A run must show every fault kind: a kind that met no request (the drains were
                 # between runs, or luck) gets more time, a few times at most.
                 missing = self.plan.retry_missing(until=now + 2.0) if extensions < MAX_EXTENSIONS else []
@@ -181,27 +220,30 @@ class ChaosRun:
                     if not self.any_alive():
                         self.launch(in_chaos=True)
                     continue
-                calm = True
+                self.calm = True
                 self.plan.calm()
             for p in self.procs:
                 if p.alive() and p.kill_at is not None and mono >= p.kill_at and p.result_at is None:
                     p.phases = classify(read_text(p.phase_file))
                     p.kill("chaos")
                     self.schedule.note(f"kill {p.n} {p.phases}")
-                    if not calm and not any(q.alive() for q in self.procs if q is not p):
+                    if not self.calm and not any(q.alive() for q in self.procs if q is not p):
                         self.launch(in_chaos=True)  # start it again
                 if p.alive() and mono - p.started > p.timeout + cfg.grace:
-                    p.kill("platform")
+                    # The platform ends an invocation that has not returned; one that returned is over
+                    # (a thread left in a call may hold the interpreter's exit): reaped, not failed.
+                    p.kill("platform" if p.result_at is None else "lingered")
             live = [p for p in self.procs if p.alive()]
+            scheduled = self.scheduled_alive()  # overlap: two scheduled runs at once, each with its workers
             if now >= next_tick:
                 next_tick = now + interval
-                if not calm and (not live or (len(live) < 2 and rng.random() < cfg.overlap_rate)):
+                if not self.calm and (not scheduled or (len(scheduled) < 2 and rng.random() < cfg.overlap_rate)):
                     self.launch(in_chaos=True)
-            if calm and not live and self.plan.finale_due:
+            if self.calm and not live and self.plan.finale_due:
                 self.last_arrived = True
                 self._feed(len(self.corpus.items))  # the last receipts arrive: the finale's drain has work
                 self.plan.finale()  # its drain starts with the hang, on the next tick
-            elif calm and not live:
+            elif self.calm and not live:
                 visible, in_flight = self.queues_empty()
                 if not visible and not in_flight:
                     self.windows = (round(chaos_end, 1), round(now - chaos_end, 1))
