@@ -1,0 +1,51 @@
+"""Tests that close gaps a mutation run (scripts/mutation/run) found in shared/sinks/base.py.
+
+A record a table cannot hold is stored whole as a dead letter; its error is the only place that
+says how to read its raw_body back, and the compressed form must be the same bytes every time
+the record comes back (a redelivery rewrites the same row). Over real sockets: DynamoDB on moto
+(behind the fault proxy that refuses chosen items), Tablestore on the wire-level fake.
+"""
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+
+from shared.records import MnsMeta, Record, canonical_json
+from tests.test_sink_limits import refuse, refused_record, table  # noqa: F401  (a fixture)
+from tests.test_sinks_cloud import records
+
+COMPRESSED = "; stored whole here, raw_body is base64 of the gzipped JSON body"
+PLAIN = "; stored whole here, raw_body is the JSON body"
+
+
+def oversized(sink) -> Record:
+    filler = "".join(f"line {i}: the delivery report text repeats; " for i in range(sink.max_item_bytes // 40 + 100))
+    return Record("SmsReport", "SmsReport#huge#13800138000", {"content": filler, "n": 1}, "2026-11-21 09:00:00",
+                  mns=MnsMeta("msg-huge", 1795600000000, 1))
+
+
+def test_an_oversized_record_is_set_aside_gzipped_with_a_fixed_header_and_says_so(table):
+    sink, _ = table
+    big = oversized(sink)
+    report = sink.write(records(2) + [big], [])
+    assert (report.records, report.dead_letters) == (2, 1)
+    (dead,) = sink.iter_dead_letters()
+    assert dead["error"].startswith("record SmsReport#huge#13800138000 is larger than the ")
+    assert dead["error"].endswith(COMPRESSED)
+    data = base64.b64decode(dead["raw_body"])
+    # gzip's header: magic, deflate, no flags, then the modification time, which must be 0 so
+    # that the same record gives the same bytes whenever it is set aside.
+    assert data[:8] == b"\x1f\x8b\x08\x00\x00\x00\x00\x00"
+    assert gzip.decompress(data).decode("utf-8") == canonical_json(big.body)
+
+
+def test_a_refused_record_is_set_aside_as_plain_json_and_says_so(table):
+    sink, server = table
+    refuse(sink, server, "biz-refused", whole_request=False)
+    report = sink.write(records(2) + [refused_record("biz-refused")], [])
+    assert (report.records, report.dead_letters) == (2, 1)
+    (dead,) = sink.iter_dead_letters()
+    assert dead["error"].startswith(f"record SmsReport#biz-refused#13800138000 is refused by {sink.name}: ")
+    assert dead["error"].endswith(PLAIN)
+    assert json.loads(dead["raw_body"]) == {"biz_id": "biz-refused", "phone_number": "13800138000"}
