@@ -11,9 +11,13 @@ import base64
 import gzip
 import json
 
+import pytest
+
 from shared.records import MnsMeta, Record, canonical_json
+from shared.sinks.base import SinkError
+from shared.sinks.sqlite import SqliteSink
 from tests.test_sink_limits import refuse, refused_record, table  # noqa: F401  (a fixture)
-from tests.test_sinks_cloud import records
+from tests.test_sinks_cloud import records, table_sink  # noqa: F401  (a fixture)
 
 COMPRESSED = "; stored whole here, raw_body is base64 of the gzipped JSON body"
 PLAIN = "; stored whole here, raw_body is the JSON body"
@@ -49,3 +53,38 @@ def test_a_refused_record_is_set_aside_as_plain_json_and_says_so(table):
     assert dead["error"].startswith(f"record SmsReport#biz-refused#13800138000 is refused by {sink.name}: ")
     assert dead["error"].endswith(PLAIN)
     assert json.loads(dead["raw_body"]) == {"biz_id": "biz-refused", "phone_number": "13800138000"}
+
+
+def test_a_refused_set_aside_dead_letter_fails_the_write_naming_the_sink(table):
+    sink, server = table
+    # The marker is in the record's key and in its dead letter's key (DLQ#SmsReport#msg-refused).
+    refuse(sink, server, "msg-refused", whole_request=False)
+    record = Record("SmsReport", "SmsReport#msg-refused#13800138000", {"biz_id": "b", "phone_number": "13800138000"},
+                    "2026-11-21 09:00:00", mns=MnsMeta("msg-refused", 1795600000000, 1))
+    with pytest.raises(SinkError) as err:
+        sink.write(records(2) + [record], [])
+    assert err.value.backend == sink.name
+    assert str(err.value).startswith(f"{sink.name} sink: {sink.name} refused the dead letter DLQ#SmsReport#msg-refused "
+                                     "of a record it could not hold: ")
+
+
+LEDGER_ROW = {"key": "SEND#biz-7#13800000099", "kind": "ledger", "message_type": "SmsReport", "source": "ledger",
+              "event_time": "2026-11-25 10:00:00", "event_date": "2026-11-25", "body": "{}", "message_id": "",
+              "enqueue_time": 0, "dequeue_count": 0}
+
+
+def test_put_rows_stamps_the_time_it_is_given(table_sink):
+    # The ledger passes its own clock's time: the row's write time and expiry follow it, not the host's.
+    sink, _ = table_sink
+    assert sink.put_rows([LEDGER_ROW], now=1795600000.5) == 1
+    (row,) = sink.iter_rows("ledger")
+    assert (row["stored_at"], row["ttl"]) == (1795600000, 1798192000)  # + 30 days
+
+
+@pytest.mark.parametrize("kind", ["record", "dead_letter", None])
+def test_put_rows_refuses_the_drains_own_rows_naming_their_kind(tmp_path, kind):
+    sink = SqliteSink(str(tmp_path / "r.db"))
+    with pytest.raises(ValueError) as err:
+        sink.put_rows([dict(LEDGER_ROW, kind=kind)])
+    assert str(err.value) == (f"put_rows takes rows of a kind of their own, not {kind!r}: "
+                              "records and dead letters go through write()")
