@@ -1,0 +1,28 @@
+"""Tests that close gaps a mutation run (scripts/mutation/run) found in shared/decode.py.
+
+`_normalise_time` has a regex fast path before strptime; a mutant without the fast path
+survived, and it is not equivalent: the regex's `\\d` takes any Unicode digit, strptime only
+ASCII ones. A report time written in Arabic-Indic digits then becomes the record's event time
+and date as it is (a partition named dt=٢٠٢٦-١١-٢٥), where strptime would have refused it and
+the next time field been used. Recorded here as a known bug, strictly expected to fail until
+the fast path matches ASCII digits only.
+"""
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from shared.decode import decode_message
+from shared.records import MnsMeta, Record
+
+
+@pytest.mark.xfail(strict=True, reason="known bug: _CANONICAL_TIME's \\d matches non-ASCII digits (needs re.ASCII)")
+def test_a_time_in_non_ascii_digits_is_not_taken_as_the_event_time():
+    body = {"biz_id": "871757620207^0", "phone_number": "14706807800",
+            "report_time": "٢٠٢٦-١١-٢٥ 10:00:00", "send_time": "2026-11-25 09:59:00"}
+    record = decode_message("SmsReport", base64.b64encode(json.dumps(body).encode("utf-8")).decode("ascii"),
+                            MnsMeta("MID-1", 1795572000000, 1))
+    assert isinstance(record, Record)
+    assert (record.event_time, record.event_date) == ("2026-11-25 09:59:00", "2026-11-25")  # the send time
