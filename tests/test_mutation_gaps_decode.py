@@ -1,6 +1,7 @@
 """Tests that close gaps a mutation run (scripts/mutation/run) found in shared/decode.py.
 
-`_normalise_time` has a regex fast path before strptime; a mutant without the fast path
+An unreadable time field gives way to the next one (not at once to the enqueue time); an empty
+key field is a dead letter that names the field. And `_normalise_time` has a regex fast path before strptime; a mutant without the fast path
 survived, and it is not equivalent: the regex's `\\d` takes any Unicode digit, strptime only
 ASCII ones. A report time written in Arabic-Indic digits then becomes the record's event time
 and date as it is (a partition named dt=٢٠٢٦-١١-٢٥), where strptime would have refused it and
@@ -15,14 +16,38 @@ import json
 import pytest
 
 from shared.decode import decode_message
-from shared.records import MnsMeta, Record
+from shared.records import DeadLetter, MnsMeta, Record
+
+
+def b64(body: dict) -> str:
+    return base64.b64encode(json.dumps(body).encode("utf-8")).decode("ascii")
+
+
+META = MnsMeta("MID-1", 1795572000000, 1)  # enqueued 2026-11-25 10:00:00 in Beijing
 
 
 @pytest.mark.xfail(strict=True, reason="known bug: _CANONICAL_TIME's \\d matches non-ASCII digits (needs re.ASCII)")
 def test_a_time_in_non_ascii_digits_is_not_taken_as_the_event_time():
     body = {"biz_id": "871757620207^0", "phone_number": "14706807800",
             "report_time": "٢٠٢٦-١١-٢٥ 10:00:00", "send_time": "2026-11-25 09:59:00"}
-    record = decode_message("SmsReport", base64.b64encode(json.dumps(body).encode("utf-8")).decode("ascii"),
-                            MnsMeta("MID-1", 1795572000000, 1))
+    record = decode_message("SmsReport", b64(body), META)
     assert isinstance(record, Record)
     assert (record.event_time, record.event_date) == ("2026-11-25 09:59:00", "2026-11-25")  # the send time
+
+
+def test_an_unreadable_report_time_falls_back_to_the_send_time_not_the_enqueue_time():
+    body = {"biz_id": "871757620207^0", "phone_number": "14706807800",
+            "report_time": "25/11/2026 10:00", "send_time": "2026-11-24 23:59:00"}
+    record = decode_message("SmsReport", b64(body), META)
+    assert isinstance(record, Record)
+    assert (record.event_time, record.event_date) == ("2026-11-24 23:59:00", "2026-11-24")
+
+
+@pytest.mark.parametrize("value,error", [
+    ("", "missing key field biz_id"),
+    (None, "missing key field biz_id"),
+    ("   ", "key field biz_id is empty or longer than 256 characters"),
+])
+def test_an_empty_key_field_is_a_dead_letter_saying_which_field(value, error):
+    dead = decode_message("SmsReport", b64({"biz_id": value, "phone_number": "14706807800"}), META)
+    assert isinstance(dead, DeadLetter) and dead.error == error
