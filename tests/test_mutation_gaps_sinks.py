@@ -16,8 +16,13 @@ import pytest
 from shared.records import MnsMeta, Record, canonical_json
 from shared.sinks.base import SinkError
 from shared.sinks.sqlite import SqliteSink
-from tests.test_sink_limits import refuse, refused_record, table  # noqa: F401  (a fixture)
-from tests.test_sinks_cloud import records, table_sink  # noqa: F401  (a fixture)
+from tests import test_sink_limits, test_sinks_cloud
+from tests.test_sink_limits import refuse, refused_record
+from tests.test_sinks_cloud import records
+
+# The fixtures those modules define: DynamoDB (moto) and Tablestore (the fake), freshly created.
+table = test_sink_limits.table  # behind the fault proxy that can refuse chosen items
+table_sink = test_sinks_cloud.table_sink  # with a 30-day TTL
 
 COMPRESSED = "; stored whole here, raw_body is base64 of the gzipped JSON body"
 PLAIN = "; stored whole here, raw_body is the JSON body"
