@@ -51,3 +51,23 @@ def test_an_unreadable_report_time_falls_back_to_the_send_time_not_the_enqueue_t
 def test_an_empty_key_field_is_a_dead_letter_saying_which_field(value, error):
     dead = decode_message("SmsReport", b64({"biz_id": value, "phone_number": "14706807800"}), META)
     assert isinstance(dead, DeadLetter) and dead.error == error
+
+
+def test_a_key_field_of_the_wrong_type_is_a_dead_letter_naming_field_and_type():
+    dead = decode_message("SmsReport", b64({"biz_id": {"x": 1}, "phone_number": "14706807800"}), META)
+    assert isinstance(dead, DeadLetter)
+    assert dead.error == "key field biz_id is a dict, expected a string or number"
+
+
+def test_a_fractional_sequence_id_is_kept_in_the_key_as_written():
+    # Two replies differing only in a fractional sequence_id must not share a key.
+    body = {"phone_number": "13800138000", "sequence_id": 1.5, "send_time": "2026-11-25 10:00:00"}
+    assert decode_message("SmsUp", b64(body), META).key == "SmsUp#13800138000#1.5#2026-11-25 10:00:00"
+
+
+def test_a_key_field_over_256_characters_is_a_dead_letter_and_256_is_a_record():
+    fits = decode_message("SmsReport", b64({"biz_id": "b" * 256, "phone_number": "14706807800"}), META)
+    assert isinstance(fits, Record) and fits.key == "SmsReport#" + "b" * 256 + "#14706807800"
+    over = decode_message("SmsReport", b64({"biz_id": "b" * 257, "phone_number": "14706807800"}), META)
+    assert isinstance(over, DeadLetter)
+    assert over.error == "key field biz_id is empty or longer than 256 characters"
