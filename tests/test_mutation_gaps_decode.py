@@ -71,3 +71,12 @@ def test_a_key_field_over_256_characters_is_a_dead_letter_and_256_is_a_record():
     over = decode_message("SmsReport", b64({"biz_id": "b" * 257, "phone_number": "14706807800"}), META)
     assert isinstance(over, DeadLetter)
     assert over.error == "key field biz_id is empty or longer than 256 characters"
+
+
+@pytest.mark.parametrize("raw,kept", [
+    (b"abc\xff".decode("utf-8", "surrogateescape"), "base64:YWJj/w=="),  # bytes read with surrogateescape: b"abc\xff"
+    ("\ud800x", "base64:7aCAeA=="),  # a lone high surrogate: its surrogatepass bytes, b"\xed\xa0\x80x"
+])
+def test_a_str_body_no_sink_can_encode_keeps_the_bytes_that_arrived(raw, kept):
+    dead = decode_message("SmsReport", raw, META)
+    assert isinstance(dead, DeadLetter) and (dead.raw_body, dead.error) == (kept, "body is not base64")
