@@ -80,3 +80,14 @@ def test_a_key_field_over_256_characters_is_a_dead_letter_and_256_is_a_record():
 def test_a_str_body_no_sink_can_encode_keeps_the_bytes_that_arrived(raw, kept):
     dead = decode_message("SmsReport", raw, META)
     assert isinstance(dead, DeadLetter) and (dead.raw_body, dead.error) == (kept, "body is not base64")
+
+
+@pytest.mark.parametrize("body,error", [
+    (b"\xff\xfe", "body is base64 but not UTF-8 text"),
+    (b"[1, 2]", "body JSON is a list, not an object"),
+    (b'{"content": "\\ud83d"}', "body JSON holds an unpaired surrogate escape (text that is not valid Unicode)"),
+    (b"[" * 100_000, "undecodable body: RecursionError"),
+], ids=["not-utf8", "list", "lone-surrogate", "too-deep"])
+def test_each_undecodable_body_is_a_dead_letter_saying_exactly_why(body, error):
+    dead = decode_message("SmsUp", base64.b64encode(body).decode("ascii"), META)
+    assert isinstance(dead, DeadLetter) and dead.error == error
