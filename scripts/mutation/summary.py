@@ -1,9 +1,12 @@
 """Summarise a mutmut run (run inside its scratch copy) into scripts/results/mutation.json.
 
-Counts per module and status, the score (killed / (killed + survived); timeouts count as
-killed: the tests noticed), and every surviving mutant with its diff and, when
-scripts/mutation/explained.json holds one, why it is acceptable. A survivor without an
-explanation is listed under "unexplained".
+Counts per module and status; the score of the mutants checked, killed / (killed + survived +
+timeout) (a timeout is not counted as a kill: on a loaded machine it may only be slowness);
+every surviving mutant with its diff, and every mutant no selected test reaches ("no tests"),
+each with why it is acceptable when scripts/mutation/explained.json says. One without an
+explanation is listed under "unexplained"; an explanation whose mutant is neither is listed
+under "explained_but_not_surviving". Mutants whose test process died of a signal ("segfault")
+are counted apart, in no score.
 """
 from __future__ import annotations
 
@@ -19,7 +22,14 @@ from mutmut.mutation.data import SourceFileMutationData
 from mutmut.stats import status_by_exit_code
 from mutmut.utils.file_utils import walk_mutatable_files
 
-KILLED = {"killed", "timeout", "caught by type check"}
+KILLED = {"killed", "caught by type check"}
+
+
+def score(counts: Counter) -> float | None:
+    """killed / (killed + survived + timeout), or None when nothing was checked."""
+    killed = sum(counts[s] for s in KILLED)
+    decided = killed + counts["survived"] + counts["timeout"]
+    return round(killed / decided, 4) if decided else None
 
 
 def collect() -> dict[str, dict[str, str]]:
@@ -40,7 +50,7 @@ def main() -> int:
     config()  # reads setup.cfg in the scratch copy
     explained = json.loads(args.explained.read_text("utf-8")) if args.explained.exists() else {}
     statuses = collect()
-    modules, survivors = {}, []
+    modules, survivors, untested = {}, [], []
     total: Counter = Counter()
     for path, by_name in statuses.items():
         counts = Counter(by_name.values())
@@ -50,18 +60,25 @@ def main() -> int:
             if status == "survived":
                 survivors.append({"mutant": name, "module": path, "why": explained.get(name),
                                   "diff": get_diff_for_mutant(name, path=path)})
+            elif status == "no tests":  # no selected test reaches its function
+                untested.append({"mutant": name, "module": path, "why": explained.get(name)})
     killed = sum(total[s] for s in KILLED)
-    decided = killed + total["survived"]
+    decided = killed + total["survived"] + total["timeout"]
+    surviving = {s["mutant"] for s in survivors + untested}
     summary = {
         "tool": "mutmut 3.8.1",
         "command": "scripts/mutation/run",
         "modules": modules,
         "totals": dict(sorted(total.items())),
-        "score": round(killed / decided, 4) if decided else None,
+        "score": score(total),
+        "score_formula": "killed / (killed + survived + timeout), of the mutants checked",
+        "score_by_module": {path: score(Counter(counts)) for path, counts in modules.items()},
         "score_counting_explained_as_killed": (
             round((killed + sum(1 for s in survivors if s["why"])) / decided, 4) if decided else None),
-        "unexplained": [s["mutant"] for s in survivors if not s["why"]],
+        "unexplained": [s["mutant"] for s in survivors + untested if not s["why"]],
+        "explained_but_not_surviving": sorted(set(explained) - surviving),
         "survivors": survivors,
+        "no_tests": untested,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(summary, indent=1, ensure_ascii=False) + "\n", "utf-8")

@@ -1,0 +1,55 @@
+"""Tests that close gaps a mutation run (scripts/mutation/run) found in shared/drain.py.
+
+A failing receive is tried again after a full-jitter sleep whose ceiling doubles from the
+policy's base: ERROR_BACKOFF (0.2 s, cap 2 s) for a 5xx, THROTTLE_BACKOFF (0.25 s, cap 4 s) for
+"slow down". A sleep drawn from a later step wastes the run's budget on the first retries.
+Over real sockets to the emulator; only the clock is injected (it records each sleep asked
+for and sleeps a fiftieth of it).
+"""
+from __future__ import annotations
+
+import pytest
+
+from shared.clock import SYSTEM_CLOCK, Deadline
+from shared.drain import Drain, DrainOptions
+from shared.runtime import drain_runtime
+from tests.test_drain_bounds import enqueue
+
+
+class _RecordingClock:
+    def __init__(self) -> None:
+        self.sleeps: list[float] = []
+
+    def now(self):
+        return SYSTEM_CLOCK.now()
+
+    def monotonic(self) -> float:
+        return SYSTEM_CLOCK.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        SYSTEM_CLOCK.sleep(seconds / 50)
+
+
+# The ceiling of each sleep between tries, written out: min(cap, base * 2**n).
+ERROR_CEILINGS = [0.2, 0.4, 0.8, 1.6, 2.0]  # six tries, five sleeps
+THROTTLE_CEILINGS = [0.25, 0.5, 1.0, 2.0] + [4.0] * 11  # sixteen tries, fifteen sleeps
+
+
+@pytest.mark.parametrize("fault,ceilings", [({"server_error": 1.0}, ERROR_CEILINGS),
+                                            ({"throttle": 1.0}, THROTTLE_CEILINGS)], ids=["server-error", "throttled"])
+def test_each_sleep_between_failed_receives_stays_under_its_step_of_the_backoff(emulator, drain_env, fault, ceilings):
+    drain_env()
+    enqueue(emulator, "SmsReport", 5)
+    emulator.set_faults(apis=["BatchReceiveMessage"], **fault)
+    runtime = drain_runtime()
+    clock = _RecordingClock()
+    drain = Drain(runtime.tokens, runtime.open_queue, runtime.sink, DrainOptions(wait_seconds=0, concurrency=1),
+                  clock=clock)
+    summary = drain.run(["SmsReport"], Deadline(60.0))
+    assert (summary.ok, summary.stop_reason) == (False, "queue_error")
+    assert len(clock.sleeps) == len(ceilings)
+    # Each sleep is random below its ceiling. Sleeps drawn two steps late (delay(n + 1) for
+    # delay(n - 1)) stay under these by chance in 1 run of 50 (5xx), 1 of 128 (throttled).
+    over = [(n, round(s, 3), c) for n, (s, c) in enumerate(zip(clock.sleeps, ceilings)) if s > c]
+    assert over == []

@@ -1,0 +1,95 @@
+"""Tests that close gaps a mutation run (scripts/mutation/run) found in shared/sinks/base.py.
+
+A record a table cannot hold is stored whole as a dead letter; its error is the only place that
+says how to read its raw_body back, and the compressed form must be the same bytes every time
+the record comes back (a redelivery rewrites the same row). Over real sockets: DynamoDB on moto
+(behind the fault proxy that refuses chosen items), Tablestore on the wire-level fake.
+"""
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+
+import pytest
+
+from shared.records import MnsMeta, Record, canonical_json
+from shared.sinks.base import SinkError
+from shared.sinks.sqlite import SqliteSink
+from tests import test_sink_limits, test_sinks_cloud
+from tests.test_sink_limits import refuse, refused_record
+from tests.test_sinks_cloud import records
+
+# The fixtures those modules define: DynamoDB (moto) and Tablestore (the fake), freshly created.
+table = test_sink_limits.table  # behind the fault proxy that can refuse chosen items
+table_sink = test_sinks_cloud.table_sink  # with a 30-day TTL
+
+COMPRESSED = "; stored whole here, raw_body is base64 of the gzipped JSON body"
+PLAIN = "; stored whole here, raw_body is the JSON body"
+
+
+def oversized(sink) -> Record:
+    filler = "".join(f"line {i}: the delivery report text repeats; " for i in range(sink.max_item_bytes // 40 + 100))
+    return Record("SmsReport", "SmsReport#huge#13800138000", {"content": filler, "n": 1}, "2026-11-21 09:00:00",
+                  mns=MnsMeta("msg-huge", 1795600000000, 1))
+
+
+def test_an_oversized_record_is_set_aside_gzipped_with_a_fixed_header_and_says_so(table):
+    sink, _ = table
+    big = oversized(sink)
+    report = sink.write(records(2) + [big], [])
+    assert (report.records, report.dead_letters) == (2, 1)
+    (dead,) = sink.iter_dead_letters()
+    assert dead["error"].startswith("record SmsReport#huge#13800138000 is larger than the ")
+    assert dead["error"].endswith(COMPRESSED)
+    data = base64.b64decode(dead["raw_body"])
+    # gzip's header: magic, deflate, no flags, then the modification time, which must be 0 so
+    # that the same record gives the same bytes whenever it is set aside.
+    assert data[:8] == b"\x1f\x8b\x08\x00\x00\x00\x00\x00"
+    assert gzip.decompress(data).decode("utf-8") == canonical_json(big.body)
+
+
+def test_a_refused_record_is_set_aside_as_plain_json_and_says_so(table):
+    sink, server = table
+    refuse(sink, server, "biz-refused", whole_request=False)
+    report = sink.write(records(2) + [refused_record("biz-refused")], [])
+    assert (report.records, report.dead_letters) == (2, 1)
+    (dead,) = sink.iter_dead_letters()
+    assert dead["error"].startswith(f"record SmsReport#biz-refused#13800138000 is refused by {sink.name}: ")
+    assert dead["error"].endswith(PLAIN)
+    assert json.loads(dead["raw_body"]) == {"biz_id": "biz-refused", "phone_number": "13800138000"}
+
+
+def test_a_refused_set_aside_dead_letter_fails_the_write_naming_the_sink(table):
+    sink, server = table
+    # The marker is in the record's key and in its dead letter's key (DLQ#SmsReport#msg-refused).
+    refuse(sink, server, "msg-refused", whole_request=False)
+    record = Record("SmsReport", "SmsReport#msg-refused#13800138000", {"biz_id": "b", "phone_number": "13800138000"},
+                    "2026-11-21 09:00:00", mns=MnsMeta("msg-refused", 1795600000000, 1))
+    with pytest.raises(SinkError) as err:
+        sink.write(records(2) + [record], [])
+    assert err.value.backend == sink.name
+    assert str(err.value).startswith(f"{sink.name} sink: {sink.name} refused the dead letter DLQ#SmsReport#msg-refused "
+                                     "of a record it could not hold: ")
+
+
+LEDGER_ROW = {"key": "SEND#biz-7#13800000099", "kind": "ledger", "message_type": "SmsReport", "source": "ledger",
+              "event_time": "2026-11-25 10:00:00", "event_date": "2026-11-25", "body": "{}", "message_id": "",
+              "enqueue_time": 0, "dequeue_count": 0}
+
+
+def test_put_rows_stamps_the_time_it_is_given(table_sink):
+    # The ledger passes its own clock's time: the row's write time and expiry follow it, not the host's.
+    sink, _ = table_sink
+    assert sink.put_rows([LEDGER_ROW], now=1795600000.5) == 1
+    (row,) = sink.iter_rows("ledger")
+    assert (row["stored_at"], row["ttl"]) == (1795600000, 1798192000)  # + 30 days
+
+
+@pytest.mark.parametrize("kind", ["record", "dead_letter", None])
+def test_put_rows_refuses_the_drains_own_rows_naming_their_kind(tmp_path, kind):
+    sink = SqliteSink(str(tmp_path / "r.db"))
+    with pytest.raises(ValueError) as err:
+        sink.put_rows([dict(LEDGER_ROW, kind=kind)])
+    assert str(err.value) == (f"put_rows takes rows of a kind of their own, not {kind!r}: "
+                              "records and dead letters go through write()")
