@@ -76,7 +76,8 @@ def decode_message(message_type: str, raw_body: Any, mns: MnsMeta = MnsMeta()) -
         error = str(exc)
     except (RecursionError, MemoryError, ValueError, TypeError) as exc:  # pathological JSON
         error = f"undecodable body: {type(exc).__name__}"
-    return DeadLetter(message_type=message_type, raw_body=text, error=error, event_time=shanghai_time(mns.enqueue_time), mns=mns)
+    return DeadLetter(message_type=message_type, raw_body=text, error=error,
+                      event_time=shanghai_time(mns.enqueue_time), mns=mns)
 
 
 def _str_as_text(raw: str) -> str:
@@ -189,7 +190,8 @@ def _normalise_time(value: str) -> str:
     text = value.strip()[:19]
     match = _CANONICAL_TIME.fullmatch(text)
     if match:
-        datetime(*map(int, match.groups()))  # rejects 2017-13-45 25:61:00
+        year, month, day, hour, minute, second = map(int, match.groups())
+        datetime(year, month, day, hour, minute, second)  # rejects 2017-13-45 25:61:00
         return text
     return format_time(datetime.strptime(text, TIME_FORMAT))
 

@@ -350,7 +350,10 @@ class _Consumer:
         dead: list[DeadLetter] = []
         for m in messages:
             decoded = decode_message(self.mtype, m.body, m.meta)
-            (records if isinstance(decoded, Record) else dead).append(decoded)
+            if isinstance(decoded, Record):
+                records.append(decoded)
+            else:
+                dead.append(decoded)
         with self.run.lock:
             self.stats.received += len(messages)
             self.stats.batches += 1
@@ -465,7 +468,7 @@ class _Consumer:
                 calls += isinstance(exc, QueueError)
                 outcome = DeleteOutcome(failed={h: exc.code for h in handles}, calls=calls)
                 auth = isinstance(exc, QueueError) and exc.auth and attempt == 0
-                if auth:  # once: the receipt handles are still good, the token was not
+                if auth and queue is not None:  # once: the receipt handles are still good, the token was not
                     d.tokens.invalidate(self.mtype, queue.token)
                     self.delete_clients.queue = None
                     continue

@@ -1,7 +1,7 @@
 """Manual and timer payloads the functions accept, validated with a clear error per field."""
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -48,7 +48,10 @@ FIELD_FORMS = {
 }
 
 
-def parse_event(model: type[BaseModel], options: dict[str, Any], forms: dict[str, str] = FIELD_FORMS) -> BaseModel:
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_event(model: type[M], options: dict[str, Any], forms: dict[str, str] = FIELD_FORMS) -> M:
     """Validate `options` against `model`; raise EventError naming each bad field."""
     try:
         return model.model_validate(options)

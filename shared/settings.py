@@ -85,7 +85,8 @@ ENV_FORMS = {
     "DRAIN_MAX_MESSAGES": "a whole number >= 1",
     "DRAIN_WAIT_SECONDS": "a whole number of seconds from 0 to 30 (MNS long poll)",
     "DRAIN_CONCURRENCY": "a whole number from 1 to 64",
-    "DRAIN_COALESCE_SECONDS": "seconds from 0 to 60, well below the queue's visibility timeout (0 writes every batch at once)",
+    "DRAIN_COALESCE_SECONDS": "seconds from 0 to 60, well below the queue's visibility timeout "
+                              "(0 writes every batch at once)",
     "TOKEN_REFRESH_BUFFER_SECONDS": "a whole number of seconds >= 0",
     "FC_REGION": "the region Function Compute runs the function in (FC sets it)",
     "DRAIN_MAX_WORKERS": "a whole number from 1 to 64: runs of the drain at once when a backlog fans out "
@@ -245,7 +246,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=VARIABLES):
         named = dict(p.split("=", 1) for p in self.queue_names_raw)
         missing = [t for t in self.message_types if t not in named]
         if missing and not self.uid:
-            raise _missing("ALICOM_UID", f"no queue name for {', '.join(missing)}: set ALICOM_UID or ALICOM_QUEUE_NAMES")
+            raise _missing("ALICOM_UID",
+                           f"no queue name for {', '.join(missing)}: set ALICOM_UID or ALICOM_QUEUE_NAMES")
         needs = {
             "file": ("SINK_PATH", self.sink_path),
             "sqlite": ("SINK_PATH", self.sink_path),
@@ -264,6 +266,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=VARIABLES):
         if bool(self.access_key_id) != bool(self.access_key_secret):
             raise _missing("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "ALIBABA_CLOUD_ACCESS_KEY_ID and ..._SECRET go together")
 
+    def required(self, name: str) -> str:
+        """A setting the configured sink needs (`_complete` checked it is set), e.g. "sink_bucket"."""
+        value = getattr(self, name)
+        if not value:
+            raise _missing(VARIABLES[name], f"SINK={self.sink} needs {VARIABLES[name]}")
+        return value
+
     def __repr__(self) -> str:
         shown = ", ".join(f"{k}={v!r}" for k, v in self.safe_view().items())
         return f"Settings({shown})"
@@ -278,7 +287,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=VARIABLES):
     @property
     def queue_names(self) -> dict[str, str]:
         """Message type -> MNS queue name, for the configured types."""
-        return {t: self.queue_name(t) for t in self.message_types}
+        # Every configured type has one: _complete() refused the settings otherwise.
+        return {t: name for t in self.message_types if (name := self.queue_name(t)) is not None}
 
     def as_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__struct_fields__}
@@ -319,12 +329,13 @@ def load_settings(environ: Optional[Mapping[str, str]] = None) -> Settings:
     """Validate the environment; raise SettingsError naming every bad variable."""
     given = dict(os.environ if environ is None else environ)
     # Empty strings mean "not set" (templates often pass "" for unused parameters).
-    env = {k: v for k, v in given.items() if k in _VARIABLES and v != ""}
+    env: dict[str, Any] = {k: v for k, v in given.items() if k in _VARIABLES and v != ""}
     # Undecodable bytes in os.environ arrive as lone surrogates: name them here, before any
     # parsing tries to encode them.
     garbled = sorted(k for k in env if isinstance(env[k], str) and not _is_utf8(env[k]))
     if garbled:
-        raise SettingsError("invalid settings: " + "; ".join(_describe(k, "is not valid UTF-8 text", None) for k in garbled))
+        raise SettingsError("invalid settings: "
+                            + "; ".join(_describe(k, "is not valid UTF-8 text", None) for k in garbled))
     for name in _CSV_VARIABLES:
         if isinstance(env.get(name), str):
             env[name] = _csv(env[name])
@@ -389,13 +400,16 @@ def _describe(variable: str, message: str, shown: Optional[str]) -> str:
 
 
 ENV_FORMS.update({
-    "RECONCILE_GRACE_SECONDS": "a whole number of seconds from 0 to 604800: how long a recorded send may wait for its receipt",
-    "RECONCILE_QPS": "QuerySendDetails calls per second, a number above 0 and at most 5000 (the documented account limit)",
+    "RECONCILE_GRACE_SECONDS": "a whole number of seconds from 0 to 604800: "
+                               "how long a recorded send may wait for its receipt",
+    "RECONCILE_QPS": "QuerySendDetails calls per second, a number above 0 and at most 5000 "
+                     "(the documented account limit)",
     "RECONCILE_MAX_TARGETS": "a whole number >= 1: phone-days one reconcile run queries at most",
     "RECONCILE_LOOKBACK_DAYS": "a whole number of days from 1 to 30 (QuerySendDetails answers for the last 30 days)",
     "RECONCILE_CONCURRENCY": "a whole number from 1 to 32",
     "RECONCILE_MAX_ATTEMPTS": "a whole number from 1 to 20: tries per QuerySendDetails call when throttled",
-    "RECONCILE_BACKOFF_SECONDS": "seconds from 0 to 30: first backoff after a throttled call (doubles per try, with jitter)",
+    "RECONCILE_BACKOFF_SECONDS": "seconds from 0 to 30: first backoff after a throttled call "
+                                 "(doubles per try, with jitter)",
     "RECONCILE_BACKOFF_MAX_SECONDS": "seconds from 0 to 120: the longest single backoff",
     "RECONCILE_SAFETY_MARGIN_SECONDS": "seconds from 0 to 120 kept free before the function's deadline",
     "RECONCILE_TIMEOUT_SECONDS": "seconds above 0 and at most 120: socket timeout of one QuerySendDetails call",
