@@ -343,7 +343,6 @@ class LocalInvoker:
     def invoke(self, payload: bytes, run_async: bool) -> Optional[dict]:
         from functions.reconcile import handler
         from scripts.invoke_local import LambdaContext
-
         from shared.platform import RunFailed
 
         try:
@@ -473,9 +472,9 @@ class Backfill:
             table.append(total)
         widths = [max(len(str(c)), *(len(str(row[i])) for row in table)) if table else len(c)
                   for i, c in enumerate(cols)]
-        print(" ".join(str(c).rjust(w) for c, w in zip(cols, widths)), file=self.out)
+        print(" ".join(str(c).rjust(w) for c, w in zip(cols, widths, strict=False)), file=self.out)
         for row in table:
-            print(" ".join(str(c).rjust(w) for c, w in zip(row, widths)), file=self.out)
+            print(" ".join(str(c).rjust(w) for c, w in zip(row, widths, strict=False)), file=self.out)
         for inv, message in self.failures:
             print(f"FAILED {inv.id}: {message[:300]}", file=self.out)
         for inv in self.left_unreached:

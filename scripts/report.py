@@ -90,7 +90,7 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     lines = []
     for n, row in enumerate(cells):
-        lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
+        lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=False))))
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
@@ -161,7 +161,7 @@ def charts(report: dict[str, Any]) -> list[tuple[str, str]]:
     unknown = [d["unknown"] for d in days]
     ax.bar(x, delivered, color="#2e7d32", label="delivered")
     ax.bar(x, failed, bottom=delivered, color="#c62828", label="failed")
-    ax.bar(x, unknown, bottom=[a + b for a, b in zip(delivered, failed)], color="#9e9e9e", label="unknown")
+    ax.bar(x, unknown, bottom=[a + b for a, b in zip(delivered, failed, strict=False)], color="#9e9e9e", label="unknown")
     ax.set_xlim(-0.5 - max(0, 4 - len(days)) / 2, len(days) - 0.5 + max(0, 4 - len(days)) / 2)
     ax.set_ylabel("sends")
     ax.set_xticks(list(x), labels, rotation=45 if len(days) > 10 else 0, ha="right" if len(days) > 10 else "center")
@@ -182,7 +182,7 @@ def charts(report: dict[str, Any]) -> list[tuple[str, str]]:
         values = [v for v, _ in lat["histogram"]]
         counts = [n for _, n in lat["histogram"]]
         ax.bar(values, counts, width=0.9 if len(values) < 200 else 1.0, color="#5c6bc0")
-        for p, style in zip(PERCENTILES, ("--", "-.", ":")):
+        for p, style in zip(PERCENTILES, ("--", "-.", ":"), strict=False):
             ax.axvline(lat[f"p{p}"], color="#d84315", linestyle=style, label=f"p{p} = {lat[f'p{p}']} s")
         ax.set_xlabel("seconds from send_time to report_time")
         ax.set_ylabel("receipts")
@@ -239,8 +239,8 @@ def _html_table(headers: list[str], rows: list[list[Any]]) -> str:
     """Numbers right-aligned, text left-aligned (a column follows its first row)."""
     numeric = [all(_numeric(row[i]) for row in rows) and bool(rows) for i in range(len(headers))]
     cls = [" class=n" if n else "" for n in numeric]
-    head = "".join(f"<th{c}>{html.escape(h)}</th>" for h, c in zip(headers, cls))
-    body = "".join("<tr>" + "".join(f"<td{c}>{html.escape('-' if v is None else str(v))}</td>" for v, c in zip(row, cls))
+    head = "".join(f"<th{c}>{html.escape(h)}</th>" for h, c in zip(headers, cls, strict=False))
+    body = "".join("<tr>" + "".join(f"<td{c}>{html.escape('-' if v is None else str(v))}</td>" for v, c in zip(row, cls, strict=False))
                    + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 

@@ -11,7 +11,7 @@ process run that fraction of one core, as the platform's would. For each share:
 
 - cold start: the drain handler and the file sink imported from the build, in fresh capped
   interpreters (median of --cold-runs; scripts/coldstart.py's probe);
-- throughput: the real handler, in a capped child process (scripts/bench.py's drain child),
+- throughput: the real handler, in a capped child process (scripts/bench/child.py),
   drains --messages receipts from the emulator at --latency ms per request (the emulator
   runs uncapped in this process: it stands for Alicom), file sink, default settings but
   DRAIN_WAIT_SECONDS=0; messages per second over the run;
@@ -55,7 +55,7 @@ TIMEOUT = 55.0
 def throughput(cpus: float, messages: int, latency_ms: float, wait_seconds: int = 0) -> dict:
     """Drain `messages` receipts with the real handler in a child capped at `cpus` of a core
     (messages=0 with the default 3 s long poll: what an idle tick costs)."""
-    from scripts.bench import Bench
+    from scripts.bench.runner import Bench
 
     bench = Bench(Namespace(wait_seconds=wait_seconds, quick=False, messages=messages))
     emu = bench.emulator(messages, latency_ms)
