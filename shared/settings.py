@@ -20,6 +20,8 @@ from urllib.parse import urlparse
 import msgspec
 from msgspec import Meta
 
+from shared.sinks import sink_names, sink_needs
+
 # Message types Alicom publishes (api-facts §1). FlowReport's format is unpublished; it is
 # drained and stored with a body-hash key like any unknown type.
 KNOWN_MESSAGE_TYPES = (
@@ -31,7 +33,7 @@ KNOWN_MESSAGE_TYPES = (
     "VoiceRecordReport",
     "FlowReport",
 )
-SINKS = ("file", "sqlite", "s3", "oss", "dynamodb", "tablestore")
+SINKS = sink_names()  # shared/sinks/__init__.py's table
 DEFAULT_MNS_ENDPOINT = "https://1943695596114318.mns.cn-hangzhou.aliyuncs.com/"
 DEFAULT_TOKEN_ENDPOINT = "https://dybaseapi.aliyuncs.com"
 DEFAULT_SMS_ENDPOINT = "https://dysmsapi.aliyuncs.com"
@@ -82,6 +84,9 @@ ENV_FORMS = {
     "SINK_PATH": "a directory (file sink) or database file path (sqlite sink)",
     "SINK_BUCKET": "a bucket name (s3, oss)",
     "SINK_TABLE": "a table name (dynamodb, tablestore)",
+    "SINK_ENDPOINT": "the sink's https URL (oss: e.g. https://oss-cn-hangzhou.aliyuncs.com; tablestore: the "
+                     "instance's endpoint)",
+    "TABLESTORE_INSTANCE": "the Tablestore instance name (tablestore)",
     "DRAIN_MAX_MESSAGES": "a whole number >= 1",
     "DRAIN_WAIT_SECONDS": "a whole number of seconds from 0 to 30 (MNS long poll)",
     "DRAIN_CONCURRENCY": "a whole number from 1 to 64",
@@ -248,29 +253,19 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=VARIABLES):
         if missing and not self.uid:
             raise _missing("ALICOM_UID",
                            f"no queue name for {', '.join(missing)}: set ALICOM_UID or ALICOM_QUEUE_NAMES")
-        needs = {
-            "file": ("SINK_PATH", self.sink_path),
-            "sqlite": ("SINK_PATH", self.sink_path),
-            "s3": ("SINK_BUCKET", self.sink_bucket),
-            "oss": ("SINK_BUCKET", self.sink_bucket),
-            "dynamodb": ("SINK_TABLE", self.sink_table),
-            "tablestore": ("SINK_TABLE", self.sink_table),
-        }
-        variable, value = needs[self.sink]
-        if not value:
-            raise _missing(variable, f"SINK={self.sink} needs {variable}")
-        if self.sink in ("oss", "tablestore") and not self.sink_endpoint:
-            raise _missing("SINK_ENDPOINT", f"SINK={self.sink} needs SINK_ENDPOINT (e.g. https://oss-cn-hangzhou.aliyuncs.com)")
-        if self.sink == "tablestore" and not self.tablestore_instance:
-            raise _missing("TABLESTORE_INSTANCE", "SINK=tablestore needs TABLESTORE_INSTANCE")
+        field_of = {variable: name for name, variable in VARIABLES.items()}
+        for variable in sink_needs(self.sink):
+            if not getattr(self, field_of[variable]):
+                raise _missing(variable, f"SINK={self.sink} needs {variable}")
         if bool(self.access_key_id) != bool(self.access_key_secret):
             raise _missing("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "ALIBABA_CLOUD_ACCESS_KEY_ID and ..._SECRET go together")
 
     def required(self, name: str) -> str:
-        """A setting the configured sink needs (`_complete` checked it is set), e.g. "sink_bucket"."""
+        """A setting the configured sink needs, e.g. "sink_bucket" (checked at load for the sink's
+        own needs; this names the variable if a sink reads one its table entry does not list)."""
         value = getattr(self, name)
         if not value:
-            raise _missing(VARIABLES[name], f"SINK={self.sink} needs {VARIABLES[name]}")
+            raise SettingsError(f"invalid settings: {VARIABLES[name]}: SINK={self.sink} needs it")
         return value
 
     def __repr__(self) -> str:
