@@ -38,7 +38,7 @@ MAX_PAGES = 2000  # 100,000 rows for one phone and day: far beyond any real send
 # Dysmsapi's own "slow down" (per-number flow control), beside the POP-wide ones in shared/pop.py.
 BUSINESS_LIMIT_CODE = "isv.BUSINESS_LIMIT_CONTROL"
 
-# SendStatus values (api-facts §4).
+# QuerySendDetails' SendStatus values: 1 waiting for a receipt, 2 failed, 3 delivered.
 STATUS_WAITING, STATUS_FAILED, STATUS_DELIVERED = 1, 2, 3
 
 

@@ -41,7 +41,7 @@ def is_loopback(url: str) -> bool:
 
 
 def check_endpoint(url: str, variable: str) -> str:
-    """Endpoints are URLs; plain HTTP only for loopback (DESIGN.md invariant 7)."""
+    """Endpoints are URLs; plain HTTP only for loopback (docs/ARCHITECTURE.md, invariant 7)."""
     parsed = urlparse(url)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise ValueError(f"expected a URL like https://host[:port], got {url!r}")

@@ -41,7 +41,7 @@ from scripts.stand_ins.hang import Hang
 
 REGION = "us-east-1"
 CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
-# DynamoDB's limits (api-facts: partition key, item, BatchWriteItem).
+# DynamoDB's documented limits: partition key, item, BatchWriteItem.
 DDB_HASH_KEY_BYTES = 2048
 DDB_ITEM_BYTES = 400 * 1024
 DDB_BATCH_ITEMS = 25
