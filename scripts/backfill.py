@@ -193,7 +193,8 @@ class ResumeFile:
         for entry in self.lines:
             child = entry.get("requeued")
             if isinstance(child, dict) and child.get("id") not in done:
-                out.append(Invocation(child["id"], child.get("day", ""), child["payload"], int(child.get("phones") or 0)))
+                out.append(Invocation(child["id"], child.get("day", ""), child["payload"],
+                                      int(child.get("phones") or 0)))
         return out
 
     def record(self, inv: Invocation, result: Optional[dict], child: Optional[Invocation]) -> None:
@@ -509,8 +510,10 @@ def build_invoker(args: argparse.Namespace):
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m scripts.backfill",
                                      description="Run the reconcile function over a date range and phone list.",
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n")[1])
-    parser.add_argument("target", nargs="?", choices=["fc", "lambda", "local"], help="where the reconcile function runs")
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n")[1])
+    parser.add_argument("target", nargs="?", choices=["fc", "lambda", "local"],
+                        help="where the reconcile function runs")
     parser.add_argument("--local", action="store_true",
                         help="same as the target 'local': run functions.reconcile.handler in this process")
     parser.add_argument("--function", default="alicom-reconcile", help="function name (Lambda: name or ARN)")

@@ -70,7 +70,8 @@ def throughput(cpus: float, messages: int, latency_ms: float, wait_seconds: int 
                                   capture_output=True, text=True, timeout=900)
             wall = time.monotonic() - started
         if proc.returncode != 0:
-            raise SystemExit(f"sizing: the drain child failed at {cpus} vCPU:\n{proc.stdout[-1500:]}{proc.stderr[-1500:]}")
+            raise SystemExit(f"sizing: the drain child failed at {cpus} vCPU:\n"
+                             f"{proc.stdout[-1500:]}{proc.stderr[-1500:]}")
         result = json.loads(out.read_text())
     finally:
         emu.stop()
@@ -113,7 +114,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     measured = {}
     for cpus in shares:
         with CpuCap(cpus) as cap:
-            cold = measure(args.python, args.build.resolve(), ["functions.drain", "shared.sinks.file"], args.cold_runs, cap)
+            cold = measure(args.python, args.build.resolve(), ["functions.drain", "shared.sinks.file"],
+                           args.cold_runs, cap)
         run = throughput(cpus, args.messages, args.latency)
         idle = throughput(cpus, 0, args.latency, wait_seconds=3)  # the default long poll, empty queues
         measured[cpus] = {"cold_start_ms": cold["median_ms"], **run, "idle_run_seconds": idle["seconds"]}
@@ -136,7 +138,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"{r['platform']:<8}{r['memory_mb']:>6} MB{r['vcpu']:>7.3f}{r['cold_start_ms']:>9.1f}"
               f"{r['messages_per_second']:>8.0f}  {cost}")
     if args.json:
-        args.json.write_text(json.dumps({"latency_ms": args.latency, "messages": args.messages, "rows": rows}, indent=1) + "\n")
+        report = {"latency_ms": args.latency, "messages": args.messages, "rows": rows}
+        args.json.write_text(json.dumps(report, indent=1) + "\n")
     return 0
 
 

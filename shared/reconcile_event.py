@@ -5,7 +5,7 @@ Validated with pydantic (the reconcile function's path only; the drain never imp
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -13,7 +13,6 @@ from shared.platform import EventError
 from shared.send_records import (
     PHONE_FORMS,
     QUERY_WINDOW_DAYS,
-    PhoneError,
     SendDateError,
     beijing_today,
     check_send_date,
@@ -55,13 +54,18 @@ def _check_phones(values: list[str]) -> list[str]:
         raise ValueError("the list is empty")
     if len(values) > MAX_PHONES:
         raise ValueError(f"{len(values)} phone numbers; at most {MAX_PHONES} per event")
+    return list(dict.fromkeys(_each(values, normalize_phone)))
+
+
+def _each(values: list[str], check: Callable[[str], str]) -> list[str]:
+    """`check` applied to every item; the first failure names its item."""
     out = []
     for i, value in enumerate(values):
         try:
-            out.append(normalize_phone(value))
-        except PhoneError as exc:
+            out.append(check(value))
+        except ValueError as exc:  # PhoneError and SendDateError included
             raise ValueError(f"item {i}: {exc}") from None
-    return list(dict.fromkeys(out))
+    return out
 
 
 class TargetGroup(BaseModel):
@@ -103,13 +107,7 @@ class ReconcileEvent(BaseModel):
     def _dates(cls, value: Optional[list[str]]) -> Optional[list[str]]:
         if value is None:
             return None
-        checked = []
-        for i, item in enumerate(value):
-            try:
-                checked.append(_check_date(item))
-            except ValueError as exc:
-                raise ValueError(f"item {i}: {exc}") from None
-        return sorted(set(checked))
+        return sorted(set(_each(value, _check_date)))
 
     @field_validator("date_from", "date_to")
     @classmethod
