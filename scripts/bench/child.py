@@ -10,6 +10,7 @@ import urllib.request
 from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 from scripts.bench.common import BATCH, peak_rss_mb
 from shared.platform import RunFailed
@@ -38,7 +39,7 @@ def child_drain(args: argparse.Namespace) -> dict:
     totals: Counter = Counter()
     calls: Counter = Counter()
     errors: Counter = Counter()
-    invocations = []
+    invocations: list[dict[str, Any]] = []
     time_boxed = False
     while len(invocations) < args.max_invocations:
         left = args.max_seconds - (time.monotonic() - started)

@@ -98,7 +98,7 @@ def parse_importtime(stderr: str) -> dict[str, Any]:
 
 def run_import_times(bench: Bench) -> dict:
     a = bench.args
-    results = {}
+    results: dict[str, dict[str, Any]] = {}
     variants = [(s, False) for s in SINKS_ALL] + [("file", True)]
     for sink, lazy in variants:
         label = sink + (" + first-invocation imports" if lazy else "")
