@@ -99,7 +99,9 @@ def test_sources_only_build_is_laid_out_for_each_platform_and_zips_reproducibly(
     assert not list(fc.directory.rglob("__pycache__"))
     requirements = [line for line in (fc.directory / "requirements.txt").read_text().splitlines()
                     if line and not line.startswith("#")]
-    assert requirements == package.filter_requirements((REPO / "requirements.txt").read_text(), ["boto3"])
+    # A build for one run at a time (the default) leaves out the FC 3.0 SDK the fan-out needs.
+    assert requirements == package.filter_requirements((REPO / "requirements.txt").read_text(),
+                                                       ["boto3", "alibabacloud-fc20230330"])
     first = fc.zip_path.read_bytes()
     again = package.build("fc", tmp_path / "fc", install=False)
     assert again.zip_path.read_bytes() == first
