@@ -45,7 +45,8 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
         message_types = request.message_types or settings.message_types
         missing = [t for t in message_types if settings.queue_name(t) is None]
         if missing:
-            raise EventError(f"invalid event: message_types: no queue name configured for {missing} (set ALICOM_UID or ALICOM_QUEUE_NAMES)")
+            raise EventError(f"invalid event: message_types: no queue name configured for {missing} "
+                             "(set ALICOM_UID or ALICOM_QUEUE_NAMES)")
         drain = runtime.drain(logger=logger, wait_seconds=request.wait_seconds)
         if request.worker:
             logger.append_keys(worker_of=request.parent)

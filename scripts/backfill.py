@@ -193,7 +193,8 @@ class ResumeFile:
         for entry in self.lines:
             child = entry.get("requeued")
             if isinstance(child, dict) and child.get("id") not in done:
-                out.append(Invocation(child["id"], child.get("day", ""), child["payload"], int(child.get("phones") or 0)))
+                out.append(Invocation(child["id"], child.get("day", ""), child["payload"],
+                                      int(child.get("phones") or 0)))
         return out
 
     def record(self, inv: Invocation, result: Optional[dict], child: Optional[Invocation]) -> None:
@@ -343,7 +344,6 @@ class LocalInvoker:
     def invoke(self, payload: bytes, run_async: bool) -> Optional[dict]:
         from functions.reconcile import handler
         from scripts.invoke_local import LambdaContext
-
         from shared.platform import RunFailed
 
         try:
@@ -473,9 +473,9 @@ class Backfill:
             table.append(total)
         widths = [max(len(str(c)), *(len(str(row[i])) for row in table)) if table else len(c)
                   for i, c in enumerate(cols)]
-        print(" ".join(str(c).rjust(w) for c, w in zip(cols, widths)), file=self.out)
+        print(" ".join(str(c).rjust(w) for c, w in zip(cols, widths, strict=False)), file=self.out)
         for row in table:
-            print(" ".join(str(c).rjust(w) for c, w in zip(row, widths)), file=self.out)
+            print(" ".join(str(c).rjust(w) for c, w in zip(row, widths, strict=False)), file=self.out)
         for inv, message in self.failures:
             print(f"FAILED {inv.id}: {message[:300]}", file=self.out)
         for inv in self.left_unreached:
@@ -510,8 +510,10 @@ def build_invoker(args: argparse.Namespace):
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m scripts.backfill",
                                      description="Run the reconcile function over a date range and phone list.",
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n")[1])
-    parser.add_argument("target", nargs="?", choices=["fc", "lambda", "local"], help="where the reconcile function runs")
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n")[1])
+    parser.add_argument("target", nargs="?", choices=["fc", "lambda", "local"],
+                        help="where the reconcile function runs")
     parser.add_argument("--local", action="store_true",
                         help="same as the target 'local': run functions.reconcile.handler in this process")
     parser.add_argument("--function", default="alicom-reconcile", help="function name (Lambda: name or ARN)")

@@ -32,7 +32,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from scripts.bench import python_speed_ms
+from scripts.bench.common import python_speed_ms
 from scripts.cpu_cap import CpuCap
 
 # The sinks each target's builds may carry: the shared module that imports each SDK, and what
@@ -116,7 +116,7 @@ def summarise(results: list[list[dict]]) -> dict:
     if len(results[0]) > 1:
         second = [r[1] for r in results]
         totals = [{"seconds": a["seconds"] + b["seconds"], "cpu_seconds": a["cpu_seconds"] + b["cpu_seconds"]}
-                  for a, b in zip(first, second)]
+                  for a, b in zip(first, second, strict=False)]
         figures.update({f"then_{k}": v for k, v in _phase(second, "seconds").items()})
         figures["then_cpu_median_ms"] = _phase(second, "cpu_seconds")["median_ms"]
         figures["total_median_ms"] = _phase(totals, "seconds")["median_ms"]
@@ -154,7 +154,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         # Round by round, every row once per round: a machine that slows down for a while slows
         # every row alike, so rows (and builds) compare fairly.
         for done in range(args.runs):
-            for row, runs in zip(rows, results):
+            for row, runs in zip(rows, results, strict=False):
                 phases = [[FUNCTIONS[row["function"]]], row["first_run"]]
                 runs.append(probe(args.python, Path(row["build"]).resolve(), phases, cap))
             print(f"round {done + 1} of {args.runs}", file=sys.stderr, flush=True)
@@ -165,7 +165,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     machine["loadavg"].append(round(os.getloadavg()[0], 2))
     print(f"{'build':<28} {'function':<10} {'sink':<11} {'import (cpu)':>18} {'first run (cpu)':>18} "
           f"{'total (cpu)':>18}")
-    for row, runs in zip(rows, results):
+    for row, runs in zip(rows, results, strict=False):
         row.update(summarise(runs))
         print(f"{row['build']:<28} {row['function']:<10} {row['sink']:<11} "
               f"{row['median_ms']:>8.1f} ({row['cpu_median_ms']:>6.1f}) ms "
@@ -173,7 +173,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               f"{row['total_median_ms']:>8.1f} ({row['total_cpu_median_ms']:>6.1f}) ms")
     print(f"CPython {version}; median of {args.runs} fresh interpreters each, the rows in turn; wall (CPU) ms"
           + (f"; CPU capped at {args.cpu}" if cap else "")
-          + f"; scripts/bench.py's Python loop took {machine['python_loop_1m_ms']} ms, "
+          + f"; scripts/bench's Python loop took {machine['python_loop_1m_ms']} ms, "
           f"load average {machine['loadavg']} (at the start and the end)")
     if args.json:
         args.json.write_text(json.dumps({"python": version, "cpu": args.cpu, **machine, "rows": rows}, indent=1) + "\n")

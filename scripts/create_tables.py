@@ -44,14 +44,16 @@ def create_dynamodb_table(client, table: str, ttl: bool = False, wait: bool = Tr
         key_schema = [(k["AttributeName"], k["KeyType"]) for k in described["KeySchema"]]
         types = {a["AttributeName"]: a["AttributeType"] for a in described["AttributeDefinitions"]}
         if key_schema != [(KEY, "HASH")] or types.get(KEY) != "S":
-            raise SystemExit(f"DynamoDB table {table} exists with key schema {key_schema}; the sink needs {KEY} (S) alone")
+            raise SystemExit(f"DynamoDB table {table} exists with key schema {key_schema}; "
+                             f"the sink needs {KEY} (S) alone") from None
         done = f"DynamoDB table {table} already exists with the right key"
     if wait:
         client.get_waiter("table_exists").wait(TableName=table, WaiterConfig={"Delay": 2, "MaxAttempts": 60})
     if ttl:
         current = client.describe_time_to_live(TableName=table)["TimeToLiveDescription"]
         if current.get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
-            client.update_time_to_live(TableName=table, TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE})
+            client.update_time_to_live(TableName=table,
+                                       TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE})
         done += f"; TTL on attribute {TTL_ATTRIBUTE}"
     return done
 
@@ -70,7 +72,8 @@ def create_tablestore_table(client, table: str, ttl_days: Optional[int] = None) 
             raise
     schema = client.describe_table(table).table_meta.schema_of_primary_key
     if [tuple(col[:2]) for col in schema] != [(KEY, "STRING")]:
-        raise SystemExit(f"Tablestore table {table} exists with primary key {schema}; the sink needs {KEY} (STRING) alone")
+        raise SystemExit(f"Tablestore table {table} exists with primary key {schema}; "
+                         f"the sink needs {KEY} (STRING) alone")
     return f"Tablestore table {table} already exists with the right key"
 
 
@@ -84,7 +87,8 @@ def _parser() -> argparse.ArgumentParser:
     ddb.add_argument("--table", default=env("SINK_TABLE"), required=not env("SINK_TABLE"))
     ddb.add_argument("--region", default=env("SINK_REGION") or env("AWS_REGION"))
     ddb.add_argument("--endpoint", default=env("SINK_ENDPOINT"), help="endpoint URL (tests, DynamoDB Local)")
-    ddb.add_argument("--ttl", action="store_true", default=bool(ttl_days), help=f"enable TTL on attribute {TTL_ATTRIBUTE!r}")
+    ddb.add_argument("--ttl", action="store_true", default=bool(ttl_days),
+                     help=f"enable TTL on attribute {TTL_ATTRIBUTE!r}")
     ddb.add_argument("--no-wait", action="store_true", help="do not wait for the table to become ACTIVE")
 
     ots = sub.add_parser("tablestore", help="create the Tablestore table")
@@ -108,9 +112,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     ak, secret = os.environ.get("ALIBABA_CLOUD_ACCESS_KEY_ID"), os.environ.get("ALIBABA_CLOUD_ACCESS_KEY_SECRET")
     if not ak or not secret:
-        print("set ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET (and _SECURITY_TOKEN for STS)", file=sys.stderr)
+        print("set ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET (and _SECURITY_TOKEN for STS)",
+              file=sys.stderr)
         return 2
-    client = OTSClient(args.endpoint, ak, secret, args.instance, sts_token=os.environ.get("ALIBABA_CLOUD_SECURITY_TOKEN") or None)
+    client = OTSClient(args.endpoint, ak, secret, args.instance,
+                       sts_token=os.environ.get("ALIBABA_CLOUD_SECURITY_TOKEN") or None)
     print(create_tablestore_table(client, args.table, ttl_days=args.ttl_days))
     return 0
 

@@ -24,6 +24,7 @@ from types import SimpleNamespace
 from typing import Any, Optional, TextIO
 
 from shared.decode import SHANGHAI, format_time
+
 DEMO_AK, DEMO_SECRET = "LTAI5tDemoReconcileKey", "demo-reconcile-secret-not-real"
 
 

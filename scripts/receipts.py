@@ -84,7 +84,8 @@ BAD_BODIES = [
 ]
 
 
-def make_receipts(message_type: str, n: int, seed: int = 0, start: datetime = datetime(2026, 11, 25, 10, 0, 0)) -> list[dict]:
+def make_receipts(message_type: str, n: int, seed: int = 0,
+                  start: datetime = datetime(2026, 11, 25, 10, 0, 0)) -> list[dict]:
     rng = random.Random(f"{seed}-{message_type}")
     build = BUILDERS[message_type]
     return [build(rng, i, start + timedelta(seconds=i)) for i in range(n)]

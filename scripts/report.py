@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Union
 
 from shared.delivery_report import PERCENTILES, as_date, report_from_sink
 from shared.records import Record
-from shared.sinks import BACKENDS, Sink, SinkError
+from shared.sinks import Sink, SinkError, sink_names
 
 CLOUD_SINKS = ("s3", "oss", "dynamodb", "tablestore")
 
@@ -90,7 +90,8 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     lines = []
     for n, row in enumerate(cells):
-        lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
+        cells_of_row = enumerate(zip(row, widths, strict=False))
+        lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in cells_of_row))
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
@@ -161,7 +162,8 @@ def charts(report: dict[str, Any]) -> list[tuple[str, str]]:
     unknown = [d["unknown"] for d in days]
     ax.bar(x, delivered, color="#2e7d32", label="delivered")
     ax.bar(x, failed, bottom=delivered, color="#c62828", label="failed")
-    ax.bar(x, unknown, bottom=[a + b for a, b in zip(delivered, failed)], color="#9e9e9e", label="unknown")
+    ax.bar(x, unknown, bottom=[a + b for a, b in zip(delivered, failed, strict=False)], color="#9e9e9e",
+           label="unknown")
     ax.set_xlim(-0.5 - max(0, 4 - len(days)) / 2, len(days) - 0.5 + max(0, 4 - len(days)) / 2)
     ax.set_ylabel("sends")
     ax.set_xticks(list(x), labels, rotation=45 if len(days) > 10 else 0, ha="right" if len(days) > 10 else "center")
@@ -171,8 +173,8 @@ def charts(report: dict[str, Any]) -> list[tuple[str, str]]:
     rate_axis.set_ylim(0, 105)
     rate_axis.set_ylabel("delivery rate %")
     handles = ax.get_legend_handles_labels()[0] + rate_axis.get_legend_handles_labels()[0]
-    ax.legend(handles, [h.get_label() for h in handles], loc="upper center", bbox_to_anchor=(0.5, -0.14 if len(days) <= 10 else -0.24),
-              fontsize=8, ncol=4, frameon=False)
+    ax.legend(handles, [h.get_label() for h in handles], loc="upper center",
+              bbox_to_anchor=(0.5, -0.14 if len(days) <= 10 else -0.24), fontsize=8, ncol=4, frameon=False)
     ax.set_title("Sends per day and delivery rate")
     out.append(("Sends per day", _png(fig)))
 
@@ -182,7 +184,7 @@ def charts(report: dict[str, Any]) -> list[tuple[str, str]]:
         values = [v for v, _ in lat["histogram"]]
         counts = [n for _, n in lat["histogram"]]
         ax.bar(values, counts, width=0.9 if len(values) < 200 else 1.0, color="#5c6bc0")
-        for p, style in zip(PERCENTILES, ("--", "-.", ":")):
+        for p, style in zip(PERCENTILES, ("--", "-.", ":"), strict=False):
             ax.axvline(lat[f"p{p}"], color="#d84315", linestyle=style, label=f"p{p} = {lat[f'p{p}']} s")
         ax.set_xlabel("seconds from send_time to report_time")
         ax.set_ylabel("receipts")
@@ -210,13 +212,15 @@ def charts(report: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 _CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,"Liberation Sans",sans-serif;margin:24px auto;max-width:1080px;color:#212121;padding:0 16px}
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,"Liberation Sans",sans-serif;margin:24px auto;
+max-width:1080px;color:#212121;padding:0 16px}
 h1{font-size:22px;margin-bottom:4px}h2{font-size:17px;margin-top:28px;border-bottom:1px solid #ddd;padding-bottom:4px}
 .sub{color:#616161;font-size:13px}.cards{display:flex;flex-wrap:wrap;gap:10px;margin:16px 0}
 .card{border:1px solid #e0e0e0;border-radius:6px;padding:10px 14px;min-width:110px}
 .card b{display:block;font-size:20px}.card span{font-size:12px;color:#616161}
 .empty{background:#fff8e1;border:1px solid #ffe082;padding:14px;border-radius:6px;font-size:15px}
-table{border-collapse:collapse;font-size:13px;margin:8px 0}th,td{padding:4px 10px;border-bottom:1px solid #eee;text-align:left}
+table{border-collapse:collapse;font-size:13px;margin:8px 0}
+th,td{padding:4px 10px;border-bottom:1px solid #eee;text-align:left}
 th.n,td.n{text-align:right;font-variant-numeric:tabular-nums}th{background:#fafafa}
 img{max-width:100%;display:block;margin:10px 0}.ok{color:#2e7d32}.bad{color:#c62828}
 """
@@ -239,8 +243,9 @@ def _html_table(headers: list[str], rows: list[list[Any]]) -> str:
     """Numbers right-aligned, text left-aligned (a column follows its first row)."""
     numeric = [all(_numeric(row[i]) for row in rows) and bool(rows) for i in range(len(headers))]
     cls = [" class=n" if n else "" for n in numeric]
-    head = "".join(f"<th{c}>{html.escape(h)}</th>" for h, c in zip(headers, cls))
-    body = "".join("<tr>" + "".join(f"<td{c}>{html.escape('-' if v is None else str(v))}</td>" for v, c in zip(row, cls))
+    head = "".join(f"<th{c}>{html.escape(h)}</th>" for h, c in zip(headers, cls, strict=False))
+    body = "".join("<tr>" + "".join(f"<td{c}>{html.escape('-' if v is None else str(v))}</td>"
+                                    for v, c in zip(row, cls, strict=False))
                    + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
@@ -315,7 +320,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--from", dest="date_from", help="first Beijing date, YYYY-MM-DD (default: 6 days before --to)")
     parser.add_argument("--to", dest="date_to", help="last Beijing date, YYYY-MM-DD (default: today in Beijing)")
-    parser.add_argument("--sink", choices=list(BACKENDS),
+    parser.add_argument("--sink", choices=list(sink_names()),
                         help="read this sink (default: SINK from the environment, as the functions do)")
     parser.add_argument("--path", help="file sink directory or SQLite file (with --sink file|sqlite)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON instead of tables")

@@ -11,7 +11,7 @@ process run that fraction of one core, as the platform's would. For each share:
 
 - cold start: the drain handler and the file sink imported from the build, in fresh capped
   interpreters (median of --cold-runs; scripts/coldstart.py's probe);
-- throughput: the real handler, in a capped child process (scripts/bench.py's drain child),
+- throughput: the real handler, in a capped child process (scripts/bench/child.py),
   drains --messages receipts from the emulator at --latency ms per request (the emulator
   runs uncapped in this process: it stands for Alicom), file sink, default settings but
   DRAIN_WAIT_SECONDS=0; messages per second over the run;
@@ -55,7 +55,7 @@ TIMEOUT = 55.0
 def throughput(cpus: float, messages: int, latency_ms: float, wait_seconds: int = 0) -> dict:
     """Drain `messages` receipts with the real handler in a child capped at `cpus` of a core
     (messages=0 with the default 3 s long poll: what an idle tick costs)."""
-    from scripts.bench import Bench
+    from scripts.bench.runner import Bench
 
     bench = Bench(Namespace(wait_seconds=wait_seconds, quick=False, messages=messages))
     emu = bench.emulator(messages, latency_ms)
@@ -70,7 +70,8 @@ def throughput(cpus: float, messages: int, latency_ms: float, wait_seconds: int 
                                   capture_output=True, text=True, timeout=900)
             wall = time.monotonic() - started
         if proc.returncode != 0:
-            raise SystemExit(f"sizing: the drain child failed at {cpus} vCPU:\n{proc.stdout[-1500:]}{proc.stderr[-1500:]}")
+            raise SystemExit(f"sizing: the drain child failed at {cpus} vCPU:\n"
+                             f"{proc.stdout[-1500:]}{proc.stderr[-1500:]}")
         result = json.loads(out.read_text())
     finally:
         emu.stop()
@@ -113,7 +114,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     measured = {}
     for cpus in shares:
         with CpuCap(cpus) as cap:
-            cold = measure(args.python, args.build.resolve(), ["functions.drain", "shared.sinks.file"], args.cold_runs, cap)
+            cold = measure(args.python, args.build.resolve(), ["functions.drain", "shared.sinks.file"],
+                           args.cold_runs, cap)
         run = throughput(cpus, args.messages, args.latency)
         idle = throughput(cpus, 0, args.latency, wait_seconds=3)  # the default long poll, empty queues
         measured[cpus] = {"cold_start_ms": cold["median_ms"], **run, "idle_run_seconds": idle["seconds"]}
@@ -136,7 +138,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"{r['platform']:<8}{r['memory_mb']:>6} MB{r['vcpu']:>7.3f}{r['cold_start_ms']:>9.1f}"
               f"{r['messages_per_second']:>8.0f}  {cost}")
     if args.json:
-        args.json.write_text(json.dumps({"latency_ms": args.latency, "messages": args.messages, "rows": rows}, indent=1) + "\n")
+        report = {"latency_ms": args.latency, "messages": args.messages, "rows": rows}
+        args.json.write_text(json.dumps(report, indent=1) + "\n")
     return 0
 
 

@@ -15,32 +15,19 @@ from datetime import datetime, timezone
 from typing import Any, Union
 from zoneinfo import ZoneInfo
 
+from shared.message_types import EVENT_TIME_FIELDS, KEY_FIELDS, MESSAGE_TYPES
 from shared.records import DeadLetter, MnsMeta, Record, canonical_json
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 
-# Fields that together name the fact a message reports (DESIGN.md invariant 2).
-# VoiceReport / VoiceRecordReport report one call once each, so call_id and the type
-# (already the key's first part) suffice; VoiceCallReport reports every state change.
-KEY_FIELDS: dict[str, tuple[str, ...]] = {
-    "SmsReport": ("biz_id", "phone_number"),
-    "SmsUp": ("phone_number", "sequence_id", "send_time"),
-    "VoiceReport": ("call_id",),
-    "VoiceRecordReport": ("call_id",),
-    "VoiceCallReport": ("call_id", "status_code", "status_time"),
-    "GlobeSmsReport": ("MessageId",),
-}
-
-# Where the time of the reported event is, most specific first (vendor clock: Beijing).
-EVENT_TIME_FIELDS: dict[str, tuple[str, ...]] = {
-    "SmsReport": ("report_time", "send_time"),
-    "SmsUp": ("send_time",),
-    "VoiceReport": ("end_time", "start_time", "originate_time"),
-    "VoiceRecordReport": ("end_time", "start_time", "record_begin_time", "originate_time"),
-    "VoiceCallReport": ("status_time",),
-    "GlobeSmsReport": ("ReceiveDate", "SendDate"),
-}
+# Key fields (naming the fact a message reports: docs/ARCHITECTURE.md, invariant 2) and
+# event-time fields come from the one table of message types, read at each call (a dict
+# lookup), so the table is the only place to add a type. KEY_FIELDS and EVENT_TIME_FIELDS
+# are its two columns, for readers.
+_UNPUBLISHED: tuple[None, tuple[str, ...]] = (None, ())
+__all__ = ["KEY_FIELDS", "EVENT_TIME_FIELDS", "decode_message", "business_key", "event_time", "parse_body",
+           "format_time", "shanghai_time", "DecodeError", "Decoded", "SHANGHAI", "TIME_FORMAT"]
 
 MAX_KEY_PART = 256
 
@@ -76,7 +63,8 @@ def decode_message(message_type: str, raw_body: Any, mns: MnsMeta = MnsMeta()) -
         error = str(exc)
     except (RecursionError, MemoryError, ValueError, TypeError) as exc:  # pathological JSON
         error = f"undecodable body: {type(exc).__name__}"
-    return DeadLetter(message_type=message_type, raw_body=text, error=error, event_time=shanghai_time(mns.enqueue_time), mns=mns)
+    return DeadLetter(message_type=message_type, raw_body=text, error=error,
+                      event_time=shanghai_time(mns.enqueue_time), mns=mns)
 
 
 def _str_as_text(raw: str) -> str:
@@ -170,7 +158,7 @@ def _key_part(payload: dict[str, Any], field: str) -> str:
 
 
 def business_key(message_type: str, payload: dict[str, Any]) -> str:
-    fields = KEY_FIELDS.get(message_type)
+    fields = MESSAGE_TYPES.get(message_type, _UNPUBLISHED)[0]
     if fields is None:
         # Unknown or unpublished format: the body itself is the identity of the fact.
         digest = hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()[:32]
@@ -189,14 +177,15 @@ def _normalise_time(value: str) -> str:
     text = value.strip()[:19]
     match = _CANONICAL_TIME.fullmatch(text)
     if match:
-        datetime(*map(int, match.groups()))  # rejects 2017-13-45 25:61:00
+        year, month, day, hour, minute, second = map(int, match.groups())
+        datetime(year, month, day, hour, minute, second)  # rejects 2017-13-45 25:61:00
         return text
     return format_time(datetime.strptime(text, TIME_FORMAT))
 
 
 def event_time(message_type: str, payload: dict[str, Any], mns: MnsMeta) -> str:
     """The reported event's Beijing time, normalised; the enqueue time when absent or unparseable."""
-    for field in EVENT_TIME_FIELDS.get(message_type, ()):
+    for field in MESSAGE_TYPES.get(message_type, _UNPUBLISHED)[1]:
         value = payload.get(field)
         if isinstance(value, str):
             try:

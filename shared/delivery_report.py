@@ -195,7 +195,8 @@ class ReportBuilder:
         if not self.date_from <= day <= self.date_to:
             self.outside += 1
             return
-        digest = hashlib.blake2b(f"{record.message_type}\n{record.key}".encode("utf-8", "replace"), digest_size=8).digest()
+        identity = f"{record.message_type}\n{record.key}".encode("utf-8", "replace")
+        digest = hashlib.blake2b(identity, digest_size=8).digest()
         if record.message_type in SMS_SEND_TYPES and record.source == SOURCE_SEND_RECORD:
             if self.dedupe and (digest in self.seen or digest in self.pending):
                 self.duplicates += 1
@@ -293,11 +294,13 @@ class ReportBuilder:
             "per_day": [dict(date=d.isoformat(), **self.by_day[d].as_dict(), replies=self.replies_by_day.get(d, 0))
                         for d in days] if not empty else [],
             "per_template": [dict(sign_name=s, template_code=t, **tally.as_dict())
-                             for (s, t), tally in sorted(self.by_template.items(), key=lambda kv: (-kv[1].sends, kv[0]))],
+                             for (s, t), tally in sorted(self.by_template.items(),
+                                                         key=lambda kv: (-kv[1].sends, kv[0]))],
             "per_err_code": [dict(err_code=code, **tally.as_dict(), share=rate(tally.sends, self.total.sends))
                              for code, tally in sorted(self.by_err.items(), key=lambda kv: (-kv[1].sends, kv[0]))],
             "top_errors": [{"err_code": code, "count": n}
-                           for code, n in sorted(self.failed_codes.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_ERRORS]],
+                           for code, n in sorted(self.failed_codes.items(),
+                                                 key=lambda kv: (-kv[1], kv[0]))[:TOP_ERRORS]],
             "sms_up": {"replies": sum(self.replies_by_day.values()),
                        "per_day": [{"date": d.isoformat(), "replies": self.replies_by_day.get(d, 0)} for d in days]
                        if not empty else []},
@@ -321,7 +324,8 @@ def as_date(value: DateLike) -> date:
         raise ValueError(f"expected a date like 2026-11-25, got {value!r}") from None
 
 
-def build_report(records: Iterable[Record], date_from: DateLike, date_to: DateLike, *, dedupe: bool = True) -> dict[str, Any]:
+def build_report(records: Iterable[Record], date_from: DateLike, date_to: DateLike, *,
+                 dedupe: bool = True) -> dict[str, Any]:
     """The report over `records` (any iterable, read once) for Beijing dates date_from..date_to."""
     builder = ReportBuilder(date_from, date_to, dedupe=dedupe)
     for record in records:

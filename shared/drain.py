@@ -36,8 +36,7 @@ from shared.clock import SYSTEM_CLOCK, Clock, Deadline
 from shared.coalesce import Batch, CoalesceBuffer
 from shared.decode import decode_message
 from shared.fan_out import FanOut
-from shared.queues import (MAX_BATCH, UNDELETED_BUDGET, DeleteOutcome, Queue, QueueError, QueueOpener,
-                           ReceivedMessage)
+from shared.queues import MAX_BATCH, UNDELETED_BUDGET, DeleteOutcome, Queue, QueueError, QueueOpener, ReceivedMessage
 from shared.records import DeadLetter, Record
 from shared.retry import Backoff
 from shared.run_summary import FAILURES, RunSummary, TypeStats, overall
@@ -370,7 +369,10 @@ class _Consumer:
         dead: list[DeadLetter] = []
         for m in messages:
             decoded = decode_message(self.mtype, m.body, m.meta)
-            (records if isinstance(decoded, Record) else dead).append(decoded)
+            if isinstance(decoded, Record):
+                records.append(decoded)
+            else:
+                dead.append(decoded)
         with self.run.lock:
             self.stats.received += len(messages)
             self.stats.batches += 1
@@ -485,7 +487,7 @@ class _Consumer:
                 calls += isinstance(exc, QueueError)
                 outcome = DeleteOutcome(failed={h: exc.code for h in handles}, calls=calls)
                 auth = isinstance(exc, QueueError) and exc.auth and attempt == 0
-                if auth:  # once: the receipt handles are still good, the token was not
+                if auth and queue is not None:  # once: the receipt handles are still good, the token was not
                     d.tokens.invalidate(self.mtype, queue.token)
                     self.delete_clients.queue = None
                     continue

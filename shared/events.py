@@ -1,12 +1,12 @@
 """Manual and timer payloads the functions accept, validated with a clear error per field."""
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from shared.message_types import MESSAGE_TYPES
 from shared.platform import EventError
-from shared.settings import KNOWN_MESSAGE_TYPES
 
 
 class DrainEvent(BaseModel):
@@ -30,9 +30,9 @@ class DrainEvent(BaseModel):
     @classmethod
     def _known(cls, value: Optional[tuple[str, ...]]) -> Optional[tuple[str, ...]]:
         if value is not None:
-            unknown = [t for t in value if t not in KNOWN_MESSAGE_TYPES]
+            unknown = [t for t in value if t not in MESSAGE_TYPES]
             if unknown:
-                raise ValueError(f"unknown message type(s) {unknown}; expected some of {list(KNOWN_MESSAGE_TYPES)}")
+                raise ValueError(f"unknown message type(s) {unknown}; expected some of {list(MESSAGE_TYPES)}")
             twice = sorted({t for t in value if value.count(t) > 1})
             if twice:  # refused, not collapsed: a typo'd list should be seen, and it would double the consumers
                 raise ValueError(f"{', '.join(twice)} listed more than once")
@@ -48,7 +48,10 @@ FIELD_FORMS = {
 }
 
 
-def parse_event(model: type[BaseModel], options: dict[str, Any], forms: dict[str, str] = FIELD_FORMS) -> BaseModel:
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_event(model: type[M], options: dict[str, Any], forms: dict[str, str] = FIELD_FORMS) -> M:
     """Validate `options` against `model`; raise EventError naming each bad field."""
     try:
         return model.model_validate(options)

@@ -230,7 +230,8 @@ def pending_sends(sink: Sink, older_than: Union[datetime, str, int, float, None]
                   grace_seconds: float = 3600, now: Optional[float] = None) -> list[dict[str, Any]]:
     """Open ledger entries sent before `older_than` (default: now - grace) that have no receipt."""
     if older_than is None:
-        older_than = datetime.fromtimestamp(time.time() if now is None else now, timezone.utc) - timedelta(seconds=grace_seconds)
+        now_utc = datetime.fromtimestamp(time.time() if now is None else now, timezone.utc)
+        older_than = now_utc - timedelta(seconds=grace_seconds)
     return scan_ledger(sink, older_than).pending
 
 

@@ -23,7 +23,7 @@ import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping, Optional
+from typing import Any, Iterator, Mapping, Optional, cast
 
 from shared.logs import get_logger
 
@@ -84,7 +84,8 @@ def drain_metric_sets(result: Mapping[str, Any], function: str, now_ms: Optional
         run["workers_invoked"] = (_number(fan_out.get("invoked")), COUNT)
         run["worker_invoke_failures"] = (_number(fan_out.get("failed")), COUNT)
     sets.append(MetricSet(DRAIN_RUN_SET, {"function": function}, run,
-                          properties={"stop_reason": result.get("stop_reason", ""), "ok": bool(result.get("ok", True))}))
+                          properties={"stop_reason": result.get("stop_reason", ""),
+                                      "ok": bool(result.get("ok", True))}))
     return sets
 
 
@@ -151,13 +152,13 @@ def to_emf(metric_set: MetricSet, now_ms: Optional[int] = None, ns: Optional[str
     # service="": no implicit `service` dimension from POWERTOOLS_SERVICE_NAME, so the
     # dimension sets are exactly the documented ones (the alarms name them).
     emf = EphemeralMetrics(namespace=ns or namespace(), service="")
-    for name, value in metric_set.dimensions.items():
-        emf.add_dimension(name=name, value=value)
+    for name, dimension in metric_set.dimensions.items():
+        emf.add_dimension(name=name, value=dimension)
     for name, (value, unit) in metric_set.metrics.items():
         emf.add_metric(name=name, unit=unit, value=value)
     if now_ms is not None:
         emf.set_timestamp(int(now_ms))
-    blob = emf.serialize_metric_set()
+    blob = cast(dict[str, Any], emf.serialize_metric_set())  # a TypedDict without our extra key
     if metric_set.rollup:
         # A second dimension set on the same values: CloudWatch aggregates it across types.
         dims = blob["_aws"]["CloudWatchMetrics"][0]["Dimensions"]
@@ -219,7 +220,8 @@ def emit_drain_metrics(invocation: Any, result: Mapping[str, Any], now_ms: Optio
         logger.warning("metrics not emitted", extra={"error": f"{type(exc).__name__}: {exc}"})
 
 
-def emit_reconcile_metrics(invocation: Any, report: Mapping[str, Any], now_ms: Optional[int] = None, stream=None) -> None:
+def emit_reconcile_metrics(invocation: Any, report: Mapping[str, Any], now_ms: Optional[int] = None,
+                           stream=None) -> None:
     """Print a reconcile run's counts (every number in `report`). Logs and swallows any failure."""
     try:
         if _disabled():

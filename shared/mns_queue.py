@@ -17,16 +17,20 @@ both to the SDK's results on the same bytes.
 from __future__ import annotations
 
 import xml.etree.ElementTree as ElementTree
-from typing import Sequence
+from typing import Any, Optional, Sequence
 
 from mns.mns_client import MNSClient, RequestInternal
 from mns.mns_exception import MNSClientException, MNSClientNetworkException, MNSServerException
-from mns.mns_request import ReceiveMessageResponseEntry
+from mns.mns_request import (
+    BatchDeleteMessageRequest,
+    BatchDeleteMessageResponse,
+    BatchReceiveMessageRequest,
+    BatchReceiveMessageResponse,
+    ReceiveMessageResponseEntry,
+)
 from mns.mns_tool import BatchDeleteMessageValidator, BatchReceiveMessageValidator
 from mns.mns_xml_handler import BatchDeleteMessageDecoder
 from mns.pkg_info import version as SDK_VERSION
-from mns.mns_request import (BatchDeleteMessageRequest, BatchDeleteMessageResponse, BatchReceiveMessageRequest,
-                              BatchReceiveMessageResponse)
 
 from shared.queues import MAX_BATCH, DeleteOutcome, QueueError, ReceivedMessage
 from shared.records import MnsMeta
@@ -40,7 +44,8 @@ __all__ = ["MnsQueue", "ReceiptClient", "read_received_messages", "receipt_handl
 # reads receive answers itself: run it only on SDK versions tests/test_mns_queue.py held it to.
 TESTED_SDK_VERSIONS = ("1.3.",)
 if not SDK_VERSION.startswith(TESTED_SDK_VERSIONS):
-    raise ImportError(f"shared/mns_queue.py was tested with aliyun-mns-sdk {', '.join(v + 'x' for v in TESTED_SDK_VERSIONS)}, "
+    tested = ', '.join(v + 'x' for v in TESTED_SDK_VERSIONS)
+    raise ImportError(f"shared/mns_queue.py was tested with aliyun-mns-sdk {tested}, "
                       f"not {SDK_VERSION}: run tests/test_mns_queue.py against it, then add it to TESTED_SDK_VERSIONS")
 
 # Codes after which the token must be replaced (no dedicated "token expired" code exists).
@@ -77,16 +82,17 @@ def read_received_messages(xml_text: str, request_id: str = "") -> list[ReceiveM
     except ElementTree.ParseError:
         raise MNSClientNetworkException("RespDataDamaged", "answer is not XML", request_id) from None
     if root.tag.rpartition("}")[2] != "Messages":  # the SDK looks for <Messages> anywhere in the answer
-        root = next((e for e in root.iter() if e.tag.rpartition("}")[2] == "Messages"), None)
-        if root is None:
+        found = next((e for e in root.iter() if e.tag.rpartition("}")[2] == "Messages"), None)
+        if found is None:
             raise MNSClientNetworkException("RespDataDamaged", "No element with tag name 'Messages'.", request_id)
+        root = found
     ns = root.tag[:root.tag.index("}") + 1] if root.tag.startswith("{") else ""
     message_tag = ns + "Message"
     entries = []
     for node in root:
         if node.tag != message_tag:
             continue
-        fields = {child.tag[len(ns):]: child.text for child in node}
+        fields: dict[str, Any] = {child.tag[len(ns):]: child.text for child in node}
         try:
             entry = ReceiveMessageResponseEntry()
             entry.message_body = fields["MessageBody"] or ""
@@ -169,7 +175,7 @@ class MnsQueue:
         self.queue_name = queue_name
         self.client = ReceiptClient(endpoint.rstrip("/"), token.access_key_id, token.access_key_secret,
                                     security_token=token.security_token)
-        self.timeout = None
+        self.timeout: Optional[float] = None
         self.set_timeout(timeout)
 
     # The SDK's Queue object does no more than these two methods (request, response, client

@@ -113,7 +113,8 @@ def adapt(event: Any, context: Any, clock: Clock = SYSTEM_CLOCK, default_timeout
     """Recognise the platform from the context and normalise the event."""
     if context is not None and hasattr(context, "get_remaining_time_in_millis"):
         return _from_lambda(event, context, clock)
-    if context is not None and getattr(context, "function", None) is not None and isinstance(event, (bytes, bytearray, str)):
+    if (context is not None and getattr(context, "function", None) is not None
+            and isinstance(event, (bytes, bytearray, str))):
         return _from_fc(event, context, clock)
     return _from_local(event, context, clock, default_timeout)
 

@@ -33,171 +33,28 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
 from shared import ledger
 from shared.clock import SYSTEM_CLOCK, Clock, Deadline
 from shared.decode import TIME_FORMAT, format_time
 from shared.platform import EventError
+from shared.reconcile_event import FIELD_FORMS, MAX_PHONES, ReconcileEvent, parse_reconcile_event
 from shared.records import SOURCE_SEND_RECORD, Record, canonical_json
-from shared.send_records import (PHONE_FORMS, QUERY_WINDOW_DAYS, STATUS_DELIVERED, STATUS_FAILED, STATUS_WAITING,
-                                 DeadlineReached, PhoneError, SendDateError, SendDetail, SendDetailsError,
-                                 SendRecordClient, beijing_today, check_send_date, normalize_phone)
+from shared.send_records import (
+    PHONE_FORMS,
+    QUERY_WINDOW_DAYS,
+    STATUS_DELIVERED,
+    STATUS_FAILED,
+    STATUS_WAITING,
+    DeadlineReached,
+    PhoneError,
+    SendDateError,
+    SendDetail,
+    SendDetailsError,
+    SendRecordClient,
+    beijing_today,
+    normalize_phone,
+)
 from shared.sinks.base import NoObjects, Sink
-
-MAX_PHONES = 100_000
-MAX_DATES = QUERY_WINDOW_DAYS + 1
-DATE_FORM = "a date 'YYYY-MM-DD' within the last 30 days by Beijing time, not in the future"
-
-FIELD_FORMS = {
-    "dates": f"a non-empty list of dates, each {DATE_FORM}",
-    "date_from": f"{DATE_FORM}; with date_to",
-    "date_to": f"{DATE_FORM}, not before date_from",
-    "phones": f"a non-empty list of phone numbers as strings, each {PHONE_FORMS}",
-    "phones_file": "a path in the function's file system, or 'sink:<key>' for an object in the (object) sink; "
-                   "one phone number per line (blank lines and lines starting with # are skipped), or a JSON list",
-    "biz_id": "the BizId SendSms returned (a non-empty string of at most 256 characters)",
-    "targets": "a list of {\"date\": \"YYYY-MM-DD\", \"phones\": [...], \"biz_id\": optional} groups "
-               "(the shape of a previous run's `unreached`)",
-    "max_targets": "a whole number >= 1: phone-days this run queries at most",
-}
-
-
-# --- the event -------------------------------------------------------------------------
-
-def _check_date(value: str) -> str:
-    try:
-        day = datetime.strptime(value, "%Y-%m-%d").date()
-    except (TypeError, ValueError):
-        raise ValueError(f"{str(value)[:20]!r} is not a date 'YYYY-MM-DD'") from None
-    try:
-        check_send_date(day, beijing_today())
-    except SendDateError as exc:
-        raise ValueError(str(exc)) from None
-    return value
-
-
-def _check_phones(values: list[str]) -> list[str]:
-    if not values:
-        raise ValueError("the list is empty")
-    if len(values) > MAX_PHONES:
-        raise ValueError(f"{len(values)} phone numbers; at most {MAX_PHONES} per event")
-    out = []
-    for i, value in enumerate(values):
-        try:
-            out.append(normalize_phone(value))
-        except PhoneError as exc:
-            raise ValueError(f"item {i}: {exc}") from None
-    return list(dict.fromkeys(out))
-
-
-class TargetGroup(BaseModel):
-    """One date and its phone numbers (optionally one BizId): an element of `targets`."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-    date: str
-    phones: list[str]
-    biz_id: Optional[str] = Field(None, min_length=1, max_length=256)
-
-    @field_validator("date")
-    @classmethod
-    def _date(cls, value: str) -> str:
-        return _check_date(value)
-
-    @field_validator("phones")
-    @classmethod
-    def _phones(cls, value: list[str]) -> list[str]:
-        return _check_phones(value)
-
-
-class ReconcileEvent(BaseModel):
-    """A manual reconcile event. Without any target field it works the ledger, as a timer run does."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-    dates: Optional[list[str]] = Field(None, min_length=1, max_length=MAX_DATES)
-    date_from: Optional[str] = None
-    date_to: Optional[str] = None
-    phones: Optional[list[str]] = None
-    phones_file: Optional[str] = Field(None, min_length=1, max_length=1024)
-    biz_id: Optional[str] = Field(None, min_length=1, max_length=256)
-    targets: Optional[list[TargetGroup]] = Field(None, min_length=1, max_length=10_000)
-    max_targets: Optional[int] = Field(None, ge=1, le=1_000_000)
-
-    @field_validator("dates")
-    @classmethod
-    def _dates(cls, value: Optional[list[str]]) -> Optional[list[str]]:
-        if value is None:
-            return None
-        checked = []
-        for i, item in enumerate(value):
-            try:
-                checked.append(_check_date(item))
-            except ValueError as exc:
-                raise ValueError(f"item {i}: {exc}") from None
-        return sorted(set(checked))
-
-    @field_validator("date_from", "date_to")
-    @classmethod
-    def _one_date(cls, value: Optional[str]) -> Optional[str]:
-        return None if value is None else _check_date(value)
-
-    @field_validator("phones")
-    @classmethod
-    def _phones(cls, value: Optional[list[str]]) -> Optional[list[str]]:
-        return None if value is None else _check_phones(value)
-
-    @property
-    def is_ledger_run(self) -> bool:
-        return all(getattr(self, f) is None for f in ("dates", "date_from", "date_to", "phones", "phones_file",
-                                                       "biz_id", "targets"))
-
-    def days(self) -> list[date]:
-        if self.dates is not None:
-            return [datetime.strptime(d, "%Y-%m-%d").date() for d in self.dates]
-        first = datetime.strptime(self.date_from, "%Y-%m-%d").date()
-        last = datetime.strptime(self.date_to, "%Y-%m-%d").date()
-        return [first + timedelta(days=i) for i in range((last - first).days + 1)]
-
-
-def shape_problem(event: ReconcileEvent) -> Optional[tuple[str, str]]:
-    """(field, problem) when the fields do not combine into one of the accepted forms."""
-    has_range = event.date_from is not None or event.date_to is not None
-    has_dates = event.dates is not None or has_range
-    has_phones = event.phones is not None or event.phones_file is not None
-    if event.targets is not None:
-        if has_dates or has_phones or event.biz_id is not None:
-            return "targets", "give either targets, or dates with phones, not both"
-        return None
-    if event.is_ledger_run:
-        return None
-    if event.dates is not None and has_range:
-        return "dates", "give either dates or date_from + date_to, not both"
-    if has_range and (event.date_from is None or event.date_to is None):
-        return ("date_to" if event.date_to is None else "date_from"), "date_from and date_to go together"
-    if has_range and event.date_from > event.date_to:
-        return "date_to", f"{event.date_to} is before date_from {event.date_from}"
-    if not has_dates:
-        return "dates", "required with phones, phones_file or biz_id (or date_from + date_to)"
-    if not has_phones:
-        return "phones", "required with dates (or phones_file)"
-    if event.phones is not None and event.phones_file is not None:
-        return "phones", "give either phones or phones_file, not both"
-    return None
-
-
-def parse_reconcile_event(options: dict[str, Any]) -> ReconcileEvent:
-    """Validate a reconcile event (fields, then how they combine); EventError names the field and its form."""
-    from shared.events import parse_event
-
-    event = parse_event(ReconcileEvent, options, FIELD_FORMS)
-    problem = shape_problem(event)
-    if problem:
-        name, detail = problem
-        raise EventError(f"invalid event: {name}: {detail}; expected {FIELD_FORMS[name]}")
-    return event
-
 
 # --- targets -----------------------------------------------------------------------------
 
@@ -269,7 +126,8 @@ def parse_phone_list(data: bytes, where: str) -> list[str]:
         lines = [(n, line.split(",", 1)[0].strip()) for n, line in enumerate(text.splitlines(), 1)
                  if line.strip() and not line.lstrip().startswith("#")]
     if not lines:
-        raise EventError(f"invalid event: phones_file: {where!r} lists no phone number; expected {FIELD_FORMS['phones']}")
+        raise EventError(f"invalid event: phones_file: {where!r} lists no phone number; "
+                         f"expected {FIELD_FORMS['phones']}")
     if len(lines) > MAX_PHONES:
         raise EventError(f"invalid event: phones_file: {len(lines)} phone numbers; at most {MAX_PHONES}")
     out = []
@@ -482,7 +340,8 @@ class Reconciler:
         report.expired = ledger.mark_all(self.sink, expired, "expired", now.timestamp())
         return self._run(targets, deadline, report, max_targets)
 
-    def run_targets(self, targets: list[Target], deadline: Deadline, max_targets: Optional[int] = None) -> ReconcileReport:
+    def run_targets(self, targets: list[Target], deadline: Deadline,
+                    max_targets: Optional[int] = None) -> ReconcileReport:
         return self._run(targets, deadline, ReconcileReport(mode="targets"), max_targets)
 
     # -- the loop ---------------------------------------------------------------------
@@ -591,5 +450,6 @@ def log_safe(report: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-__all__ = ["ReconcileEvent", "parse_reconcile_event", "FIELD_FORMS", "Target", "Reconciler", "ReconcileOptions", "ReconcileReport",
-           "expand_targets", "read_phones_file", "unreached_event", "to_records", "send_record_key", "log_safe"]
+__all__ = ["ReconcileEvent", "parse_reconcile_event", "FIELD_FORMS", "Target", "Reconciler", "ReconcileOptions",
+           "ReconcileReport", "expand_targets", "read_phones_file", "unreached_event", "to_records", "send_record_key",
+           "log_safe"]

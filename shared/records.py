@@ -1,7 +1,7 @@
 """What the drain stores: decoded receipts (`Record`) and undecodable messages (`DeadLetter`).
 
 Both are plain, immutable values. Every record carries a business key that names the
-fact it reports (DESIGN.md invariant 2), so a redelivered receipt maps to the same key
+fact it reports (docs/ARCHITECTURE.md, invariant 2), so a redelivered receipt maps to the same key
 and every sink can deduplicate by it.
 """
 from __future__ import annotations

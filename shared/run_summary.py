@@ -101,7 +101,8 @@ class RunSummary:
         }
 
 
-def overall(run_failure: Optional[tuple[str, str]], types: dict[str, TypeStats]) -> tuple[str, Optional[str], list[str]]:
+def overall(run_failure: Optional[tuple[str, str]],
+            types: dict[str, TypeStats]) -> tuple[str, Optional[str], list[str]]:
     """(stop reason, error, failed types) of a run from its own failure and its types' outcomes."""
     failed = [t for t, s in types.items() if s.stop_reason in FAILURES]
     reasons = [s.stop_reason for s in types.values()] + ([run_failure[0]] if run_failure else [])

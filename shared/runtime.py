@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Mapping, Optional
+from typing import TYPE_CHECKING, Callable, Generic, Mapping, Optional, Protocol, TypeVar
 
 from shared.clock import SYSTEM_CLOCK, Clock
 from shared.credentials import load_credentials
@@ -20,6 +20,15 @@ from shared.tokens import Credentials, DybaseapiTokenSource, MnsToken, TokenCach
 if TYPE_CHECKING:
     from shared.fan_out import FanOut
     from shared.platform import Invocation
+    from shared.reconcile import Reconciler
+    from shared.send_records import SendRecordClient
+
+
+class _HasSink(Protocol):
+    sink: Sink
+
+
+R = TypeVar("R", bound=_HasSink)
 
 
 @dataclass
@@ -32,8 +41,10 @@ class DrainRuntime:
     def open_queue(self, message_type: str, token: MnsToken):
         from shared.mns_queue import MnsQueue  # the MNS SDK, only where a queue is opened
 
-        return MnsQueue(self.settings.mns_endpoint, self.settings.queue_name(message_type), token,
-                        timeout=self.settings.mns_timeout_seconds)
+        queue_name = self.settings.queue_name(message_type)
+        if queue_name is None:  # the handler refuses such a type before the run begins
+            raise ValueError(f"no queue name configured for {message_type}")
+        return MnsQueue(self.settings.mns_endpoint, queue_name, token, timeout=self.settings.mns_timeout_seconds)
 
     def fan_out(self, invocation: "Invocation", logger=None) -> Optional["FanOut"]:
         """The fan-out a scheduled run may use (None with DRAIN_MAX_WORKERS=1, the default)."""
@@ -67,50 +78,56 @@ class DrainRuntime:
         return Drain(self.tokens, self.open_queue, self.sink, options, clock=clock, logger=logger)
 
 
-_cached: Optional[tuple[tuple, DrainRuntime]] = None
-_lock = threading.Lock()
+class _PerSettingsCache(Generic[R]):
+    """One runtime per container, rebuilt (closing the old one's sink) when the settings change."""
+
+    def __init__(self) -> None:
+        self._entry: Optional[tuple[tuple, R]] = None
+
+    def get(self, settings: Settings, build: Callable[[Settings], R]) -> R:
+        fingerprint = tuple((k, repr(v)) for k, v in sorted(settings.as_dict().items(), key=lambda kv: kv[0]))
+        with _lock:
+            if self._entry is not None and self._entry[0] == fingerprint:
+                return self._entry[1]
+            self.reset()
+            runtime = build(settings)
+            self._entry = (fingerprint, runtime)
+            return runtime
+
+    def reset(self) -> None:
+        with _lock:
+            if self._entry is not None:
+                self._entry[1].sink.close()
+            self._entry = None
+
+
+_lock = threading.RLock()
+_drain_cache: _PerSettingsCache[DrainRuntime] = _PerSettingsCache()
 
 
 def drain_runtime(environ: Optional[Mapping[str, str]] = None, clock: Clock = SYSTEM_CLOCK) -> DrainRuntime:
     """The runtime for the current environment, built once per container (rebuilt if settings change)."""
-    global _cached
-    settings = load_settings(environ)
-    fingerprint = tuple(sorted(settings.as_dict().items(), key=lambda kv: kv[0]))
-    fingerprint = tuple((k, repr(v)) for k, v in fingerprint)
-    with _lock:
-        if _cached is not None and _cached[0] == fingerprint:
-            return _cached[1]
-        if _cached is not None:
-            _cached[1].sink.close()
+
+    def build(settings: Settings) -> DrainRuntime:
         credentials = load_credentials(settings)
-        source = DybaseapiTokenSource(credentials, settings.token_endpoint, settings.region, settings.mns_timeout_seconds,
-                                      owner_id=settings.owner_id)
-        runtime = DrainRuntime(
+        source = DybaseapiTokenSource(credentials, settings.token_endpoint, settings.region,
+                                      settings.mns_timeout_seconds, owner_id=settings.owner_id)
+        return DrainRuntime(
             settings=settings,
             credentials=credentials,
             tokens=TokenCache(source, clock, settings.token_refresh_buffer_seconds),
             sink=make_sink(settings, credentials),
         )
-        _cached = (fingerprint, runtime)
-        return runtime
+
+    return _drain_cache.get(load_settings(environ), build)
 
 
 def reset_runtime() -> None:
     """Forget the cached runtime (tests, and the local demo between runs)."""
-    global _cached
-    with _lock:
-        if _cached is not None:
-            _cached[1].sink.close()
-        _cached = None
+    _drain_cache.reset()
 
 
 # --- reconcile ------------------------------------------------------------------------------
-
-import typing  # noqa: E402  (kept with the reconcile part: imported names are for annotations only)
-
-if typing.TYPE_CHECKING:
-    from shared.reconcile import Reconciler
-    from shared.send_records import SendRecordClient
 
 
 @dataclass
@@ -134,7 +151,7 @@ class ReconcileRuntime:
         return Reconciler(self.client, self.sink, options, clock=clock, logger=logger)
 
 
-_reconcile_cached: Optional[tuple[tuple, ReconcileRuntime]] = None
+_reconcile_cache: _PerSettingsCache[ReconcileRuntime] = _PerSettingsCache()
 
 
 def reconcile_runtime(environ: Optional[Mapping[str, str]] = None, clock: Clock = SYSTEM_CLOCK) -> ReconcileRuntime:
@@ -146,30 +163,18 @@ def reconcile_runtime(environ: Optional[Mapping[str, str]] = None, clock: Clock 
     """
     from shared.send_records import SendRecordClient
 
-    global _reconcile_cached
-    settings = load_settings(environ)
-    fingerprint = tuple((k, repr(v)) for k, v in sorted(settings.as_dict().items(), key=lambda kv: kv[0]))
-    with _lock:
-        if _reconcile_cached is not None and _reconcile_cached[0] == fingerprint:
-            return _reconcile_cached[1]
-        if _reconcile_cached is not None:
-            _reconcile_cached[1].sink.close()
-        credentials = load_credentials(settings)
-        s = settings
+    def build(s: Settings) -> ReconcileRuntime:
+        credentials = load_credentials(s)
         client = SendRecordClient(
             credentials, s.sms_endpoint, s.region, timeout=s.reconcile_timeout_seconds, qps=s.reconcile_qps,
             max_attempts=s.reconcile_max_attempts, backoff=s.reconcile_backoff_seconds,
             backoff_max=s.reconcile_backoff_max_seconds, margin=s.reconcile_safety_margin_seconds, clock=clock,
         )
-        runtime = ReconcileRuntime(settings=settings, credentials=credentials, sink=make_sink(settings, credentials), client=client)
-        _reconcile_cached = (fingerprint, runtime)
-        return runtime
+        return ReconcileRuntime(settings=s, credentials=credentials, sink=make_sink(s, credentials), client=client)
+
+    return _reconcile_cache.get(load_settings(environ), build)
 
 
 def reset_reconcile_runtime() -> None:
     """Forget the cached reconcile runtime (tests, and the local demo between runs)."""
-    global _reconcile_cached
-    with _lock:
-        if _reconcile_cached is not None:
-            _reconcile_cached[1].sink.close()
-        _reconcile_cached = None
+    _reconcile_cache.reset()

@@ -10,8 +10,8 @@ What reconcile needs from the API, and nothing of the platform:
   that query (that target only) with `SendDetailsError` carrying the code.
 - A client-side token bucket keeps calls under `RECONCILE_QPS` across threads.
 - Throttling (`isv.BUSINESS_LIMIT_CONTROL`, `Throttling*`, HTTP 429), 5xx answers and
-  network errors are retried with exponential backoff and jitter (tenacity), bounded in
-  attempts and by the deadline: a query that cannot finish in time raises
+  network errors are retried with exponential backoff and jitter (shared/retry.py), bounded
+  in attempts and by the deadline: a query that cannot finish in time raises
   `DeadlineReached`, so the caller reports its target as unreached instead of failed.
   The SDK's own retries are switched off: one retry policy, one place that sees the deadline.
 """
@@ -23,12 +23,10 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, Optional
 
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential, wait_random
-from tenacity.stop import stop_base
-
 from shared.clock import SYSTEM_CLOCK, Clock, Deadline
 from shared.decode import SHANGHAI
 from shared.pop import Credentials, call_rpc, is_retryable, point_request, pop_client
+from shared.retry import ExponentialBackoff, OutOfTime, retry_call
 
 ACTION = "QuerySendDetails"
 PAGE_SIZE = 50
@@ -38,7 +36,7 @@ MAX_PAGES = 2000  # 100,000 rows for one phone and day: far beyond any real send
 # Dysmsapi's own "slow down" (per-number flow control), beside the POP-wide ones in shared/pop.py.
 BUSINESS_LIMIT_CODE = "isv.BUSINESS_LIMIT_CONTROL"
 
-# SendStatus values (api-facts §4).
+# QuerySendDetails' SendStatus values: 1 waiting for a receipt, 2 failed, 3 delivered.
 STATUS_WAITING, STATUS_FAILED, STATUS_DELIVERED = 1, 2, 3
 
 
@@ -230,23 +228,6 @@ class _Timing:
             self.call = max(self.call * 0.9, seconds)  # forget a single slow outlier slowly
 
 
-class _StopAtDeadline(stop_base):
-    """Stop retrying when the next backoff plus one more call would not fit before the deadline."""
-
-    def __init__(self, client: "SendRecordClient", deadline: Optional[Deadline]):
-        self.client = client
-        self.deadline = deadline
-        self.hit = False
-
-    def __call__(self, retry_state: RetryCallState) -> bool:
-        if self.deadline is None:
-            return False
-        c = self.client
-        next_sleep = min(c.backoff_max, c.backoff * 2 ** (retry_state.attempt_number - 1)) + c.backoff
-        self.hit = self.deadline.remaining() - c.margin < next_sleep + c.timing.call
-        return self.hit
-
-
 class SendRecordClient:
     """QuerySendDetails through aliyun-python-sdk-dysmsapi; safe to share between threads."""
 
@@ -261,6 +242,7 @@ class SendRecordClient:
         self.max_attempts = max_attempts
         self.backoff = backoff
         self.backoff_max = backoff_max
+        self.retry_backoff = ExponentialBackoff(max(1, max_attempts), backoff, backoff_max)
         self.margin = margin
         self.clock = clock
         self.limiter = limiter or TokenBucket(qps, clock=clock)
@@ -294,30 +276,30 @@ class SendRecordClient:
     # -- one page -------------------------------------------------------------
     def _page_with_retries(self, phone: str, day: date, page: int, biz_id: Optional[str],
                            deadline: Optional[Deadline]) -> tuple[dict, int]:
-        stop_at_deadline = _StopAtDeadline(self, deadline)
         made = 0
 
-        def count_retry(_state: RetryCallState) -> None:
+        def attempt(_timeout: float) -> dict:
+            nonlocal made
+            self._wait_for_budget(deadline)
+            made += 1
+            return self._call(phone, day, page, biz_id, deadline)  # its timeout: from the deadline
+
+        def count_retry(_exc: BaseException, _delay: float) -> None:
             with self._lock:
                 self.retries += 1
 
-        retrying = Retrying(
-            stop=stop_after_attempt(self.max_attempts) | stop_at_deadline,
-            wait=wait_exponential(multiplier=self.backoff, max=self.backoff_max) + wait_random(0, self.backoff),
-            retry=retry_if_exception(lambda e: isinstance(e, SendDetailsError) and e.retryable),
-            sleep=self.clock.sleep,
-            before_sleep=count_retry,
-            reraise=True,
-        )
         try:
-            for attempt in retrying:
-                with attempt:
-                    self._wait_for_budget(deadline)
-                    made += 1
-                    body = self._call(phone, day, page, biz_id, deadline)
+            # Another try only while its backoff and one more call (the slowest seen) fit before
+            # the deadline less the margin.
+            body = retry_call(attempt, retryable=lambda e: isinstance(e, SendDetailsError) and e.retryable,
+                              backoff=self.retry_backoff, attempt_timeout=self.timeout, min_attempt=self.timing.call,
+                              deadline=None if deadline is None else deadline.earlier(self.margin),
+                              sleep=self.clock.sleep, on_retry=count_retry)
+        except OutOfTime:
+            raise DeadlineReached("no time left for another call") from None
         except SendDetailsError as exc:
             exc.attempts = made
-            if stop_at_deadline.hit and exc.retryable:
+            if exc.retryable and made < self.max_attempts and deadline is not None:  # stopped by the deadline
                 raise DeadlineReached(f"out of time after {made} tries ({exc.code})") from exc
             raise
         return body, made

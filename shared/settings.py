@@ -20,20 +20,11 @@ from urllib.parse import urlparse
 import msgspec
 from msgspec import Meta
 
+from shared.message_types import KNOWN_MESSAGE_TYPES, MESSAGE_TYPES
 from shared.queues import MAX_BATCH, UNDELETED_BUDGET, UNDELETED_LIMIT
+from shared.sinks import sink_names, sink_needs
 
-# Message types Alicom publishes (api-facts §1). FlowReport's format is unpublished; it is
-# drained and stored with a body-hash key like any unknown type.
-KNOWN_MESSAGE_TYPES = (
-    "SmsReport",
-    "SmsUp",
-    "GlobeSmsReport",
-    "VoiceReport",
-    "VoiceCallReport",
-    "VoiceRecordReport",
-    "FlowReport",
-)
-SINKS = ("file", "sqlite", "s3", "oss", "dynamodb", "tablestore")
+SINKS = sink_names()  # shared/sinks/__init__.py's table
 DEFAULT_MNS_ENDPOINT = "https://1943695596114318.mns.cn-hangzhou.aliyuncs.com/"
 DEFAULT_TOKEN_ENDPOINT = "https://dybaseapi.aliyuncs.com"
 DEFAULT_SMS_ENDPOINT = "https://dysmsapi.aliyuncs.com"
@@ -51,7 +42,7 @@ def is_loopback(url: str) -> bool:
 
 
 def check_endpoint(url: str, variable: str) -> str:
-    """Endpoints are URLs; plain HTTP only for loopback (DESIGN.md invariant 7)."""
+    """Endpoints are URLs; plain HTTP only for loopback (docs/ARCHITECTURE.md, invariant 7)."""
     parsed = urlparse(url)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise ValueError(f"expected a URL like https://host[:port], got {url!r}")
@@ -84,10 +75,14 @@ ENV_FORMS = {
     "SINK_PATH": "a directory (file sink) or database file path (sqlite sink)",
     "SINK_BUCKET": "a bucket name (s3, oss)",
     "SINK_TABLE": "a table name (dynamodb, tablestore)",
+    "SINK_ENDPOINT": "the sink's https URL (oss: e.g. https://oss-cn-hangzhou.aliyuncs.com; tablestore: the "
+                     "instance's endpoint)",
+    "TABLESTORE_INSTANCE": "the Tablestore instance name (tablestore)",
     "DRAIN_MAX_MESSAGES": "a whole number >= 1",
     "DRAIN_WAIT_SECONDS": "a whole number of seconds from 0 to 30 (MNS long poll)",
     "DRAIN_CONCURRENCY": "a whole number from 1 to 64",
-    "DRAIN_COALESCE_SECONDS": "seconds from 0 to 60, well below the queue's visibility timeout (0 writes every batch at once)",
+    "DRAIN_COALESCE_SECONDS": "seconds from 0 to 60, well below the queue's visibility timeout "
+                              "(0 writes every batch at once)",
     "TOKEN_REFRESH_BUFFER_SECONDS": "a whole number of seconds >= 0",
     "FC_REGION": "the region Function Compute runs the function in (FC sets it)",
     "DRAIN_MAX_WORKERS": "a whole number from 1 to 64: runs of the drain at once when a backlog fans out "
@@ -222,14 +217,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=VARIABLES):
             value = getattr(self, name)
             if isinstance(value, float) and not math.isfinite(value):
                 raise _missing(VARIABLES[name], "is not a finite number")
-        unknown = [t for t in self.message_types if t not in KNOWN_MESSAGE_TYPES]
+        unknown = [t for t in self.message_types if t not in MESSAGE_TYPES]
         if unknown:
             raise _missing("ALICOM_MESSAGE_TYPES", f"unknown message type(s) {', '.join(unknown)}")
         if len(set(self.message_types)) != len(self.message_types):
             raise _missing("ALICOM_MESSAGE_TYPES", "a message type is listed twice")
         for pair in self.queue_names_raw:
             mtype, sep, name = pair.partition("=")
-            if not sep or mtype not in KNOWN_MESSAGE_TYPES or not re.fullmatch(r"[A-Za-z0-9\-]{1,256}", name):
+            if not sep or mtype not in MESSAGE_TYPES or not re.fullmatch(r"[A-Za-z0-9\-]{1,256}", name):
                 raise _missing("ALICOM_QUEUE_NAMES", f"malformed pair {pair!r}")
         for name in _ENDPOINT_FIELDS:
             value = getattr(self, name)
@@ -238,7 +233,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=VARIABLES):
                     check_endpoint(value, VARIABLES[name])
                 except ValueError as exc:
                     raise _missing(VARIABLES[name], str(exc)) from None
-        if self.sink not in SINKS:
+        if self.sink not in sink_names():  # the table as it is now (a test may add a sink to it)
             raise _missing("SINK", f"unknown sink {self.sink!r}")
         self._complete()
 
@@ -247,22 +242,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=VARIABLES):
         named = dict(p.split("=", 1) for p in self.queue_names_raw)
         missing = [t for t in self.message_types if t not in named]
         if missing and not self.uid:
-            raise _missing("ALICOM_UID", f"no queue name for {', '.join(missing)}: set ALICOM_UID or ALICOM_QUEUE_NAMES")
-        needs = {
-            "file": ("SINK_PATH", self.sink_path),
-            "sqlite": ("SINK_PATH", self.sink_path),
-            "s3": ("SINK_BUCKET", self.sink_bucket),
-            "oss": ("SINK_BUCKET", self.sink_bucket),
-            "dynamodb": ("SINK_TABLE", self.sink_table),
-            "tablestore": ("SINK_TABLE", self.sink_table),
-        }
-        variable, value = needs[self.sink]
-        if not value:
-            raise _missing(variable, f"SINK={self.sink} needs {variable}")
-        if self.sink in ("oss", "tablestore") and not self.sink_endpoint:
-            raise _missing("SINK_ENDPOINT", f"SINK={self.sink} needs SINK_ENDPOINT (e.g. https://oss-cn-hangzhou.aliyuncs.com)")
-        if self.sink == "tablestore" and not self.tablestore_instance:
-            raise _missing("TABLESTORE_INSTANCE", "SINK=tablestore needs TABLESTORE_INSTANCE")
+            raise _missing("ALICOM_UID",
+                           f"no queue name for {', '.join(missing)}: set ALICOM_UID or ALICOM_QUEUE_NAMES")
+        field_of = {variable: name for name, variable in VARIABLES.items()}
+        for variable in sink_needs(self.sink):
+            if not getattr(self, field_of[variable]):
+                raise _missing(variable, f"SINK={self.sink} needs {variable}")
         if bool(self.access_key_id) != bool(self.access_key_secret):
             raise _missing("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "ALIBABA_CLOUD_ACCESS_KEY_ID and ..._SECRET go together")
         # Every run holds up to DRAIN_CONCURRENCY batches per queue being received, and at least
@@ -274,6 +259,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=VARIABLES):
                            f"x {MAX_BATCH} messages = {footprint} received and undeleted at once, over the "
                            f"{UNDELETED_BUDGET} this package keeps each queue under (MNS throttles a queue past "
                            f"{UNDELETED_LIMIT}): lower DRAIN_MAX_WORKERS or DRAIN_CONCURRENCY")
+
+    def required(self, name: str) -> str:
+        """A setting the configured sink needs, e.g. "sink_bucket" (checked at load for the sink's
+        own needs; this names the variable if a sink reads one its table entry does not list)."""
+        value = getattr(self, name)
+        if not value:
+            raise SettingsError(f"invalid settings: {VARIABLES[name]}: SINK={self.sink} needs it")
+        return value
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{k}={v!r}" for k, v in self.safe_view().items())
@@ -289,7 +282,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=VARIABLES):
     @property
     def queue_names(self) -> dict[str, str]:
         """Message type -> MNS queue name, for the configured types."""
-        return {t: self.queue_name(t) for t in self.message_types}
+        # Every configured type has one: _complete() refused the settings otherwise.
+        return {t: name for t in self.message_types if (name := self.queue_name(t)) is not None}
 
     def as_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__struct_fields__}
@@ -330,12 +324,13 @@ def load_settings(environ: Optional[Mapping[str, str]] = None) -> Settings:
     """Validate the environment; raise SettingsError naming every bad variable."""
     given = dict(os.environ if environ is None else environ)
     # Empty strings mean "not set" (templates often pass "" for unused parameters).
-    env = {k: v for k, v in given.items() if k in _VARIABLES and v != ""}
+    env: dict[str, Any] = {k: v for k, v in given.items() if k in _VARIABLES and v != ""}
     # Undecodable bytes in os.environ arrive as lone surrogates: name them here, before any
     # parsing tries to encode them.
     garbled = sorted(k for k in env if isinstance(env[k], str) and not _is_utf8(env[k]))
     if garbled:
-        raise SettingsError("invalid settings: " + "; ".join(_describe(k, "is not valid UTF-8 text", None) for k in garbled))
+        raise SettingsError("invalid settings: "
+                            + "; ".join(_describe(k, "is not valid UTF-8 text", None) for k in garbled))
     for name in _CSV_VARIABLES:
         if isinstance(env.get(name), str):
             env[name] = _csv(env[name])
@@ -400,13 +395,16 @@ def _describe(variable: str, message: str, shown: Optional[str]) -> str:
 
 
 ENV_FORMS.update({
-    "RECONCILE_GRACE_SECONDS": "a whole number of seconds from 0 to 604800: how long a recorded send may wait for its receipt",
-    "RECONCILE_QPS": "QuerySendDetails calls per second, a number above 0 and at most 5000 (the documented account limit)",
+    "RECONCILE_GRACE_SECONDS": "a whole number of seconds from 0 to 604800: "
+                               "how long a recorded send may wait for its receipt",
+    "RECONCILE_QPS": "QuerySendDetails calls per second, a number above 0 and at most 5000 "
+                     "(the documented account limit)",
     "RECONCILE_MAX_TARGETS": "a whole number >= 1: phone-days one reconcile run queries at most",
     "RECONCILE_LOOKBACK_DAYS": "a whole number of days from 1 to 30 (QuerySendDetails answers for the last 30 days)",
     "RECONCILE_CONCURRENCY": "a whole number from 1 to 32",
     "RECONCILE_MAX_ATTEMPTS": "a whole number from 1 to 20: tries per QuerySendDetails call when throttled",
-    "RECONCILE_BACKOFF_SECONDS": "seconds from 0 to 30: first backoff after a throttled call (doubles per try, with jitter)",
+    "RECONCILE_BACKOFF_SECONDS": "seconds from 0 to 30: first backoff after a throttled call "
+                                 "(doubles per try, with jitter)",
     "RECONCILE_BACKOFF_MAX_SECONDS": "seconds from 0 to 120: the longest single backoff",
     "RECONCILE_SAFETY_MARGIN_SECONDS": "seconds from 0 to 120 kept free before the function's deadline",
     "RECONCILE_TIMEOUT_SECONDS": "seconds above 0 and at most 120: socket timeout of one QuerySendDetails call",

@@ -1,6 +1,6 @@
-"""A tiny run of scripts/bench.py: the report has its fields and every message was stored.
+"""A tiny run of scripts/bench (python -m scripts.bench): the report has its fields and every message was stored.
 
-No timing is asserted (DESIGN.md "Testing"): the benchmark's numbers are for people.
+No timing is asserted (docs/ARCHITECTURE.md, "How it is tested"): the benchmark's numbers are for people.
 """
 from __future__ import annotations
 

@@ -117,7 +117,7 @@ def test_any_json_object_of_any_type_becomes_a_record_or_a_dead_letter(drawn, mn
     assert_storable(decoded)
     if isinstance(decoded, Record):
         assert decoded.body == json.loads(text)
-        # Redelivery decodes to the same key (DESIGN.md invariant 2).
+        # Redelivery decodes to the same key (docs/ARCHITECTURE.md, invariant 2).
         assert decode_message(mtype, b64(text), MnsMeta(message_id="other", dequeue_count=9)).key == decoded.key
 
 

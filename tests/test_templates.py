@@ -2,7 +2,7 @@
 with each other and with the code: the same handlers, schedules and settings variables.
 
 Offline: cfn-lint and samtranslator run locally (a fake managed-policy loader, no AWS
-calls); the fc3 props schema is read from ../shared/schemas beside the repository.
+calls); the fc3 props schema is tests/data/fc3-props.schema.json (devsapp/fc3's src/schema.json, MIT).
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATE = REPO / "template.yml"
 S_YAML = REPO / "s.yaml"
-FC3_SCHEMA = REPO.parent / "shared" / "schemas" / "fc3-props.schema.json"
+FC3_SCHEMA = REPO / "tests" / "data" / "fc3-props.schema.json"
 
 HANDLERS = {"drain": "functions.drain.handler", "reconcile": "functions.reconcile.handler"}
 SAM_FUNCTIONS = {"drain": "DrainFunction", "reconcile": "ReconcileFunction"}

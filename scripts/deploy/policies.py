@@ -86,7 +86,8 @@ def render(function: str, sink: str, values: dict[str, str]) -> dict[str, Any]:
     try:
         rendered = Template(text).substitute(checked)
     except KeyError as exc:
-        raise PolicyError(f"{document_path(function, sink).name} uses {exc}, which sink {sink} does not provide") from None
+        raise PolicyError(f"{document_path(function, sink).name} uses {exc}, "
+                          f"which sink {sink} does not provide") from None
     document = json.loads(rendered)
     queue = values.get("FailureQueue")
     if queue:
@@ -109,7 +110,8 @@ def commands(roles: dict[str, str], out: Path) -> list[str]:
     lines = []
     for function, role in roles.items():
         lines += [
-            f"aliyun ram CreateRole --RoleName {role} --AssumeRolePolicyDocument \"$(cat {TRUST_POLICY.relative_to(REPO_ROOT)})\"",
+            f"aliyun ram CreateRole --RoleName {role} "
+            f"--AssumeRolePolicyDocument \"$(cat {TRUST_POLICY.relative_to(REPO_ROOT)})\"",
             f"aliyun ram CreatePolicy --PolicyName {role} --PolicyDocument \"$(cat {out / (function + '.json')})\"",
             f"aliyun ram AttachPolicyToRole --PolicyType Custom --PolicyName {role} --RoleName {role}",
         ]
@@ -122,7 +124,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--sink", choices=SINKS)
     parser.add_argument("--out", type=Path, default=Path("build/ram"))
     for name, (var, _) in FIELDS.items():
-        parser.add_argument("--" + re.sub(r"(?<!^)([A-Z])", r"-\1", name).lower(), dest=name, help=f"overrides vars.{var}")
+        parser.add_argument("--" + re.sub(r"(?<!^)([A-Z])", r"-\1", name).lower(), dest=name,
+                            help=f"overrides vars.{var}")
     parser.add_argument("--workers", type=int, help="overrides vars.drainMaxWorkers (above 1: the drain may "
                                                      "invoke itself)")
     args = parser.parse_args(argv)
@@ -142,7 +145,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     for function, document in documents.items():
         (args.out / f"{function}.json").write_text(json.dumps(document, indent=2) + "\n")
-    roles = {"drain": variables.get("drainRole", "alicom-drain-fc"), "reconcile": variables.get("reconcileRole", "alicom-reconcile-fc")}
+    roles = {"drain": variables.get("drainRole", "alicom-drain-fc"),
+             "reconcile": variables.get("reconcileRole", "alicom-reconcile-fc")}
     print(f"# wrote {args.out}/drain.json and {args.out}/reconcile.json (sink {sink}); create the roles with:")
     print("\n".join(commands(roles, args.out)))
     return 0

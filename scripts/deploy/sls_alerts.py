@@ -65,7 +65,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for alert in load_alerts():
         body = render(alert, variables["logProject"], variables["logStore"], variables["region"], args.action_policy)
         (args.out / f"{alert['name']}.json").write_text(json.dumps(body, indent=2, ensure_ascii=False) + "\n")
-        print(f"aliyun sls CreateAlert --project {variables['logProject']} --body \"$(cat {args.out / alert['name']}.json)\"")
+        print(f"aliyun sls CreateAlert --project {variables['logProject']} "
+              f"--body \"$(cat {args.out / alert['name']}.json)\"")
     return 0
 
 

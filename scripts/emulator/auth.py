@@ -63,14 +63,16 @@ def verify_rpc(method: str, params: Mapping[str, str], customer_keys: Mapping[st
     try:
         sent = calendar.timegm(time.strptime(ts, "%Y-%m-%dT%H:%M:%SZ"))
     except ValueError:
-        raise RpcError("InvalidTimeStamp.Format", "Specified time stamp or date value is not well formatted.", 400)
+        raise RpcError("InvalidTimeStamp.Format", "Specified time stamp or date value is not well formatted.",
+                       400) from None
     ak = params["AccessKeyId"]
     secret = customer_keys.get(ak)
     if secret is None:
         raise RpcError("InvalidAccessKeyId.NotFound", "Specified access key is not found.", 404)
     if abs(now - sent) > MAX_SKEW_SECONDS:
         raise RpcError("InvalidTimeStamp.Expired",
-                       f"Specified time stamp or date value is expired. Timestamp {ts} is more than 15 minutes off.", 400)
+                       f"Specified time stamp or date value is expired. Timestamp {ts} is more than 15 minutes off.",
+                       400)
     if not _same(rpc_sign(method, params, secret), params["Signature"]):
         # The real message ends with ':' + the server's string to sign; the core SDK
         # compares that with its own and, when equal, reports InvalidAccessKeySecret.
@@ -109,7 +111,7 @@ def check_http_date(headers: Mapping[str, str], now: float, error) -> None:
     try:
         sent = email.utils.parsedate_to_datetime(raw).timestamp()
     except (TypeError, ValueError, IndexError):
-        raise error("InvalidDateHeader", "The Date header format is invalid.", 400)
+        raise error("InvalidDateHeader", "The Date header format is invalid.", 400) from None
     if abs(now - sent) > MAX_SKEW_SECONDS:
         raise error("TimeExpired", "The http request you sent is expired.", 408)
 
@@ -159,7 +161,8 @@ def verify_fc(method: str, headers: Mapping[str, str], path: str, query: str,
 
 def _fc_date_error(code: str, message: str, status: int) -> FcError:
     if code == "TimeExpired":
-        return FcError("RequestTimeTooSkewed", "the difference between the request time and the server's time is too large", 403)
+        return FcError("RequestTimeTooSkewed",
+                       "the difference between the request time and the server's time is too large", 403)
     return FcError("InvalidArgument", message, 400)
 
 
@@ -233,12 +236,12 @@ def verify_sigv4(method: str, raw_target: str, headers: Mapping[str, str], body:
             raise ValueError(algo)
     except (KeyError, ValueError):
         raise LambdaError("IncompleteSignatureException",
-                          "Authorization header requires Credential, SignedHeaders and Signature.", 403)
+                          "Authorization header requires Credential, SignedHeaders and Signature.", 403) from None
     amz_date = headers.get("x-amz-date", "")
     try:
         sent = calendar.timegm(time.strptime(amz_date, "%Y%m%dT%H%M%SZ"))
     except ValueError:
-        raise LambdaError("IncompleteSignatureException", "X-Amz-Date is missing or malformed.", 403)
+        raise LambdaError("IncompleteSignatureException", "X-Amz-Date is missing or malformed.", 403) from None
     secret = customer_keys.get(ak)
     if secret is None:
         raise LambdaError("UnrecognizedClientException",

@@ -22,7 +22,7 @@ def _int_param(req: Request, name: str, default: int | None) -> int | None:
     try:
         return int(raw)
     except ValueError:
-        raise mns_invalid_argument(f"The value of {name} is not a valid integer: {raw!r}.")
+        raise mns_invalid_argument(f"The value of {name} is not a valid integer: {raw!r}.") from None
 
 
 class MnsResponses:
@@ -103,7 +103,7 @@ class MnsResponses:
         try:
             root = ET.fromstring(req.body)
         except ET.ParseError:
-            raise MnsError("MalformedXML", "The XML you provided was not well-formed.", 400)
+            raise MnsError("MalformedXML", "The XML you provided was not well-formed.", 400) from None
         handles = [(el.text or "").strip() for el in root.iter() if el.tag.endswith("ReceiptHandle")]
         self.backend.queues.batch_delete(queue, handles)
         return r.mns_no_content(rid)

@@ -41,7 +41,7 @@ from scripts.stand_ins.hang import Hang
 
 REGION = "us-east-1"
 CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
-# DynamoDB's limits (api-facts: partition key, item, BatchWriteItem).
+# DynamoDB's documented limits: partition key, item, BatchWriteItem.
 DDB_HASH_KEY_BYTES = 2048
 DDB_ITEM_BYTES = 400 * 1024
 DDB_BATCH_ITEMS = 25
@@ -75,7 +75,8 @@ class MotoServer:
 
         key = (service, endpoint or self.endpoint)
         if key not in self._clients:
-            self._clients[key] = boto3.session.Session().client(service, endpoint_url=key[1], region_name=REGION, **CREDENTIALS)
+            self._clients[key] = boto3.session.Session().client(service, endpoint_url=key[1], region_name=REGION,
+                                                                 **CREDENTIALS)
         return self._clients[key]
 
 
@@ -123,7 +124,8 @@ class FaultProxy:
             self.rules.append(Rule(match, 1 << 30, status, body, headers))
 
     def s3_error(self, method: str, times: int, code: str = "SlowDown", status: int = 503) -> None:
-        body = f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code><Message>Please reduce your request rate.</Message></Error>"
+        body = (f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code>"
+                "<Message>Please reduce your request rate.</Message></Error>")
         self.fail(lambda m, p, h: m == method, times, status, body.encode(), {"Content-Type": "application/xml"})
 
     def refuse_items(self, marker: str, code: str = "ValidationException",
@@ -210,8 +212,10 @@ class FaultProxy:
 
             def _reply(self, status, headers, body, cut=False):
                 lines = [f"HTTP/1.1 {status} {self.responses.get(status, ('Error',))[0]}"]
-                length = {k.lower(): v for k, v in headers.items()}.get("content-length") if self.command == "HEAD" else None
-                headers = {k: v for k, v in headers.items() if k.lower() not in ("content-length", "transfer-encoding", "connection")}
+                lowered = {k.lower(): v for k, v in headers.items()}
+                length = lowered.get("content-length") if self.command == "HEAD" else None
+                headers = {k: v for k, v in headers.items()
+                           if k.lower() not in ("content-length", "transfer-encoding", "connection")}
                 # A HEAD answer carries the object's length but no body.
                 lines += [f"{k}: {v}" for k, v in headers.items()] + [f"Content-Length: {length or len(body)}"]
                 payload = b"" if self.command == "HEAD" else body[: len(body) // 2] if cut else body
@@ -241,8 +245,9 @@ class FaultProxy:
         for item in items:
             key = item.get(self.hash_key, {})
             if _attr_bytes(key) > DDB_HASH_KEY_BYTES:
-                return _ddb_error("ValidationException", "One or more parameter values were invalid: Size of hashkey "
-                                                         f"has exceeded the maximum size limit of{DDB_HASH_KEY_BYTES} bytes")
+                return _ddb_error("ValidationException",
+                                  "One or more parameter values were invalid: Size of hashkey "
+                                  f"has exceeded the maximum size limit of{DDB_HASH_KEY_BYTES} bytes")
             if sum(len(name.encode()) + _attr_bytes(value) for name, value in item.items()) > DDB_ITEM_BYTES:
                 return _ddb_error("ValidationException", "Item size has exceeded the maximum allowed size")
         return None

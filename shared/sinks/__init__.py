@@ -14,19 +14,32 @@ if TYPE_CHECKING:
     from shared.settings import Settings
     from shared.tokens import Credentials
 
-# SINK value -> "module:Class"; each class implements `Sink.from_settings(settings, credentials)`.
-BACKENDS = {
-    "file": "shared.sinks.file:FileSink",
-    "sqlite": "shared.sinks.sqlite:SqliteSink",
-    "s3": "shared.sinks.s3:S3Sink",
-    "oss": "shared.sinks.oss:OssSink",
-    "dynamodb": "shared.sinks.dynamodb:DynamoDBSink",
-    "tablestore": "shared.sinks.tablestore:TablestoreSink",
+# The one table of sinks. SINK value -> (its class as "module:Class", the settings it needs
+# besides SINK). Settings validation (SINK's choices, what each sink needs) and the tools'
+# --sink choices derive from it; the class is imported only when its sink is chosen. Adding a
+# sink = its module + one line here (docs/ARCHITECTURE.md, "Add a sink").
+SINK_TABLE: dict[str, tuple[str, tuple[str, ...]]] = {
+    "file": ("shared.sinks.file:FileSink", ("SINK_PATH",)),
+    "sqlite": ("shared.sinks.sqlite:SqliteSink", ("SINK_PATH",)),
+    "s3": ("shared.sinks.s3:S3Sink", ("SINK_BUCKET",)),
+    "oss": ("shared.sinks.oss:OssSink", ("SINK_BUCKET", "SINK_ENDPOINT")),
+    "dynamodb": ("shared.sinks.dynamodb:DynamoDBSink", ("SINK_TABLE",)),
+    "tablestore": ("shared.sinks.tablestore:TablestoreSink", ("SINK_TABLE", "SINK_ENDPOINT", "TABLESTORE_INSTANCE")),
 }
 
 
+def sink_names() -> tuple[str, ...]:
+    """Every SINK value, in the table's order."""
+    return tuple(SINK_TABLE)
+
+
+def sink_needs(name: str) -> tuple[str, ...]:
+    """The settings (environment variables) the sink `name` needs besides SINK."""
+    return SINK_TABLE[name][1]
+
+
 def sink_class(name: str) -> type[Sink]:
-    module_name, _, class_name = BACKENDS[name].partition(":")
+    module_name, _, class_name = SINK_TABLE[name][0].partition(":")
     return getattr(importlib.import_module(module_name), class_name)
 
 
@@ -40,4 +53,5 @@ def make_sink(settings: "Settings", credentials: "Credentials | None" = None) ->
     return sink_class(settings.sink).from_settings(settings, credentials)
 
 
-__all__ = ["ItemsRefused", "Sink", "SinkError", "WriteReport", "make_sink", "sink_class", "BACKENDS"]
+__all__ = ["ItemsRefused", "Sink", "SinkError", "WriteReport", "make_sink", "sink_class", "sink_names", "sink_needs",
+           "SINK_TABLE"]

@@ -13,10 +13,12 @@ from botocore.config import Config
 from botocore.exceptions import (
     ChecksumError,
     ClientError,
-    ConnectionError as BotoConnectionError,
     HTTPClientError,
     IncompleteReadError,
     ResponseStreamingError,
+)
+from botocore.exceptions import (
+    ConnectionError as BotoConnectionError,
 )
 
 from shared.sinks.calls import CONNECT_TIMEOUT, DEFAULT_ATTEMPT, ClientsByTimeout, Timeouts

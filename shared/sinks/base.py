@@ -135,7 +135,7 @@ class Sink(ABC):
         that keeps rows, SinkError (or the backend's not-found error) when it cannot be read."""
         raise NoObjects(self.name, f"SINK={self.name} keeps rows, not objects")
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 -- an optional hook, not abstract: most sinks hold nothing
         """Release connections; the default has nothing to release."""
 
     def __enter__(self):
@@ -409,7 +409,9 @@ class TableSink(Sink):
               deadline: Optional[Deadline] = None, now: Optional[float] = None) -> WriteReport:
         now = time.time() if now is None else now
         report = WriteReport()
-        receipts, reconciled, set_aside = [], [], []
+        receipts: list[dict[str, Any]] = []
+        reconciled: list[dict[str, Any]] = []
+        set_aside: list[tuple[Record, str]] = []
         refused_records = 0
         dead = [self.dead_letter_item(d, now) for d in _dedupe_last(dead_letters)]
         for item in dead:

@@ -111,7 +111,7 @@ class DynamoDBSink(TableSink):
 
     @classmethod
     def from_settings(cls, settings: "Settings", credentials=None) -> "DynamoDBSink":
-        return cls(settings.sink_table, ttl_days=settings.sink_ttl_days, region=settings.sink_region,
+        return cls(settings.required("sink_table"), ttl_days=settings.sink_ttl_days, region=settings.sink_region,
                    endpoint_url=settings.sink_endpoint)
 
     def _upsert(self, items: Sequence[dict[str, Any]], deadline: Optional[Deadline] = None) -> int:

@@ -85,8 +85,9 @@ class OssSink(ObjectSink):
         if settings.sink_kms_key_id and OSS_SSE.get(settings.sink_sse or "") != "KMS":
             raise SettingsError("invalid settings: SINK_KMS_KEY_ID: is used only with SINK_SSE=KMS")
         credentials = credentials or load_credentials(settings)
-        return cls(settings.sink_bucket, settings.sink_endpoint, access_key_id=credentials.access_key_id,
-                   access_key_secret=credentials.access_key_secret, security_token=credentials.security_token,
+        return cls(settings.required("sink_bucket"), settings.required("sink_endpoint"),
+                   access_key_id=credentials.access_key_id, access_key_secret=credentials.access_key_secret,
+                   security_token=credentials.security_token,
                    prefix=settings.sink_prefix, sse=settings.sink_sse, kms_key_id=settings.sink_kms_key_id)
 
     def _put_object(self, path: str, data: bytes, deadline: Optional[Deadline] = None) -> None:
@@ -112,8 +113,10 @@ class OssSink(ObjectSink):
         """Every page of a ListObjects (each page one call, retried on its own)."""
         marker = ""
         while True:
-            page = self._call("list", lambda bucket: bucket.list_objects(prefix=prefix, delimiter=delimiter,
-                                                                         marker=marker, max_keys=1000))
+            def list_page(bucket: oss2.Bucket, marker: str = marker) -> Any:
+                return bucket.list_objects(prefix=prefix, delimiter=delimiter, marker=marker, max_keys=1000)
+
+            page = self._call("list", list_page)
             yield page
             if not page.is_truncated:
                 return

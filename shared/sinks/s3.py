@@ -59,7 +59,7 @@ class S3Sink(ObjectSink):
             raise settings_error("SINK_SSE", f"SINK=s3 takes AES256 or aws:kms, not {settings.sink_sse}")
         if settings.sink_kms_key_id and S3_SSE.get(settings.sink_sse or "") != "aws:kms":
             raise settings_error("SINK_KMS_KEY_ID", "is used only with SINK_SSE=aws:kms")
-        return cls(settings.sink_bucket, settings.sink_prefix, sse=settings.sink_sse,
+        return cls(settings.required("sink_bucket"), settings.sink_prefix, sse=settings.sink_sse,
                    kms_key_id=settings.sink_kms_key_id, region=settings.sink_region,
                    endpoint_url=settings.sink_endpoint)
 

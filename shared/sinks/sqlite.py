@@ -165,7 +165,7 @@ class SqliteSink(TableSink):
                 if not rows:
                     return
                 for row in rows:
-                    yield dict(zip(names, row))
+                    yield dict(zip(names, row, strict=True))
         finally:
             cursor.close()
 

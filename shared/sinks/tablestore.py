@@ -132,7 +132,8 @@ class TablestoreSink(TableSink):
         from shared.credentials import load_credentials
 
         credentials = credentials or load_credentials(settings)
-        return cls(settings.sink_table, endpoint=settings.sink_endpoint, instance=settings.tablestore_instance,
+        return cls(settings.required("sink_table"), endpoint=settings.required("sink_endpoint"),
+                   instance=settings.required("tablestore_instance"),
                    access_key_id=credentials.access_key_id, access_key_secret=credentials.access_key_secret,
                    sts_token=credentials.security_token, ttl_days=settings.sink_ttl_days)
 
@@ -202,8 +203,11 @@ class TablestoreSink(TableSink):
     def _scan_items(self) -> Iterator[dict[str, Any]]:
         start: Any = [("key", INF_MIN)]
         while start:
-            _, start, rows, _ = self._call("GetRange", lambda seconds: self.clients.for_attempt(seconds).get_range(
-                self.table, Direction.FORWARD, start, [("key", INF_MAX)], max_version=1))
+            def get_range(seconds: float, start: Any = start) -> Any:
+                return self.clients.for_attempt(seconds).get_range(
+                    self.table, Direction.FORWARD, start, [("key", INF_MAX)], max_version=1)
+
+            _, start, rows, _ = self._call("GetRange", get_range)
             for row in rows:
                 yield self._item(row)
 

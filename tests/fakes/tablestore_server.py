@@ -14,7 +14,7 @@ Like moto's per-service layout it keeps three things apart:
   STS token, the V2 request signature: a wrong secret gets OTSAuthFailed 403 as from the
   real service) and the response signature the SDK verifies (`authorization: OTS ak:sig`,
   HMAC-SHA1 over the sorted `x-ots-*` response headers and the URI). Each response goes
-  out in one socket write (see api-facts §6 on delayed ACKs).
+  out in one socket write (headers and body apart would meet the client's delayed ACK).
 
 Test hooks: `server.requests` records (api, headers) of every request; `server.faults`
 injects per-row or per-request errors, or refuses the rows whose key holds a marker;

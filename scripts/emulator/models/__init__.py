@@ -32,7 +32,8 @@ from .tokens import TokenGrant, TokenRefusal, TokenRequest, TokenStore
 
 __all__ = [
     "EmulatorBackend", "RoleCredentials", "RpcRefusal", "FunctionRegistry", "MAX_BATCH", "MAX_BODY_BYTES",
-    "MAX_VISIBILITY_TIMEOUT", "MAX_WAIT_SECONDS", "MALFORM_MODES", "MESSAGE_FIELDS", "Message", "MnsQueue", "QueueBackend",
+    "MAX_VISIBILITY_TIMEOUT", "MAX_WAIT_SECONDS", "MALFORM_MODES", "MESSAGE_FIELDS", "Message", "MnsQueue",
+    "QueueBackend",
     "ReceivedMessage", "now_ms", "receipt_body", "SendDetailsRefusal", "SendRecord", "SendRecordStore",
     "FUNCTION_ACTIONS", "MNS_ACTIONS", "RPC_ACTIONS", "RequestStats", "TokenGrant", "TokenRefusal", "TokenRequest",
     "TokenStore",

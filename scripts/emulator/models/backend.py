@@ -18,6 +18,7 @@ from .send_records import SendRecordStore
 from .stats import RequestStats
 from .tokens import TokenStore
 
+
 @dataclass
 class RpcRefusal:
     """A configured business refusal: HTTP 200 with a non-OK Code."""

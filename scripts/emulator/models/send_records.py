@@ -5,6 +5,7 @@ import re
 import threading
 from dataclasses import dataclass
 
+
 @dataclass(frozen=True)
 class SendRecord:
     phone: str

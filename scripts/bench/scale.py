@@ -1,7 +1,7 @@
 """Scale-out benchmark: a backlog drained by 1, 2, 4, 8 runs at once (a benchmark, not a test).
 
-    python -m scripts.scale_bench                               # 200,000 receipts, 150 and 20 ms, K = 1,2,4,8
-    python -m scripts.scale_bench --messages 40000 --latencies 150 --workers 1,4
+    python -m scripts.bench.scale                               # 200,000 receipts, 150 and 20 ms, K = 1,2,4,8
+    python -m scripts.bench.scale --messages 40000 --latencies 150 --workers 1,4
 
 For each round-trip latency and each K, a fresh loopback emulator holds the same backlog (mixed
 receipts of four types, scripts/receipts.py). A schedule ticks every --period seconds: each tick
@@ -31,12 +31,11 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from scripts.bench.common import AK, ROOT, SECRET, UID, drain_env
 from scripts.emulator import Emulator
 from scripts.receipts import b64json, make_receipts
 
-REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "scripts" / "results"
-AK, SECRET, UID = "LTAI5tScaleBenchKey", "scale-bench-secret-not-real-0123", "1234567890123456"
+RESULTS = ROOT / "scripts" / "results"
 TYPES = ("SmsReport", "SmsUp", "VoiceReport", "VoiceCallReport")
 
 
@@ -46,19 +45,11 @@ def corpus(messages: int) -> dict[str, list[str]]:
     return {t: [b64json(body) for body in make_receipts(t, per_type, seed=11)] for t in TYPES}
 
 
-def drain_env(emu: Emulator, sink: Path, workers: int, concurrency: Optional[int] = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ALICOM_", "DRAIN_", "SINK", "ALIBABA_"))}
-    env.update({
-        "PYTHONPATH": str(REPO), "ALICOM_UID": UID, "ALICOM_MESSAGE_TYPES": ",".join(TYPES),
-        "ALICOM_MNS_ENDPOINT": emu.url, "ALICOM_TOKEN_ENDPOINT": emu.url,
-        "ALIBABA_CLOUD_ACCESS_KEY_ID": AK, "ALIBABA_CLOUD_ACCESS_KEY_SECRET": SECRET,
-        "SINK": "file", "SINK_PATH": str(sink),
-        "DRAIN_MAX_WORKERS": str(workers), "DRAIN_BACKLOG_SECONDS": "0", "DRAIN_INVOKE_ENDPOINT": emu.url,
-        "DRAIN_WAIT_SECONDS": "1", "POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_DISABLED": "true",
-    })
-    if concurrency:
-        env["DRAIN_CONCURRENCY"] = str(concurrency)
-    return env
+def scale_env(emu: Emulator, sink: Path, workers: int, concurrency: Optional[int] = None) -> dict[str, str]:
+    extra = {"DRAIN_CONCURRENCY": str(concurrency)} if concurrency else {}
+    return drain_env(emu, TYPES, "file", str(sink), DRAIN_MAX_WORKERS=str(workers), DRAIN_BACKLOG_SECONDS="0",
+                     DRAIN_INVOKE_ENDPOINT=emu.url, DRAIN_WAIT_SECONDS="1", POWERTOOLS_LOG_LEVEL="WARNING",
+                     POWERTOOLS_METRICS_DISABLED="true", **extra)
 
 
 def drain_command(timeout: float) -> list[str]:
@@ -105,8 +96,8 @@ def run_one(bodies: dict[str, list[str]], latency: float, workers: int, period: 
             emu.create_queue(name)
             for body in items:
                 emu.enqueue(name, body)
-        env = drain_env(emu, sink, workers, concurrency)
-        emu.register_process_function("alicom-drain", drain_command(timeout) + ["--event"], env=env, cwd=str(REPO),
+        env = scale_env(emu, sink, workers, concurrency)
+        emu.register_process_function("alicom-drain", drain_command(timeout) + ["--event"], env=env, cwd=str(ROOT),
                                       log_dir=str(work / "logs"))
         emu.reset_stats()
         cpu_before, emulator_before, machine_before = children_cpu(), own_cpu(), machine_cpu()
@@ -117,7 +108,7 @@ def run_one(bodies: dict[str, list[str]], latency: float, workers: int, period: 
         while emptied is None and time.monotonic() - started < limit:
             now = time.monotonic()
             if now >= next_tick:
-                ticks.append(subprocess.Popen(drain_command(timeout) + ["--timer"], env=env, cwd=str(REPO),
+                ticks.append(subprocess.Popen(drain_command(timeout) + ["--timer"], env=env, cwd=str(ROOT),
                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
                 next_tick += period
             if left(emu) == 0:
@@ -128,7 +119,7 @@ def run_one(bodies: dict[str, list[str]], latency: float, workers: int, period: 
             tick.wait(timeout + 10)
         emu.wait_async(timeout + 10)
         cpu, emulator_cpu = children_cpu() - cpu_before, own_cpu() - emulator_before
-        busy, total_jiffies = (after - before for after, before in zip(machine_cpu(), machine_before))
+        busy, total_jiffies = (after - before for after, before in zip(machine_cpu(), machine_before, strict=True))
         stats = emu.stats()
     finally:
         emu.stop()
@@ -154,11 +145,12 @@ def efficiency(rows: list[dict[str, Any]]) -> None:
     base = {r["latency_ms"]: r["rate_per_second"] for r in rows if r["workers"] == 1 and r["rate_per_second"]}
     for r in rows:
         one = base.get(r["latency_ms"])
-        r["scaling_efficiency"] = round(r["rate_per_second"] / (r["workers"] * one), 2) if one and r["rate_per_second"] else None
+        rate = r["rate_per_second"]
+        r["scaling_efficiency"] = round(rate / (r["workers"] * one), 2) if one and rate else None
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m scripts.scale_bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m scripts.bench.scale", description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=200_000)
     parser.add_argument("--latencies", default="150,20", help="round-trip latencies in ms (default %(default)s)")
     parser.add_argument("--workers", default="1,2,4,8", help="K values (default %(default)s)")
@@ -180,7 +172,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     efficiency(rows)
-    report = {"command": "python -m scripts.scale_bench " + " ".join(argv if argv is not None else sys.argv[1:]),
+    report = {"command": "python -m scripts.bench.scale " + " ".join(argv if argv is not None else sys.argv[1:]),
               "cpus": os.cpu_count(), "rows": rows,
               "median_python_loop_ms": statistics.median(_loop_ms() for _ in range(3))}
     RESULTS.mkdir(parents=True, exist_ok=True)
