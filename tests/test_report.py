@@ -408,7 +408,7 @@ def chromium(*args: str, user_data: Path) -> subprocess.CompletedProcess:
         message = f"{CHROMIUM} not found: the HTML report test needs Debian's chromium package ({INSTALL_HINT})"
         if os.environ.get("CI"):  # .ci/run installs it: absent there means the install broke
             pytest.fail(message)
-        pytest.skip(message)  # -ra in pytest.ini prints the reason
+        pytest.skip(message)  # -ra in pyproject.toml prints the reason
     command = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
                f"--user-data-dir={user_data}", "--enable-logging=stderr", "--v=0", *args]

@@ -49,7 +49,7 @@ def test_sam_build_builds_each_function_with_the_makefile(tmp_path):
         message = f"the sam CLI is not on PATH: the sam build test needs it ({INSTALL_HINT})"
         if os.environ.get("CI"):  # .ci/run installs it: absent there means the install broke
             pytest.fail(message)
-        pytest.skip(message)  # -ra in pytest.ini prints the reason
+        pytest.skip(message)  # -ra in pyproject.toml prints the reason
     build_dir = tmp_path / "build"
     proc = subprocess.run([SAM, "build", "--build-dir", str(build_dir), "--cache-dir", str(tmp_path / "cache")],
                           cwd=REPO, env=build_environment(), capture_output=True, text=True, timeout=1800)

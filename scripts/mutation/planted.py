@@ -60,7 +60,7 @@ BUGS = (
         (BOUNDS + "test_business_key_parts_escape_percent_and_hash",)),
 )
 
-PROJECT = ("functions", "shared", "scripts", "tests", "events", "pytest.ini", "requirements.txt",
+PROJECT = ("functions", "shared", "scripts", "tests", "events", "pyproject.toml", "requirements.txt",
            "requirements-dev.txt", "s.yaml", "template.yml")
 
 
