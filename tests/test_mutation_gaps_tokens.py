@@ -2,14 +2,22 @@
 
 What a refused token call tells the operator: the API's code and message, cut to 300
 characters, and for a host clock more than 15 minutes off a hint to check the time
-synchronisation. Over real sockets: the SDK signs each call to the emulator's POP endpoint.
+synchronisation. How the token cache waits: one lock per message type, a wait bounded by the
+caller's timeout, the refresh buffer inclusive. Over real sockets: the SDK signs each call to
+the emulator's POP endpoint.
 """
 from __future__ import annotations
 
+import threading
+import time
+from datetime import datetime, timedelta
+from typing import Optional
+
 import pytest
 
+from shared.clock import SYSTEM_CLOCK
 from shared.runtime import drain_runtime
-from shared.tokens import TokenError
+from shared.tokens import TokenCache, TokenError
 
 CLOCK_HINT = " (this host's clock is more than 15 minutes off: check its time synchronisation)"
 
@@ -36,3 +44,104 @@ def test_a_refusal_message_is_cut_to_300_characters_and_gets_no_clock_hint(emula
     assert refused.value.code == "Forbidden.NoPermission"
     assert refused.value.message == long_message[:300]
     assert len(refused.value.message) == 300 and refused.value.message.endswith("reason 024; ")
+
+
+# -- the token cache: one lock per type, waits bounded by the caller's time ------------------------
+
+class FrozenClock:
+    """The system clock's reading at creation (whole seconds), moved only by `ahead`."""
+
+    def __init__(self) -> None:
+        self.base = SYSTEM_CLOCK.now().replace(microsecond=0)
+        self.ahead = 0.0
+
+    def now(self) -> datetime:
+        return self.base + timedelta(seconds=self.ahead)
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+def _fetching(cache: TokenCache, message_type: str, timeout: Optional[float]) -> tuple[threading.Thread, dict]:
+    """Start a get() in a thread; return once its token call is under way (counted, lock held)."""
+    outcome: dict = {}
+
+    def get() -> None:
+        try:
+            outcome["token"] = cache.get(message_type, timeout)
+        except TokenError as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=get, daemon=True)
+    thread.start()
+    give_up = time.monotonic() + 5
+    while cache.fetches < 1 and time.monotonic() < give_up:
+        time.sleep(0.01)
+    assert cache.fetches == 1, "the first get() never started its token call"
+    return thread, outcome
+
+
+def test_a_token_with_exactly_the_refresh_buffer_left_is_kept(emulator, drain_env):
+    """The buffer is inclusive: exactly 120 s left is still fresh (not one call more per boundary)."""
+    drain_env()
+    clock = FrozenClock()
+    cache = TokenCache(drain_runtime().tokens.source, clock, refresh_buffer=120)
+    first = cache.get("SmsReport", timeout=5)
+    clock.ahead = first.seconds_left(clock.now()) - 120
+    assert first.seconds_left(clock.now()) == 120.0
+    assert cache.get("SmsReport", timeout=5) is first and cache.fetches == 1
+
+
+def test_a_hung_token_call_for_one_type_does_not_hold_up_another_type(emulator, drain_env):
+    """Each type has its own lock: while SmsReport's token call hangs, SmsUp's consumers get theirs."""
+    drain_env()
+    cache = TokenCache(drain_runtime().tokens.source)
+    emulator.set_faults(hang=1.0, apis=["QueryTokenForMnsQueue"], message_types="SmsReport")
+    try:
+        hung, _ = _fetching(cache, "SmsReport", timeout=6)
+        started = time.monotonic()
+        token = cache.get("SmsUp", timeout=3)
+        assert time.monotonic() - started < 2.0 and token.seconds_left(SYSTEM_CLOCK.now()) > 0
+        assert cache.fetches == 2
+    finally:
+        emulator.set_faults()
+    hung.join(10)
+
+
+def test_a_caller_waits_for_a_token_call_in_flight_no_longer_than_its_own_timeout(emulator, drain_env):
+    """A second consumer of the same type waits for the fetch under way, but only as long as it was
+    given, then gets a retryable 'Deadline' that names the type (the drain's deadline is kept)."""
+    drain_env()
+    cache = TokenCache(drain_runtime().tokens.source)
+    emulator.set_faults(hang=1.0, apis=["QueryTokenForMnsQueue"], message_types="SmsReport")
+    try:
+        hung, _ = _fetching(cache, "SmsReport", timeout=6)
+        started = time.monotonic()
+        with pytest.raises(TokenError) as waited:
+            cache.get("SmsReport", timeout=0.3)
+        took = time.monotonic() - started
+    finally:
+        emulator.set_faults()
+    hung.join(10)
+    assert 0.25 <= took < 0.8, took
+    error = waited.value
+    assert (error.message_type, error.code, error.retryable) == ("SmsReport", "Deadline", True)
+    assert error.message == "no time left to wait for a token being fetched"
+    assert cache.fetches == 1  # the waiter did not make a call of its own
+
+
+def test_a_caller_without_a_timeout_waits_for_the_token_call_in_flight_and_shares_its_token(emulator, drain_env):
+    """No timeout means wait as long as the fetch takes (here 2 s): one call, one token for both."""
+    drain_env()
+    cache = TokenCache(drain_runtime().tokens.source)
+    emulator.set_latency(2.0)  # every answer comes 2 s late
+    try:
+        first, outcome = _fetching(cache, "SmsReport", timeout=None)
+        token = cache.get("SmsReport")
+    finally:
+        emulator.set_latency(0.0)
+    first.join(10)
+    assert outcome.get("token") is token and cache.fetches == 1, outcome
