@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import Optional
+from typing import Iterator, Optional
 
 import pytest
 
@@ -84,6 +85,18 @@ def _fetching(cache: TokenCache, message_type: str, timeout: Optional[float]) ->
     return thread, outcome
 
 
+@contextmanager
+def sms_report_token_call_hung(emulator, cache: TokenCache) -> Iterator[None]:
+    """Within: a get() of SmsReport's token (timeout 6 s) is under way and its call hangs."""
+    emulator.set_faults(hang=1.0, apis=["QueryTokenForMnsQueue"], message_types="SmsReport")
+    try:
+        hung, _ = _fetching(cache, "SmsReport", timeout=6)
+        yield
+    finally:
+        emulator.set_faults()  # the held call is closed unanswered
+    hung.join(10)
+
+
 def test_a_token_with_exactly_the_refresh_buffer_left_is_kept(emulator, drain_env):
     """The buffer is inclusive: exactly 120 s left is still fresh (not one call more per boundary)."""
     drain_env()
@@ -99,16 +112,11 @@ def test_a_hung_token_call_for_one_type_does_not_hold_up_another_type(emulator, 
     """Each type has its own lock: while SmsReport's token call hangs, SmsUp's consumers get theirs."""
     drain_env()
     cache = TokenCache(drain_runtime().tokens.source)
-    emulator.set_faults(hang=1.0, apis=["QueryTokenForMnsQueue"], message_types="SmsReport")
-    try:
-        hung, _ = _fetching(cache, "SmsReport", timeout=6)
+    with sms_report_token_call_hung(emulator, cache):
         started = time.monotonic()
         token = cache.get("SmsUp", timeout=3)
         assert time.monotonic() - started < 2.0 and token.seconds_left(SYSTEM_CLOCK.now()) > 0
         assert cache.fetches == 2
-    finally:
-        emulator.set_faults()
-    hung.join(10)
 
 
 def test_a_caller_waits_for_a_token_call_in_flight_no_longer_than_its_own_timeout(emulator, drain_env):
@@ -116,16 +124,11 @@ def test_a_caller_waits_for_a_token_call_in_flight_no_longer_than_its_own_timeou
     given, then gets a retryable 'Deadline' that names the type (the drain's deadline is kept)."""
     drain_env()
     cache = TokenCache(drain_runtime().tokens.source)
-    emulator.set_faults(hang=1.0, apis=["QueryTokenForMnsQueue"], message_types="SmsReport")
-    try:
-        hung, _ = _fetching(cache, "SmsReport", timeout=6)
+    with sms_report_token_call_hung(emulator, cache):
         started = time.monotonic()
         with pytest.raises(TokenError) as waited:
             cache.get("SmsReport", timeout=0.3)
         took = time.monotonic() - started
-    finally:
-        emulator.set_faults()
-    hung.join(10)
     assert 0.25 <= took < 0.8, took
     error = waited.value
     assert (error.message_type, error.code, error.retryable) == ("SmsReport", "Deadline", True)
