@@ -166,7 +166,9 @@ def business_key(message_type: str, payload: dict[str, Any]) -> str:
     return "#".join([message_type] + [_key_part(payload, f) for f in fields])
 
 
-_CANONICAL_TIME = re.compile(r"(\d{4})-(\d{2})-(\d{2}) (\d{2}):(\d{2}):(\d{2})")
+# ASCII digits only: a str pattern's \d matches any Unicode digit, and a time written in, say,
+# Arabic-Indic digits must not reach partition names as it came (strptime then refuses it).
+_CANONICAL_TIME = re.compile(r"(\d{4})-(\d{2})-(\d{2}) (\d{2}):(\d{2}):(\d{2})", re.ASCII)
 
 
 def _normalise_time(value: str) -> str:
