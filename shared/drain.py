@@ -36,7 +36,16 @@ from shared.clock import SYSTEM_CLOCK, Clock, Deadline
 from shared.coalesce import Batch, CoalesceBuffer
 from shared.decode import decode_message
 from shared.fan_out import FanOut
-from shared.queues import MAX_BATCH, UNDELETED_BUDGET, DeleteOutcome, Queue, QueueError, QueueOpener, ReceivedMessage
+from shared.queues import (
+    BUFFERS_PER_RUN,
+    MAX_BATCH,
+    UNDELETED_BUDGET,
+    DeleteOutcome,
+    Queue,
+    QueueError,
+    QueueOpener,
+    ReceivedMessage,
+)
 from shared.records import DeadLetter, Record
 from shared.retry import Backoff
 from shared.run_summary import FAILURES, RunSummary, TypeStats, overall
@@ -78,7 +87,9 @@ def coalesce_cap(sink_limit: int, options: DrainOptions) -> int:
     them within UNDELETED_BUDGET, never above the sink's own limit, never below one batch.
     """
     per_run = UNDELETED_BUDGET // max(1, options.runs_at_once)
-    return max(MAX_BATCH, min(sink_limit, (per_run - options.concurrency * MAX_BATCH) // 3))
+    # Settings refuse more runs than undeleted_footprint allows, so the floor of one batch still
+    # keeps every run within its share.
+    return max(MAX_BATCH, min(sink_limit, (per_run - options.concurrency * MAX_BATCH) // BUFFERS_PER_RUN))
 
 
 class _Timing:

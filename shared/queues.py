@@ -19,6 +19,15 @@ MAX_BATCH = 16  # messages per BatchReceiveMessage / handles per BatchDeleteMess
 # what the budget cannot see (deletes that failed, visibility that ran out before a delete).
 UNDELETED_LIMIT = 5000
 UNDELETED_BUDGET = 4000
+# What one run holds per queue besides its consumers' batches in flight: the buffer filling, and
+# up to two more buffers' worth written and waiting for their deletes (shared/drain.py coalesce_cap).
+BUFFERS_PER_RUN = 3
+
+
+def undeleted_footprint(runs: int, concurrency: int) -> int:
+    """Most messages `runs` runs hold received and undeleted in one queue at the smallest buffer
+    (one batch): each run's `concurrency` batches in flight plus BUFFERS_PER_RUN buffers of one."""
+    return runs * (concurrency + BUFFERS_PER_RUN) * MAX_BATCH
 
 
 class QueueError(Exception):

@@ -21,7 +21,7 @@ import msgspec
 from msgspec import Meta
 
 from shared.message_types import KNOWN_MESSAGE_TYPES, MESSAGE_TYPES
-from shared.queues import MAX_BATCH, UNDELETED_BUDGET, UNDELETED_LIMIT
+from shared.queues import BUFFERS_PER_RUN, MAX_BATCH, UNDELETED_BUDGET, UNDELETED_LIMIT, undeleted_footprint
 from shared.sinks import sink_names, sink_needs
 
 SINKS = sink_names()  # shared/sinks/__init__.py's table
@@ -250,15 +250,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=VARIABLES):
                 raise _missing(variable, f"SINK={self.sink} needs {variable}")
         if bool(self.access_key_id) != bool(self.access_key_secret):
             raise _missing("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "ALIBABA_CLOUD_ACCESS_KEY_ID and ..._SECRET go together")
-        # Every run holds up to DRAIN_CONCURRENCY batches per queue being received, and at least
-        # two more buffered or being deleted; all of them together must stay under what MNS
-        # lets a queue hold received and undeleted (shared/drain.py coalesce_cap).
-        footprint = self.max_workers * (self.concurrency + 2) * MAX_BATCH
+        # Every run holds up to DRAIN_CONCURRENCY batches per queue being received, and up to
+        # BUFFERS_PER_RUN buffers of at least one batch each; all of them together must stay under
+        # what MNS lets a queue hold received and undeleted (shared/queues.py undeleted_footprint).
+        footprint = undeleted_footprint(self.max_workers, self.concurrency)
         if footprint > UNDELETED_BUDGET:
-            raise _missing("DRAIN_MAX_WORKERS", f"{self.max_workers} runs x (DRAIN_CONCURRENCY {self.concurrency} + 2) "
-                           f"x {MAX_BATCH} messages = {footprint} received and undeleted at once, over the "
-                           f"{UNDELETED_BUDGET} this package keeps each queue under (MNS throttles a queue past "
-                           f"{UNDELETED_LIMIT}): lower DRAIN_MAX_WORKERS or DRAIN_CONCURRENCY")
+            raise _missing("DRAIN_MAX_WORKERS", f"{self.max_workers} runs x (DRAIN_CONCURRENCY {self.concurrency} + "
+                           f"{BUFFERS_PER_RUN}) x {MAX_BATCH} messages = {footprint} received and undeleted at once, "
+                           f"over the {UNDELETED_BUDGET} this package keeps each queue under (MNS throttles a queue "
+                           f"past {UNDELETED_LIMIT}): lower DRAIN_MAX_WORKERS or DRAIN_CONCURRENCY")
 
     def required(self, name: str) -> str:
         """A setting the configured sink needs, e.g. "sink_bucket" (checked at load for the sink's

@@ -113,18 +113,18 @@ def test_an_invoke_api_that_never_answers_costs_the_run_seconds_not_its_receipts
 
 def test_an_invoke_api_that_never_answers_leaves_the_run_its_safety_margin(emulator, fan_out_env, drain_env):
     """Found with the chaos harness (fan-out parents past their deadline): the fan-out was bounded by
-    the invocation's deadline itself, not by the safety margin as a sink write is. At the limit, 63
+    the invocation's deadline itself, not by the safety margin as a sink write is. At the limit, 61
     workers invoked 8 at a time against an invoke API that accepts and never answers, each wave
     waits half the time left, and the run waited for the last wave until 0.4 s before its deadline."""
-    # One consumer per queue keeps 64 runs within the MNS undeleted-message budget.
-    drain_env(DRAIN_MAX_WORKERS="64", DRAIN_CONCURRENCY="1", DRAIN_SAFETY_MARGIN_SECONDS="2")
+    # One consumer per queue lets 62 runs stay within the MNS undeleted-message budget.
+    drain_env(DRAIN_MAX_WORKERS="62", DRAIN_CONCURRENCY="1", DRAIN_SAFETY_MARGIN_SECONDS="2")
     emulator.set_faults(hang=1.0, apis=["functions"])
     sent = fill(emulator, {"SmsReport": 200, "SmsUp": 200})
     started = time.monotonic()
     result = handler(FC_TIMER, fc_context(timeout=6))
     took = time.monotonic() - started
     assert result["ok"] and result["totals"]["stored"] == sent, result
-    assert result["fan_out"]["invoked"] == 0 and result["fan_out"]["workers"] == 63
+    assert result["fan_out"]["invoked"] == 0 and result["fan_out"]["workers"] == 61
     # Ended with at least half the margin left (as a sink write must), and says so truly.
     left = result["remaining_seconds_at_exit"]
     assert took <= 6 - 0.6 and left >= 0.8, (took, left)
@@ -207,8 +207,20 @@ def test_a_run_holds_no_more_undeleted_messages_than_its_share_of_the_queue_s_li
 def test_workers_and_consumers_beyond_the_queue_s_limit_are_refused_naming_both(drain_env):
     from shared.settings import SettingsError, load_settings
 
-    env = drain_env(DRAIN_MAX_WORKERS="50", DRAIN_CONCURRENCY="4")
+    env = drain_env(DRAIN_MAX_WORKERS="42", DRAIN_CONCURRENCY="3")
     with pytest.raises(SettingsError) as err:
         load_settings(env)
-    assert "DRAIN_MAX_WORKERS: 50 runs x (DRAIN_CONCURRENCY 4 + 2) x 16 messages = 4800" in str(err.value)
-    assert load_settings(drain_env(DRAIN_CONCURRENCY="3")).max_workers == 50  # 50 x 5 x 16 = 4,000
+    assert "DRAIN_MAX_WORKERS: 42 runs x (DRAIN_CONCURRENCY 3 + 3) x 16 messages = 4032" in str(err.value)
+    assert load_settings(drain_env(DRAIN_MAX_WORKERS="41")).max_workers == 41  # 41 x 6 x 16 = 3,936
+    # At the limit each run's buffer is one batch, and the runs together stay within the budget.
+    from shared.drain import DrainOptions, coalesce_cap
+    from shared.queues import UNDELETED_BUDGET, undeleted_footprint
+
+    for concurrency in (1, 3, 8):
+        most = UNDELETED_BUDGET // ((concurrency + 3) * 16)
+        assert load_settings(drain_env(DRAIN_MAX_WORKERS=str(most), DRAIN_CONCURRENCY=str(concurrency)))
+        with pytest.raises(SettingsError):
+            load_settings(drain_env(DRAIN_MAX_WORKERS=str(most + 1), DRAIN_CONCURRENCY=str(concurrency)))
+        cap = coalesce_cap(2000, DrainOptions(concurrency=concurrency, runs_at_once=most))
+        assert undeleted_footprint(most, concurrency) <= UNDELETED_BUDGET < undeleted_footprint(most + 1, concurrency)
+        assert most * (concurrency * 16 + 3 * cap) <= UNDELETED_BUDGET, (concurrency, most, cap)

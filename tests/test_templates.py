@@ -405,7 +405,7 @@ IMPOSSIBLE = [
     ("DrainMemorySize", 10241, "MaxValue"),
     ("DrainWaitSeconds", 31, "MaxValue"),
     ("DrainMaxWorkers", 0, "MinValue"),
-    ("DrainMaxWorkers", 51, "MaxValue"),  # MNS: at most 4,000 undeleted across runs
+    ("DrainMaxWorkers", 42, "MaxValue"),  # MNS: at most 4,000 undeleted across runs at concurrency 3
     ("LogRetentionDays", 2, "AllowedValues"),
     ("AlicomMessageTypes", "SmsReport,Foo", "AllowedPattern"),
     ("AlicomUid", "12ab", "AllowedPattern"),
@@ -426,7 +426,7 @@ POSSIBLE = [
     ("Architecture", "arm64"), ("AlicomOwnerId", ""), ("AlicomOwnerId", SAMPLE_UID),
     ("AlicomCredentialsSecretArn", "arn:aws:secretsmanager:ap-southeast-1:123456789012:secret:alicom/ak-AbC123"),
     ("AlicomQueueNames", "SmsReport=Alicom-Queue-1-SmsReport,SmsUp=Alicom-Queue-1-SmsUp"),
-    ("DrainMaxWorkers", 8),
+    ("DrainMaxWorkers", 8), ("DrainMaxWorkers", 41),
 ]
 
 
