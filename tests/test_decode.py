@@ -116,3 +116,18 @@ def test_an_emoji_sent_as_an_escaped_surrogate_pair_is_text_not_a_dead_letter():
 def test_a_body_that_is_neither_text_nor_bytes_is_kept_as_its_text():
     dead = decode_message("SmsReport", 12345, META)
     assert isinstance(dead, DeadLetter) and dead.raw_body == "12345" and dead.error == "body is not base64"
+
+
+def test_beijing_time_is_the_zone_databases_asia_shanghai_for_every_time_the_vendor_writes():
+    """decode.SHANGHAI is a fixed UTC+8 (no zone database at cold start): the same wall time as
+    Asia/Shanghai at every hour from 1992 (the last DST was 1991) to 2040."""
+    from datetime import datetime, timedelta, timezone
+    from zoneinfo import ZoneInfo
+
+    from shared.decode import SHANGHAI
+
+    zone = ZoneInfo("Asia/Shanghai")
+    start = datetime(1992, 1, 1, tzinfo=timezone.utc)
+    for hour in range(0, 48 * 365 * 24, 7):
+        moment = start + timedelta(hours=hour)
+        assert moment.astimezone(SHANGHAI).replace(tzinfo=None) == moment.astimezone(zone).replace(tzinfo=None)
