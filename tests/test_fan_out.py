@@ -87,7 +87,7 @@ def test_a_failed_invoke_is_counted_and_the_run_still_stores_what_it_received(em
     result = handler(FC_TIMER, fc_context(timeout=30))
     assert result["ok"] and result["totals"]["stored"] == sent, result
     assert result["fan_out"]["invoked"] == 0 and result["fan_out"]["failed"] == 3
-    assert sum(result["fan_out"]["errors"].values()) == 3
+    assert result["fan_out"]["errors"] == {"ResourceThrottled": 3}  # FC's own code, as its answer says
     assert emulator.invocations("alicom-drain") == []
     assert SqliteSink(str(fan_out_env)).count("records") == sent
 

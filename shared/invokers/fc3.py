@@ -46,8 +46,23 @@ class Fc3Invoker:
                                  read_timeout=int(timeout * 1000))
         try:
             response = self.client.invoke_function_with_options(self.function, request, headers, runtime)
-        except Exception as exc:  # TeaException carries the service's code; others are transport errors
-            code = str(getattr(exc, "code", "") or type(exc).__name__)
-            raise InvokeError(code, str(getattr(exc, "message", "") or "")[:200]) from None
+        except Exception as exc:  # the SDK's exceptions carry the service's answer; others are transport errors
+            raise InvokeError(error_code(exc), str(getattr(exc, "message", "") or "")[:200]) from None
         if response.status_code != 202:
             raise InvokeError("NotAccepted", f"HTTP {response.status_code}")
+
+
+def error_code(exc: Exception) -> str:
+    """The code of FC's answer. FC writes its errors as {"ErrorCode", "ErrorMessage"}; the SDK's
+    generic client reads only "Code" and so says "None" (a throttled invoke, HTTP 429
+    ResourceThrottled, would be counted as "None"): the body it keeps as `data` is read first."""
+    data = getattr(exc, "data", None)
+    if isinstance(data, dict):
+        for field in ("ErrorCode", "errorCode", "Code", "code"):
+            if data.get(field):
+                return str(data[field])
+    code = getattr(exc, "code", None)
+    if code and str(code) != "None":
+        return str(code)
+    status = getattr(exc, "status_code", None) or getattr(exc, "statusCode", None)
+    return f"HTTP {status}" if status else type(exc).__name__
