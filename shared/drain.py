@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
 from typing import Any, Optional, Sequence
+
+import msgspec
 
 from shared.backlog import BacklogWatch
 from shared.clock import SYSTEM_CLOCK, Clock, Deadline
@@ -59,8 +60,7 @@ ERROR_BACKOFF = Backoff(attempts=6, base=0.2, cap=2.0)  # 5 retries of a 5xx or 
 THROTTLE_BACKOFF = Backoff(attempts=16, base=0.25, cap=4.0)  # "slow down" is no failure: keep at it
 
 
-@dataclass(frozen=True)
-class DrainOptions:
+class DrainOptions(msgspec.Struct, frozen=True):
     max_messages: int = 100_000
     wait_seconds: int = 3
     safety_margin: float = 2.0

@@ -22,8 +22,9 @@ import re
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping, Optional, cast
+
+import msgspec
 
 from shared.logs import get_logger
 
@@ -39,15 +40,14 @@ EMF_MAX_METRICS = 100  # CloudWatch's limit per EMF blob
 logger = get_logger()
 
 
-@dataclass
-class MetricSet:
+class MetricSet(msgspec.Struct):
     """One EMF blob or one FC line: a name, its dimensions, and metric -> (value, unit)."""
 
     name: str
     dimensions: dict[str, str]
     metrics: dict[str, tuple[float, str]]
     rollup: tuple[str, ...] = ()  # an extra, coarser EMF dimension set (e.g. ("function",))
-    properties: dict[str, Any] = field(default_factory=dict)  # FC line / EMF metadata, not metrics
+    properties: dict[str, Any] = msgspec.field(default_factory=dict)  # FC line / EMF metadata, not metrics
 
     def values(self) -> dict[str, float]:
         return {name: value for name, (value, _) in self.metrics.items()}

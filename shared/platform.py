@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass, field
 from typing import Any, Optional
 
+import msgspec
+
 from shared.clock import SYSTEM_CLOCK, Clock, Deadline
+from shared.structs import repr_hiding
 
 # A manual event is a handful of fields (a reconcile event may list up to 100,000 phone
 # numbers, about 2 MB): anything far larger or deeper is not an event of ours. 6 MB is
@@ -44,8 +46,7 @@ class RunFailed(RuntimeError):
         self.summary = summary
 
 
-@dataclass
-class Invocation:
+class Invocation(msgspec.Struct):
     platform: str  # "fc" | "lambda" | "local"
     trigger: str  # "timer" | "manual"
     payload: dict[str, Any]  # the manual/timer payload (validated by the function's own model)
@@ -53,8 +54,10 @@ class Invocation:
     request_id: str
     function_name: str = ""
     function_arn: str = ""  # Lambda's invoked function ARN (with its qualifier), for a self-invocation
-    raw_event: Any = field(default=None, repr=False)
+    raw_event: Any = None
     event_error: Optional[EventError] = None  # the event could not be read: raised by `options`
+
+    __repr__ = repr_hiding("raw_event")  # the event may hold phone numbers
 
     @property
     def options(self) -> dict[str, Any]:

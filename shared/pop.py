@@ -7,9 +7,12 @@ The SDK is imported inside the functions that use it: importing this module cost
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from typing import Any, Optional
 from urllib.parse import urlparse
+
+import msgspec
+
+from shared.structs import repr_hiding
 
 # POP flow control: HTTP 400 with one of these codes (the "user flow control" answer is
 # Throttling.User), or ServiceUnavailable with 503. All say "slow down", not "no".
@@ -27,13 +30,14 @@ def is_retryable(code: str, status: int = 0) -> bool:
     return is_throttling(code, status) or code in TRANSIENT_CODES or status >= 500
 
 
-@dataclass(frozen=True)
-class Credentials:
+class Credentials(msgspec.Struct, frozen=True):
     """The customer's own AccessKey (or a RAM role's STS key) for the POP APIs."""
 
-    access_key_id: str = field(repr=False)
-    access_key_secret: str = field(repr=False)
-    security_token: Optional[str] = field(default=None, repr=False)
+    access_key_id: str
+    access_key_secret: str
+    security_token: Optional[str] = None
+
+    __repr__ = repr_hiding("access_key_id", "access_key_secret", "security_token")
 
     def secrets(self) -> list[str]:
         return [s for s in (self.access_key_id, self.access_key_secret, self.security_token) if s]

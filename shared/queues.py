@@ -5,10 +5,12 @@ depend only on this module, so importing the drain never loads the SDK.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Optional, Protocol, Sequence
 
+import msgspec
+
 from shared.records import MnsMeta
+from shared.structs import repr_hiding
 
 if TYPE_CHECKING:
     from shared.tokens import MnsToken
@@ -47,17 +49,17 @@ class QueueError(Exception):
         self.throttled = throttled
 
 
-@dataclass(frozen=True)
-class ReceivedMessage:
-    receipt_handle: str = field(repr=False)
-    body: str = field(repr=False)
-    meta: MnsMeta = MnsMeta()
+class ReceivedMessage(msgspec.Struct, frozen=True):
+    receipt_handle: str
+    body: str  # phone numbers inside: never in a repr
+    meta: MnsMeta = msgspec.field(default_factory=MnsMeta)
+
+    __repr__ = repr_hiding("receipt_handle", "body")
 
 
-@dataclass
-class DeleteOutcome:
+class DeleteOutcome(msgspec.Struct):
     deleted: int = 0
-    failed: dict[str, str] = field(default_factory=dict)  # receipt handle -> error code
+    failed: dict[str, str] = msgspec.field(default_factory=dict)  # receipt handle -> error code
     calls: int = 0
 
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
 from typing import Any, Optional
+
+import msgspec
 
 # Where a record came from. A receipt (pushed by Alicom through MNS) is the authority;
 # a send record (pulled from QuerySendDetails by reconcile) only fills a gap and never
@@ -18,8 +19,7 @@ SOURCE_RECEIPT = "receipt"
 SOURCE_SEND_RECORD = "send_record"
 
 
-@dataclass(frozen=True)
-class MnsMeta:
+class MnsMeta(msgspec.Struct, frozen=True):
     """The queue's facts about one message: kept with what we store, for audit and lag."""
 
     message_id: str = ""
@@ -45,6 +45,7 @@ class MnsMeta:
 class _Dated:
     """Partition parts of `event_time` (`YYYY-MM-DD HH:MM:SS`, Beijing)."""
 
+    __slots__ = ()  # a Struct's mixin may add no instance dict
     event_time: str
 
     @property
@@ -56,8 +57,7 @@ class _Dated:
         return self.event_time[11:13] or "00"
 
 
-@dataclass(frozen=True)
-class Record(_Dated):
+class Record(msgspec.Struct, _Dated, frozen=True):
     """One decoded receipt (or reconciled send record) with its business key."""
 
     message_type: str
@@ -65,7 +65,7 @@ class Record(_Dated):
     body: dict[str, Any]  # every field Alicom sent, unknown ones included
     event_time: str  # "YYYY-MM-DD HH:MM:SS", Asia/Shanghai (the vendor's clock)
     source: str = SOURCE_RECEIPT
-    mns: MnsMeta = field(default_factory=MnsMeta)
+    mns: MnsMeta = msgspec.field(default_factory=MnsMeta)
 
     def as_dict(self) -> dict[str, Any]:
         """The stored form: one JSON object per record, key first for query-time dedupe."""
@@ -95,15 +95,14 @@ class Record(_Dated):
         )
 
 
-@dataclass(frozen=True)
-class DeadLetter(_Dated):
+class DeadLetter(msgspec.Struct, _Dated, frozen=True):
     """A message that could not become a record: kept whole with the reason, then deleted."""
 
     message_type: str
     raw_body: str  # exactly what MNS delivered (base64 text, or whatever arrived)
     error: str
     event_time: str  # enqueue time in Asia/Shanghai, for partitioning
-    mns: MnsMeta = field(default_factory=MnsMeta)
+    mns: MnsMeta = msgspec.field(default_factory=MnsMeta)
 
     @property
     def key(self) -> str:

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass
 from typing import Callable, Optional, TypeVar
+
+import msgspec
 
 from shared.clock import Deadline
 
@@ -26,8 +27,7 @@ class OutOfTime(TimeoutError):
     """Not even one attempt fits in the time left; nothing was called."""
 
 
-@dataclass(frozen=True)
-class Backoff:
+class Backoff(msgspec.Struct, frozen=True):
     attempts: int = 5  # tries in all, the first included
     base: float = 0.1  # seconds; the ceiling of the first sleep
     cap: float = 2.0  # the longest single sleep
@@ -38,8 +38,7 @@ class Backoff:
         return (rng or random).uniform(0, ceiling)
 
 
-@dataclass(frozen=True)
-class ExponentialBackoff(Backoff):
+class ExponentialBackoff(Backoff, frozen=True):
     """`base * 2**n` (at most `cap`) plus up to `base` of jitter: an API that asks us to slow
     down (QuerySendDetails' flow control) gets at least the exponential wait, never less."""
 

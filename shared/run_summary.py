@@ -6,8 +6,11 @@ metrics (shared/metrics.py), so its dict form is a contract: fields are added, n
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any, Optional
+
+import msgspec
+
+from shared.structs import repr_hiding
 
 # Why a run or a type stopped and failed, most telling first: a run's overall reason is the
 # first of these that any type (or the run) hit.
@@ -16,8 +19,7 @@ FAILURES = ("sink_error", "stuck", "token_error", "queue_error", "no_time")
 ENDINGS = ("deadline", "max_messages", "empty")
 
 
-@dataclass
-class TypeStats:
+class TypeStats(msgspec.Struct):
     """Counts for one message type (one queue) in one run."""
 
     message_type: str
@@ -28,8 +30,8 @@ class TypeStats:
     delete_failures: int = 0
     batches: int = 0
     sink_writes: int = 0
-    api_calls: Counter = field(default_factory=Counter)
-    errors: Counter = field(default_factory=Counter)
+    api_calls: Counter = msgspec.field(default_factory=Counter)
+    errors: Counter = msgspec.field(default_factory=Counter)
     oldest_enqueue_ms: Optional[int] = None
     full_receives: int = 0  # receives that came back with a whole batch
     last_receive_full: bool = False
@@ -38,7 +40,9 @@ class TypeStats:
     rate_per_second: float = 0.0  # received / the run's time
     stop_reason: str = ""
     error: Optional[str] = None  # the failure that stopped this type, if one did
-    last_failure: Optional[tuple[str, str]] = field(default=None, repr=False)  # (reason, error) of the last failed call
+    last_failure: Optional[tuple[str, str]] = None  # (reason, error) of the last failed call
+
+    __repr__ = repr_hiding("last_failure")
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -65,8 +69,7 @@ class TypeStats:
         return self.behind or (self.stop_reason in ("deadline", "max_messages") and self.last_receive_full)
 
 
-@dataclass
-class RunSummary:
+class RunSummary(msgspec.Struct):
     ok: bool
     stop_reason: str
     elapsed: float
@@ -74,7 +77,7 @@ class RunSummary:
     types: dict[str, TypeStats]
     error: Optional[str] = None
     token_fetches: int = 0
-    failed_types: list[str] = field(default_factory=list)
+    failed_types: list[str] = msgspec.field(default_factory=list)
     fan_out: Optional[dict[str, Any]] = None  # what a fan-out did (shared/fan_out.py), if it happened
 
     def total(self, name: str) -> int:

@@ -7,8 +7,9 @@ until the token nears expiry.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Generic, Mapping, Optional, Protocol, TypeVar
+
+import msgspec
 
 from shared.clock import SYSTEM_CLOCK, Clock
 from shared.credentials import load_credentials
@@ -31,8 +32,7 @@ class _HasSink(Protocol):
 R = TypeVar("R", bound=_HasSink)
 
 
-@dataclass
-class DrainRuntime:
+class DrainRuntime(msgspec.Struct):
     settings: Settings
     credentials: Credentials
     tokens: TokenCache
@@ -130,8 +130,7 @@ def reset_runtime() -> None:
 # --- reconcile ------------------------------------------------------------------------------
 
 
-@dataclass
-class ReconcileRuntime:
+class ReconcileRuntime(msgspec.Struct):
     settings: Settings
     credentials: Credentials
     sink: Sink

@@ -9,13 +9,15 @@ after the queue refuses a token.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Optional, Protocol
+
+import msgspec
 
 from shared.clock import SYSTEM_CLOCK, Clock
 from shared.decode import SHANGHAI, TIME_FORMAT
 from shared.pop import Credentials, call_rpc, is_retryable, is_throttling, point_request, pop_client
+from shared.structs import repr_hiding
 
 __all__ = ["Credentials", "DybaseapiTokenSource", "MnsToken", "TokenCache", "TokenError", "TokenSource",
            "parse_expire_time"]
@@ -38,12 +40,13 @@ class TokenError(Exception):
         self.throttled = throttled
 
 
-@dataclass(frozen=True)
-class MnsToken:
-    access_key_id: str = field(repr=False)
-    access_key_secret: str = field(repr=False)
-    security_token: str = field(repr=False)
+class MnsToken(msgspec.Struct, frozen=True):
+    access_key_id: str
+    access_key_secret: str
+    security_token: str
     expire_at: datetime  # aware
+
+    __repr__ = repr_hiding("access_key_id", "access_key_secret", "security_token")
 
     def seconds_left(self, now: datetime) -> float:
         # total_seconds(), not .seconds: a token past expiry must read as negative.

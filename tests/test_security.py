@@ -62,3 +62,35 @@ def test_sdk_loggers_that_print_signatures_stay_above_debug():
             assert logging.getLogger(name).getEffectiveLevel() >= logging.INFO, name
     finally:
         logging.getLogger().setLevel(logging.WARNING)
+
+
+def test_reprs_of_values_holding_secrets_or_phones_leave_them_out():
+    """The drain's value types are msgspec Structs (shared/structs.py), which have no per-field
+    repr=False: a repr that slipped into a log or a traceback must still carry no secret and
+    no message body."""
+    from datetime import datetime, timezone
+
+    from shared.clock import Deadline
+    from shared.platform import Invocation
+    from shared.pop import Credentials
+    from shared.queues import ReceivedMessage
+    from shared.records import MnsMeta
+    from shared.run_summary import TypeStats
+    from shared.tokens import MnsToken
+
+    phone = "13800138000"
+    values = [
+        Credentials(AK, SECRET, "sts-token-xyz"),
+        MnsToken("STS.token-ak", "token-secret", "token-sts", datetime(2030, 1, 1, tzinfo=timezone.utc)),
+        ReceivedMessage("handle-abc", f'{{"phone_number": "{phone}"}}', MnsMeta(message_id="m1")),
+        Invocation("local", "manual", {}, Deadline(10), "req-1", raw_event={"phones": [phone]}),
+        TypeStats("SmsReport", last_failure=("ServerError", f"secret {SECRET}")),
+    ]
+    for value in values:
+        text = repr(value)
+        for hidden in (AK, SECRET, "sts-token-xyz", "STS.token-ak", "token-secret", "token-sts",
+                       "handle-abc", phone):
+            assert hidden not in text, (type(value).__name__, hidden, text)
+    # What is not secret stays readable.
+    assert "2030, 1, 1" in repr(values[1]) and "message_id='m1'" in repr(values[2])
+    assert "req-1" in repr(values[3]) and "SmsReport" in repr(values[4])

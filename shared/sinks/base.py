@@ -31,8 +31,9 @@ import hashlib
 import json
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Iterator, Optional, Sequence
+
+import msgspec
 
 from shared.clock import Deadline
 from shared.records import SOURCE_RECEIPT, DeadLetter, MnsMeta, Record, canonical_json
@@ -71,16 +72,14 @@ class ItemsRefused(SinkError):
         self.calls = calls
 
 
-@dataclass(frozen=True)
-class CoalesceLimits:
+class CoalesceLimits(msgspec.Struct, frozen=True):
     """How much the drain may gather into one `write` call (bounded further by time)."""
 
     messages: int
     bytes: int
 
 
-@dataclass
-class WriteReport:
+class WriteReport(msgspec.Struct):
     """What one `Sink.write` stored."""
 
     records: int = 0
