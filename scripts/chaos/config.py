@@ -58,6 +58,8 @@ class Config:
     kill_rate: float = 0.7          # share of the other drain processes started in the chaos window SIGKILLed at random
     crash_rate: float = 0.3         # share of drain processes started in the chaos window given an exact crash point
     worker_crash_rate: Optional[float] = None  # the same for the fan-out's workers (None: crash_rate)
+    worker_crash_at: str = ""       # "point:n" every worker given a crash point dies at (the self-test's
+                                    # "received:1"); empty: the points in turn, like the other drains
     overlap_rate: float = 0.5       # chance that a schedule tick starts a second drain while one runs
     run_limit: float = 120.0        # seconds after the chaos window for the queues to empty ("stuck" if not)
     grace: float = 5.0              # the harness SIGKILLs a drain this long past its timeout

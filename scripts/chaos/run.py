@@ -102,10 +102,13 @@ class ChaosRun:
         in_chaos = in_chaos and not unharmed
         crash_rate = self.cfg.crash_rate if event is None or self.cfg.worker_crash_rate is None else self.cfg.worker_crash_rate
         if in_chaos and lrng.random() < crash_rate:
-            # Round-robin from a per-run offset: every point gets hit, and a run replays alone (--only).
-            point = CRASH_POINTS[(3 * self.index + self.crash_assigned) % len(CRASH_POINTS)]
-            self.crash_assigned += 1
-            crash_at = f"{point}:{lrng.randint(1, 3)}"
+            if event is not None and self.cfg.worker_crash_at:
+                crash_at = self.cfg.worker_crash_at
+            else:
+                # Round-robin from a per-run offset: every point gets hit, and a run replays alone (--only).
+                point = CRASH_POINTS[(3 * self.index + self.crash_assigned) % len(CRASH_POINTS)]
+                self.crash_assigned += 1
+                crash_at = f"{point}:{lrng.randint(1, 3)}"
             env[CRASH_AT_VAR] = crash_at
         elif in_chaos and lrng.random() < self.cfg.kill_rate:
             kill_at = lrng.uniform(0.3, 0.8 * timeout)
