@@ -159,7 +159,7 @@ def test_the_harness_notices_a_worker_that_deletes_before_it_stores(tmp_path):
                                  name="sabotage-workers"),
                          tmp_path, log=lambda line: None)
     assert summary["runs_by_sink"] == {"sqlite": 1} and summary["fan_out"]["workers_started"] > 0
-    assert not summary["ok"] and summary["lost"] > 0
+    assert not summary["ok"] and summary["lost"] > 0, (summary["fan_out"], summary["crashpoints_by_point"])
 
 
 def test_the_probe_is_inert_without_its_variables():
