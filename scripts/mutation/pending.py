@@ -14,6 +14,11 @@ from mutmut.mutation.data import SourceFileMutationData
 def main(paths: list[str]) -> int:
     for path in paths:
         data = SourceFileMutationData(path=Path(path))
+        if not data.meta_path.exists():
+            # No mutants generated yet (a new scratch copy, no verdicts kept): all of the module's,
+            # as mutmut names them (shared/tokens.py -> shared.tokens.<function>__mutmut_<n>).
+            print(path.removesuffix(".py").replace("/", ".") + ".*")
+            continue
         data.load()
         for name, code in sorted(data.exit_code_by_key.items()):
             if code is None:
