@@ -97,6 +97,12 @@ def _phase(results: list[dict], key: str) -> dict:
             "max_ms": round(max(values) * 1000, 1)}
 
 
+def python_version(python: str) -> str:
+    """The interpreter's version, e.g. 3.12.1 (the bytecode in a build is for one version only)."""
+    return subprocess.run([python, "-c", "import sys; print(sys.version.split()[0])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
 def probe(python: str, build: Path, phases: list[list[str]], cap: Optional[CpuCap] = None) -> list[dict]:
     """One fresh interpreter importing each phase's modules in turn: seconds, CPU seconds, modules."""
     # -B: a build without bytecode must stay cold on every run, not cache what it compiled.
@@ -141,8 +147,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--cpu", type=float, help="cap each interpreter at this fraction of one CPU (cgroups, root)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
-    version = subprocess.run([args.python, "-c", "import sys; print(sys.version.split()[0])"],
-                             capture_output=True, text=True, check=True).stdout.strip()
+    version = python_version(args.python)
     cap = CpuCap(args.cpu) if args.cpu else None
     # How fast this machine runs Python right now (other work on it slows every figure alike).
     machine = {"python_loop_1m_ms": [python_speed_ms()], "loadavg": [round(os.getloadavg()[0], 2)]}

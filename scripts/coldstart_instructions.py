@@ -4,9 +4,10 @@
 
 `scripts/coldstart` times the import, and its figures move with whatever else the machine is
 doing (the same build gave medians up to 15% apart on two days here). An instruction count does not:
-`valgrind --tool=callgrind` counts the same total for the same interpreter, build and command,
-loaded machine or not. So this says, exactly, where a handler import's work goes and what a
-change saved, though not how many milliseconds that is on a given CPU.
+`valgrind --tool=callgrind` counts the same total, to within a few hundred instructions, for
+the same interpreter, build and command, loaded machine or not. So this says where a handler
+import's work goes and what a change saved, though not how many milliseconds that is on a
+given CPU.
 
 Each layer imports the layers before it and then its own modules, in a fresh `python -s -B`
 with an emptied environment (hash randomisation off) and the build first on `sys.path`, as
@@ -26,7 +27,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from scripts.coldstart import FUNCTIONS, build_paths
+from scripts.coldstart import FUNCTIONS, build_paths, python_version
 
 # What the handler's module loads, cheapest to explain first: the standard modules shared/
 # imports itself (whatever else it used), what the library every handler's logger comes from
@@ -43,6 +44,7 @@ LAYERS = (
 )
 
 _COLLECTED = re.compile(r"Collected : (\d+)")
+IMPORT_TIMEOUT = 300  # seconds per interpreter under valgrind (a handler import takes a few)
 
 
 def instructions(python: str, build: Path, modules: Sequence[str]) -> int:
@@ -52,7 +54,13 @@ def instructions(python: str, build: Path, modules: Sequence[str]) -> int:
     # and with them the count, from run to run. The environment is emptied instead.
     command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", python, "-s", "-B", "-c", code]
     env = {"PATH": os.environ.get("PATH", ""), "PYTHONHASHSEED": "0"}
-    proc = subprocess.run(command, capture_output=True, text=True, cwd=build, env=env)
+    try:
+        # An import that hangs (a module waiting on the network at import) must not hang the bench:
+        # under valgrind a whole handler import takes seconds, so this is generous.
+        proc = subprocess.run(command, capture_output=True, text=True, cwd=build, env=env, timeout=IMPORT_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise SystemExit(f"coldstart_instructions: importing {list(modules)} from {build} took over "
+                         f"{IMPORT_TIMEOUT} s under valgrind; stopped") from None
     found = _COLLECTED.search(proc.stderr)
     if proc.returncode != 0 or not found:
         raise SystemExit(f"coldstart_instructions: importing {list(modules)} from {build} failed:\n"
@@ -85,8 +93,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     if shutil.which("valgrind") is None:
         raise SystemExit("coldstart_instructions: valgrind is not on PATH (Debian: apt-get install valgrind)")
-    version = subprocess.run([args.python, "-c", "import sys; print(sys.version.split()[0])"],
-                             capture_output=True, text=True, check=True).stdout.strip()
+    version = python_version(args.python)
     report = []
     for build in args.build:
         rows = layers(args.python, build.resolve(), args.function)
@@ -97,7 +104,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"  {row['instructions'] / 1e6:8,.1f} M  {share}  {row['layer']}")
         report.append({"build": str(build), "function": args.function, "handler_import_instructions": handler,
                        "layers": rows})
-    print(f"CPython {version}; valgrind --tool=callgrind instruction counts (the same on every run)")
+    print(f"CPython {version}; valgrind --tool=callgrind instruction counts (the same, loaded machine or not)")
     if args.json:
         args.json.write_text(json.dumps({"python": version, "builds": report}, indent=1) + "\n")
     return 0
