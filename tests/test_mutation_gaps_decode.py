@@ -1,12 +1,12 @@
 """Tests that close gaps a mutation run (scripts/mutation/run) found in shared/decode.py.
 
 An unreadable time field gives way to the next one (not at once to the enqueue time); an empty
-key field is a dead letter that names the field. And `_normalise_time` has a regex fast path before strptime; a mutant without the fast path
-survived, and it is not equivalent: the regex's `\\d` takes any Unicode digit, strptime only
-ASCII ones. A report time written in Arabic-Indic digits then becomes the record's event time
-and date as it is (a partition named dt=٢٠٢٦-١١-٢٥), where strptime would have refused it and
-the next time field been used. Recorded here as a known bug, strictly expected to fail until
-the fast path matches ASCII digits only.
+key field is a dead letter that names the field. `_normalise_time` has a regex fast path
+before strptime: a mutant without the fast path survived, and it was not equivalent while the
+regex's `\\d` took any Unicode digit (a time in Arabic-Indic digits became the record's event
+time and partition, dt=٢٠٢٦-١١-٢٥); the regex is ASCII-only since. The fast path checks every
+field of a canonical time for range: mutants that left the minute or the second unchecked
+survived until a test fed it a minute or second of 61.
 """
 from __future__ import annotations
 
@@ -35,6 +35,17 @@ def test_a_time_in_non_ascii_digits_is_not_taken_as_the_event_time():
     record = decode_message("SmsReport", b64(body), META)
     assert isinstance(record, Record)
     assert (record.event_time, record.event_date) == ("2026-11-25 09:59:00", "2026-11-25")  # the send time
+
+
+@pytest.mark.parametrize("report_time", [
+    "2026-11-25 10:61:00", "2026-11-25 10:00:61", "2026-11-25 24:00:00", "2026-02-30 10:00:00", "2026-13-01 10:00:00",
+])
+def test_a_canonical_looking_time_out_of_range_is_refused_field_by_field(report_time):
+    body = {"biz_id": "871757620207^0", "phone_number": "14706807800",
+            "report_time": report_time, "send_time": "2026-11-24 23:59:00"}
+    record = decode_message("SmsReport", b64(body), META)
+    assert isinstance(record, Record)
+    assert (record.event_time, record.event_date) == ("2026-11-24 23:59:00", "2026-11-24")  # the send time
 
 
 def test_an_unreadable_report_time_falls_back_to_the_send_time_not_the_enqueue_time():

@@ -148,3 +148,40 @@ def test_a_caller_without_a_timeout_waits_for_the_token_call_in_flight_and_share
         emulator.set_latency(0.0)
     first.join(10)
     assert outcome.get("token") is token and cache.fetches == 1, outcome
+
+
+class StoppedClock(FrozenClock):
+    """A monotonic clock that does not move: what is left of a timeout is exactly the timeout."""
+
+    def monotonic(self) -> float:
+        return 1000.0
+
+
+def test_a_caller_left_with_a_tenth_of_a_second_gets_a_deadline_and_makes_no_call(emulator, drain_env):
+    """A token call is not started with 0.1 s or less to go (the bound is inclusive): it could only
+    time out, and the drain's deadline is worth more than the attempt."""
+    drain_env()
+    cache = TokenCache(drain_runtime().tokens.source, StoppedClock())
+    with pytest.raises(TokenError) as late:
+        cache.get("SmsReport", timeout=0.1)
+    error = late.value
+    assert (error.message_type, error.code, error.retryable) == ("SmsReport", "Deadline", True)
+    assert error.message == "no time left to fetch a token"
+    assert cache.fetches == 0
+
+
+def test_a_hung_token_call_is_given_up_within_the_callers_timeout(emulator, drain_env):
+    """The token call gets what is left of the caller's timeout, and no SDK retries: a hung
+    endpoint costs about one timeout, not the client's default 10 s three times."""
+    drain_env()
+    cache = TokenCache(drain_runtime().tokens.source)
+    emulator.set_faults(hang=1.0, apis=["QueryTokenForMnsQueue"], message_types="SmsReport")
+    try:
+        started = time.monotonic()
+        with pytest.raises(TokenError) as hung:
+            cache.get("SmsReport", timeout=1.0)
+        took = time.monotonic() - started
+    finally:
+        emulator.set_faults()
+    assert took < 3.0, took
+    assert hung.value.retryable and cache.fetches == 1
