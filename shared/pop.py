@@ -43,8 +43,12 @@ class Credentials(msgspec.Struct, frozen=True):
         return [s for s in (self.access_key_id, self.access_key_secret, self.security_token) if s]
 
 
-def pop_client(credentials: Credentials, region: str, timeout: float = 10.0, retries: int = 2):
-    """An aliyunsdkcore AcsClient for RPC APIs (token, send records). SDK imported here only."""
+def pop_client(credentials: Credentials, region: str, timeout: float = 10.0):
+    """An aliyunsdkcore AcsClient for RPC APIs (token, send records). SDK imported here only.
+
+    No SDK retries: aliyunsdkcore retries only the APIs its retry_config.json lists (ECS's), so
+    auto_retry would change nothing for Dybaseapi or Dysmsapi (tested: one request per call on
+    a timeout, a throttle or a 5xx). The callers retry within their own deadlines."""
     from aliyunsdkcore.auth.credentials import AccessKeyCredential, StsTokenCredential
     from aliyunsdkcore.client import AcsClient
 
@@ -52,9 +56,7 @@ def pop_client(credentials: Credentials, region: str, timeout: float = 10.0, ret
         cred = StsTokenCredential(credentials.access_key_id, credentials.access_key_secret, credentials.security_token)
     else:
         cred = AccessKeyCredential(credentials.access_key_id, credentials.access_key_secret)
-    # Few SDK retries: the SDK retries only throttling/5xx/timeouts, and an auth refusal must
-    # surface at once instead of becoming a retry storm.
-    return AcsClient(region_id=region, credential=cred, auto_retry=retries > 0, max_retry_time=retries or None,
+    return AcsClient(region_id=region, credential=cred, auto_retry=False,
                      connect_timeout=min(timeout, 5), timeout=timeout)
 
 
@@ -66,7 +68,9 @@ def point_request(request: Any, endpoint: str) -> None:
 
 
 def call_rpc(client: Any, request: Any) -> tuple[dict, Optional[Exception]]:
-    """Run an RPC request; return (body, None) or ({"Code", "Message", "_status"}, error)."""
+    """Run an RPC request; return (body, None) or ({"Code", "Message", "_status"}, error).
+
+    do_action_with_exception sets Format=JSON on the request itself (POP's default is XML)."""
     from aliyunsdkcore.acs_exception.exceptions import ClientException, ServerException
 
     try:

@@ -322,7 +322,6 @@ class SendRecordClient:
         request.set_CurrentPage(page)
         if biz_id:
             request.set_BizId(biz_id)
-        request.set_accept_format("json")
         point_request(request, self.endpoint)
         timeout = self.timeout
         if deadline is not None:

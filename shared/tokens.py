@@ -71,18 +71,13 @@ class DybaseapiTokenSource:
         self.owner_id = owner_id  # resellers and sub-accounts: whose queue the token is for
         self.timeout = timeout
         self.endpoint = endpoint
-        self.calls = 0
         self._local = threading.local()  # the SDK's client and signer are not built for threads
-        self._count = threading.Lock()
 
-    def _client(self, with_deadline: bool):
-        name = "single" if with_deadline else "default"
-        client = getattr(self._local, name, None)
+    def _client(self):
+        client = getattr(self._local, "client", None)
         if client is None:
-            # With a deadline: one attempt within the caller's time (SDK retries would multiply
-            # it; the caller retries within its budget). Without: a few SDK retries (tools).
-            client = pop_client(self.credentials, self.region, self.timeout, retries=0 if with_deadline else 2)
-            setattr(self._local, name, client)
+            client = pop_client(self.credentials, self.region, self.timeout)
+            self._local.client = client
         return client
 
     def fetch(self, message_type: str, timeout: Optional[float] = None) -> MnsToken:
@@ -92,15 +87,12 @@ class DybaseapiTokenSource:
         request.set_MessageType(message_type)
         if self.owner_id:
             request.set_OwnerId(self.owner_id)
-        request.set_accept_format("json")
         point_request(request, self.endpoint)
         if timeout is not None:
             seconds = max(0.1, min(self.timeout, timeout))
             request.set_read_timeout(seconds)
             request.set_connect_timeout(min(seconds, 5))
-        with self._count:
-            self.calls += 1
-        body, error = call_rpc(self._client(timeout is not None), request)
+        body, error = call_rpc(self._client(), request)
         code = str(body.get("Code") or "")
         if error is not None or code != "OK":
             status = int(body.get("_status") or 0)

@@ -4,6 +4,9 @@ the real SDKs over real sockets."""
 from __future__ import annotations
 
 import json
+import urllib.parse
+import urllib.request
+from xml.etree import ElementTree
 
 import pytest
 from aliyunsdkcore.acs_exception.exceptions import ServerException
@@ -13,6 +16,7 @@ from aliyunsdkdybaseapi.request.v20170525.QueryTokenForMnsQueueRequest import Qu
 from mns.mns_exception import MNSServerException
 
 from scripts.emulator import Emulator
+from scripts.emulator.auth import rpc_sign
 from tests.test_emulator import (AK, SECRET, acs, admin, make_queue, mns_queue, query_token, raw_rpc,
                                  receive_error, signed_rpc_params)
 
@@ -79,10 +83,10 @@ def test_owner_id_is_accepted_and_each_call_is_logged_without_secrets(emu):
     requests = emu.token_requests()
     assert without_time(requests) == [
         {"message_type": "SmsReport", "queue_name": "Alicom-Queue-1234567890-SmsReport", "owner_id": OWNER,
-         "answer": "OK"},
-        {"message_type": "SmsUp", "queue_name": None, "owner_id": None, "answer": "OK"},
+         "answer": "OK", "region_id": "cn-hangzhou"},
+        {"message_type": "SmsUp", "queue_name": None, "owner_id": None, "answer": "OK", "region_id": "cn-hangzhou"},
         {"message_type": "SmsReport", "queue_name": "Alicom-Queue-1234567890-SmsReport",
-         "owner_id": "not-a-number", "answer": "InvalidParameter"},
+         "owner_id": "not-a-number", "answer": "InvalidParameter", "region_id": "cn-hangzhou"},
     ]
     assert all(isinstance(r["time"], float) for r in requests)
     logged = json.dumps(requests)
@@ -124,9 +128,9 @@ def test_token_controls_over_admin_http(emu):
     status, body = admin(emu, "GET", "/_admin/tokens/requests")
     assert status == 200 and without_time(body["requests"]) == [
         {"message_type": "SmsUp", "queue_name": "Alicom-Queue-1234567890-SmsUp", "owner_id": None,
-         "answer": "Forbidden.NoPermission"},
+         "answer": "Forbidden.NoPermission", "region_id": "cn-hangzhou"},
         {"message_type": "SmsUp", "queue_name": "Alicom-Queue-1234567890-SmsUp", "owner_id": OWNER,
-         "answer": "OK"}]
+         "answer": "OK", "region_id": "cn-hangzhou"}]
     name = make_queue(emu, "SmsUp")
     emu.enqueue(name, "YQ==")
     queue = mns_queue(emu, name)
@@ -177,3 +181,20 @@ def test_role_credentials_sign_pop_calls_only_with_their_security_token(emu):
     assert (exc.value.get_http_status(), exc.value.get_error_code()) == (400, "InvalidSecurityToken.Expired")
     status, fresh = admin(emu, "POST", "/_admin/role-credentials", {"lifetime": 60})
     assert status == 200 and sts_token_call(sts_client(emu, fresh))["Code"] == "OK"
+
+
+@pytest.mark.parametrize("fmt", [None, "XML", "xml", "jsonp"])
+def test_a_pop_answer_is_xml_unless_the_request_asks_for_json(emu, fmt):
+    """POP's default format is XML: only Format=JSON (any case) gets JSON."""
+    params = signed_rpc_params("QueryTokenForMnsQueue", {"MessageType": "SmsReport"})
+    del params["Format"], params["Signature"]
+    if fmt is not None:
+        params["Format"] = fmt
+    params["Signature"] = rpc_sign("POST", params, SECRET)
+    request = urllib.request.Request(f"{emu.url}/?{urllib.parse.urlencode(params)}", data=b"", method="POST")
+    with urllib.request.urlopen(request, timeout=5) as answer:
+        root = ElementTree.fromstring(answer.read())
+    assert root.tag == "QueryTokenForMnsQueueResponse" and root.findtext("Code") == "OK"
+    assert root.find("MessageTokenDTO/SecurityToken") is not None
+    lower = signed_rpc_params("QueryTokenForMnsQueue", {"MessageType": "SmsReport", "Format": "json"})
+    assert raw_rpc(emu, lower)[1]["Code"] == "OK"  # JSON, parsed as such

@@ -104,3 +104,12 @@ def test_a_str_body_no_sink_can_encode_keeps_the_bytes_that_arrived(raw, kept):
 def test_each_undecodable_body_is_a_dead_letter_saying_exactly_why(body, error):
     dead = decode_message("SmsUp", base64.b64encode(body).decode("ascii"), META)
     assert isinstance(dead, DeadLetter) and dead.error == error
+
+
+@pytest.mark.parametrize("number", ["1e999", "-1e999"])
+def test_a_key_number_too_large_for_a_double_is_a_dead_letter_saying_so(number):
+    """JSON's grammar has no infinity, but 1e999 parses to one: the key field names it."""
+    text = ('{"phone_number": "13800000000", "sequence_id": ' + number
+            + ', "send_time": "2026-11-25 10:00:00", "content": "hi"}')
+    dead = decode_message("SmsUp", base64.b64encode(text.encode("utf-8")).decode("ascii"), META)
+    assert isinstance(dead, DeadLetter) and dead.error == "key field sequence_id is not a finite number"

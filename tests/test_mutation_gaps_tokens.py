@@ -18,7 +18,7 @@ import pytest
 
 from shared.clock import SYSTEM_CLOCK
 from shared.runtime import drain_runtime
-from shared.tokens import TokenCache, TokenError
+from shared.tokens import DybaseapiTokenSource, TokenCache, TokenError
 
 CLOCK_HINT = " (this host's clock is more than 15 minutes off: check its time synchronisation)"
 
@@ -184,4 +184,70 @@ def test_a_hung_token_call_is_given_up_within_the_callers_timeout(emulator, drai
     finally:
         emulator.set_faults()
     assert took < 3.0, took
-    assert hung.value.retryable and cache.fetches == 1
+    assert hung.value.retryable and cache.fetches == 1 and emulator.stats()["QueryTokenForMnsQueue"] == 1
+
+
+# -- the token source: one request per call, the configured region, its own timeout -----------
+
+def test_a_call_without_a_deadline_is_bounded_by_the_sources_own_timeout(emulator, drain_env):
+    drain_env()
+    configured = drain_runtime().tokens.source
+    source = DybaseapiTokenSource(configured.credentials, configured.endpoint, configured.region, timeout=1.0)
+    emulator.set_faults(hang=1.0, apis=["QueryTokenForMnsQueue"])
+    try:
+        started = time.monotonic()
+        with pytest.raises(TokenError) as hung:
+            source.fetch("SmsReport")
+        took = time.monotonic() - started
+    finally:
+        emulator.set_faults()
+    assert 0.9 <= took < 2.5, took
+    assert hung.value.retryable and emulator.stats()["QueryTokenForMnsQueue"] == 1
+
+
+@pytest.mark.parametrize("timeout", [None, 5.0])
+@pytest.mark.parametrize("code,status", [("ServiceUnavailable", 503), ("Throttling.User", 400), ("InternalError", 500)])
+def test_a_failed_token_call_is_one_request_whatever_the_answer(emulator, drain_env, code, status, timeout):
+    """The SDK retries none of these for Dybaseapi (its retry list holds only ECS's APIs), and the
+    client asks it for none: the callers retry, within their deadlines."""
+    drain_env()
+    emulator.refuse_tokens("SmsReport", code, status=status)
+    with pytest.raises(TokenError) as refused:
+        drain_runtime().tokens.source.fetch("SmsReport", timeout)
+    assert (refused.value.code, refused.value.retryable) == (code, True)
+    assert [r["answer"] for r in emulator.token_requests()] == [code]
+
+
+def test_the_token_call_is_signed_for_the_configured_region(emulator, drain_env):
+    """RegionId goes on the wire (api-facts: it is one of the signed query parameters)."""
+    drain_env(ALICOM_REGION="ap-southeast-1")
+    drain_runtime().tokens.source.fetch("SmsReport", 5)
+    assert [(r["region_id"], r["answer"]) for r in emulator.token_requests()] == [("ap-southeast-1", "OK")]
+
+
+def test_a_short_deadline_is_the_calls_timeout_down_to_a_tenth_of_a_second(emulator, drain_env):
+    """0.3 s left: the call waits 0.3 s, not a rounded-up second."""
+    drain_env()
+    emulator.set_faults(hang=1.0, apis=["QueryTokenForMnsQueue"])
+    try:
+        started = time.monotonic()
+        with pytest.raises(TokenError):
+            drain_runtime().tokens.source.fetch("SmsReport", 0.3)
+        took = time.monotonic() - started
+    finally:
+        emulator.set_faults()
+    assert 0.25 <= took < 0.9, took
+
+
+@pytest.mark.parametrize("code,status,expected", [
+    ("isv.ACCOUNT_ABNORMAL", 200, ("isv.ACCOUNT_ABNORMAL", False)),  # a 200 whose Code is not OK
+    ("", 200, ("Unknown", False)),                                   # a 200 with an empty Code
+    ("Backend.Unavailable", 503, ("Backend.Unavailable", True)),     # an unknown code, retryable by its 5xx
+    ("Backend.Refused", 409, ("Backend.Refused", False)),
+])
+def test_what_a_refusal_becomes(emulator, drain_env, code, status, expected):
+    drain_env()
+    emulator.refuse_tokens("SmsReport", code, "refused by the test", status=status)
+    with pytest.raises(TokenError) as refused:
+        drain_runtime().tokens.source.fetch("SmsReport", 5)
+    assert (refused.value.code, refused.value.retryable) == expected

@@ -248,7 +248,8 @@ class Emulator:
 
     def token_requests(self) -> list[dict]:
         """Every authenticated QueryTokenForMnsQueue call in order: message_type, queue_name,
-        owner_id (None if not sent), answer ("OK" or the refusal code), time. No secrets."""
+        owner_id (None if not sent), answer ("OK" or the refusal code), time, region_id
+        (RegionId, None if not sent). No secrets."""
         return self.backend.tokens.requests()
 
     def set_token_lifetime(self, seconds: float) -> None:

@@ -154,6 +154,21 @@ def rpc_error(err: RpcError, request_id: str, host_id: str) -> Response:
                                       "Code": err.code, "Message": err.message})
 
 
+def _xml_elements(obj) -> str:
+    if isinstance(obj, dict):
+        return "".join(f"<{k}>{_xml_elements(v)}</{k}>" for k, v in obj.items())
+    if isinstance(obj, list):
+        return "".join(_xml_elements(v) for v in obj)
+    return escape("" if obj is None else str(obj))
+
+
+def rpc_as_xml(response: Response, root: str) -> Response:
+    """A POP answer as XML, the format an RPC API answers in unless the request says Format=JSON."""
+    obj = json.loads(response.body)
+    body = f'<?xml version="1.0" encoding="UTF-8"?><{root}>{_xml_elements(obj)}</{root}>'.encode("utf-8")
+    return Response(response.status, body, [("Content-Type", "text/xml;charset=utf-8")])
+
+
 # --- Function Compute / Lambda --------------------------------------------------------------
 
 def fc_error(err: FcError, request_id: str) -> Response:

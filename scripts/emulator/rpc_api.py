@@ -49,6 +49,14 @@ class RpcResponses:
         self.backend = backend
 
     def dispatch(self, action: str, req: Request) -> r.Response:
+        response = self._dispatch(action, req)
+        # POP answers XML unless asked for JSON (Format is case-insensitive; XML is the default).
+        params = req.form_params()
+        if str(params.get("Format") or "").upper() != "JSON":
+            return r.rpc_as_xml(response, f"{action}Response" if response.status == 200 else "Error")
+        return response
+
+    def _dispatch(self, action: str, req: Request) -> r.Response:
         rid = r.new_request_id()
         try:
             params = req.form_params()
@@ -78,7 +86,8 @@ class RpcResponses:
         if owner_id and not owner_id.isdigit():
             # OwnerId is a Long (an account uid); the emulator's choice of code.
             refusal = TokenRefusal("InvalidParameter", "Specified parameter OwnerId is not valid.", 400)
-        tokens.record(message_type, params.get("QueueName"), owner_id, refusal.code if refusal else "OK")
+        tokens.record(message_type, params.get("QueueName"), owner_id, refusal.code if refusal else "OK",
+                      params.get("RegionId"))
         if refusal is not None:
             if refusal.status == 200:
                 return r.rpc_ok({"Code": refusal.code, "Message": refusal.message}, rid)

@@ -35,6 +35,7 @@ class TokenRequest:
     owner_id: str | None
     answer: str          # "OK" or the code it was refused with
     time: float
+    region_id: str | None = None  # the RegionId the SDK signs in (the client's region)
 
 
 @dataclass
@@ -74,11 +75,12 @@ class TokenStore:
         with self._lock:
             return self._refusals.get(message_type)
 
-    def record(self, message_type: str, queue_name: str | None, owner_id: str | None, answer: str) -> None:
+    def record(self, message_type: str, queue_name: str | None, owner_id: str | None, answer: str,
+               region_id: str | None = None) -> None:
         with self._lock:
             if len(self._requests) >= MAX_LOGGED_REQUESTS:
                 del self._requests[: MAX_LOGGED_REQUESTS // 2]
-            self._requests.append(TokenRequest(message_type, queue_name, owner_id, answer, self.clock()))
+            self._requests.append(TokenRequest(message_type, queue_name, owner_id, answer, self.clock(), region_id))
 
     def requests(self) -> list[dict]:
         with self._lock:
