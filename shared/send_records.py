@@ -343,7 +343,6 @@ class SendRecordClient:
         client = getattr(self._local, "client", None)
         if client is None:
             client = pop_client(self.credentials, self.region, self.timeout)
-            client.set_auto_retry(False)  # ours are bounded by the deadline; the SDK's are not
             self._local.client = client
         return client
 
