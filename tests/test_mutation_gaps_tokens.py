@@ -170,6 +170,35 @@ def test_a_caller_left_with_a_tenth_of_a_second_gets_a_deadline_and_makes_no_cal
     assert cache.fetches == 0
 
 
+class JumpingClock(FrozenClock):
+    """A monotonic clock that moves half a second each time it is read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reading = 1000.0
+
+    def monotonic(self) -> float:
+        self.reading += 0.5
+        return self.reading
+
+
+def test_the_time_spent_before_the_call_is_taken_off_the_callers_timeout(emulator, drain_env):
+    """0.55 s given, 0.5 s gone by the time the lock is held: 0.05 s left, so no call."""
+    drain_env()
+    cache = TokenCache(drain_runtime().tokens.source, JumpingClock())
+    with pytest.raises(TokenError) as late:
+        cache.get("SmsReport", timeout=0.55)
+    assert (late.value.code, late.value.message) == ("Deadline", "no time left to fetch a token")
+    assert cache.fetches == 0
+
+
+def test_a_caller_with_a_second_left_makes_the_call(emulator, drain_env):
+    drain_env()
+    cache = TokenCache(drain_runtime().tokens.source, StoppedClock())
+    token = cache.get("SmsReport", timeout=1.0)
+    assert token.seconds_left(SYSTEM_CLOCK.now()) > 0 and cache.fetches == 1
+
+
 def test_a_hung_token_call_is_given_up_within_the_callers_timeout(emulator, drain_env):
     """The token call gets what is left of the caller's timeout, and no SDK retries: a hung
     endpoint costs about one timeout, not the client's default 10 s three times."""
