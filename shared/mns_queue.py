@@ -130,7 +130,8 @@ class ReceiptClient(MNSClient):
     """The SDK's MNS client; only a successful batch receive is read by `read_received_messages`."""
 
     def batch_receive_message(self, req, resp):
-        # The SDK's own steps (mns_client.MNSClient.batch_receive_message), decoder aside.
+        # The SDK's own steps (mns_client.MNSClient.batch_receive_message), decoder aside, and
+        # resp.status left unset here and below: nothing reads it (check_status reads resp_inter).
         BatchReceiveMessageValidator.validate(req)
         url = f"/queues/{req.queue_name}/messages?numOfMessages={req.batch_size}"
         if req.wait_seconds != -1:
@@ -138,7 +139,6 @@ class ReceiptClient(MNSClient):
         req_inter = RequestInternal(req.method, url)
         self.build_header(req, req_inter)
         resp_inter = self.http.send_request(req_inter)
-        resp.status = resp_inter.status
         resp.header = resp_inter.header
         self.check_status(req_inter, resp_inter, resp)
         if resp.error_data == "":
@@ -151,7 +151,6 @@ class ReceiptClient(MNSClient):
         req_inter.data = receipt_handles_xml(req.receipt_handle_list)
         self.build_header(req, req_inter)
         resp_inter = self.http.send_request(req_inter)
-        resp.status = resp_inter.status
         resp.header = resp_inter.header
         self.check_status(req_inter, resp_inter, resp, BatchDeleteMessageDecoder)
 
@@ -234,7 +233,9 @@ class MnsQueue:
                 outcome.deleted += len(chunk)
             except MNSServerException as exc:
                 if exc.sub_errors:
-                    failed = {e.get("ReceiptHandle", ""): e.get("ErrorCode", "Unknown") for e in exc.sub_errors}
+                    # The SDK's decoder passes on no sub-error without exactly ErrorCode, ErrorMessage
+                    # and ReceiptHandle (it raises RespDataDamaged instead).
+                    failed = {e["ReceiptHandle"]: e["ErrorCode"] for e in exc.sub_errors}
                     outcome.failed.update(failed)
                     outcome.deleted += len([h for h in chunk if h not in failed])
                 else:

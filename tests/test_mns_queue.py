@@ -130,6 +130,7 @@ def test_delete_body_escapes_what_xml_needs_escaped():
     assert root.tag == f"{{{XMLNS}}}ReceiptHandles"
     assert [e.text for e in root] == odd
     assert [e.text for e in ElementTree.fromstring(ReceiptHandlesEncoder.encode(odd))] == odd
+    assert receipt_handles_xml(odd) == ReceiptHandlesEncoder.encode(odd)  # '>' and '"' escaped as minidom does
 
 
 # --- the token cache every receive and delete asks -----------------------------------

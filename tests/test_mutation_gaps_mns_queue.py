@@ -1,0 +1,152 @@
+"""Tests that close gaps a mutation run (scripts/mutation/run) found in shared/mns_queue.py.
+
+What each failure of the MNS SDK becomes: the code, the flags the drain acts on (auth: replace
+the token; fatal: stop asking; throttled: back off) and the text the operator reads. The
+exceptions are the SDK's own classes, built as the SDK builds them.
+"""
+from __future__ import annotations
+
+import pytest
+from mns.mns_exception import MNSClientException, MNSClientNetworkException, MNSServerException
+
+from shared.mns_queue import _error, read_received_messages
+from shared.queues import QueueError
+
+CLOCK_HINT = ("the request's Date is more than 15 minutes off MNS's clock: this host's clock is off "
+              "(check its time synchronisation)")
+
+
+def server(code: str) -> MNSServerException:
+    return MNSServerException(code, "refused by the test", "REQ-1", "host-1")
+
+
+@pytest.mark.parametrize("exc,expected", [
+    (server("AccessDenied"), ("MNS BatchReceiveMessage failed: AccessDenied", "AccessDenied", True, False, False)),
+    (server("SecurityTokenExpired"),
+     ("MNS BatchReceiveMessage failed: SecurityTokenExpired", "SecurityTokenExpired", True, False, False)),
+    (server("QueueNotExist"), ("MNS BatchReceiveMessage failed: QueueNotExist", "QueueNotExist", False, True, False)),
+    (server("TimeExpired"), (f"MNS BatchReceiveMessage failed: TimeExpired: {CLOCK_HINT}", "TimeExpired", False, True,
+                             False)),
+    (server("QpsLimitExceeded"),
+     ("MNS BatchReceiveMessage failed: QpsLimitExceeded", "QpsLimitExceeded", False, False, True)),
+    (server("InternalError"), ("MNS BatchReceiveMessage failed: InternalError", "InternalError", False, False, False)),
+    (server(""), ("MNS BatchReceiveMessage failed: Unknown", "Unknown", False, False, False)),
+    (MNSClientException("", "no answer"), ("MNS BatchReceiveMessage failed: NetworkError", "NetworkError", False,
+                                           False, False)),
+    (MNSClientNetworkException("RespDataDamaged", "not XML"),
+     ("MNS BatchReceiveMessage failed: RespDataDamaged", "RespDataDamaged", False, False, False)),
+    (TimeoutError("timed out"), ("MNS BatchReceiveMessage failed: TimeoutError", "TimeoutError", False, False, False)),
+])
+def test_what_each_sdk_failure_becomes(exc, expected):
+    error = _error("BatchReceiveMessage", exc)
+    assert (str(error), error.code, error.auth, error.fatal, error.throttled) == expected
+
+
+# -- reading a BatchReceiveMessage answer ------------------------------------------------------
+
+NS = "http://mns.aliyuncs.com/doc/v1/"
+FIELDS = {"MessageId": "MID-1", "ReceiptHandle": "RH-1", "MessageBody": "eyJhIjoxfQ==",
+          "MessageBodyMD5": "D41D8CD98F00B204E9800998ECF8427E", "EnqueueTime": "1795572000000",
+          "NextVisibleTime": "1795572030000", "FirstDequeueTime": "1795572000100", "DequeueCount": "1",
+          "Priority": "8"}
+
+
+def message_xml(**changed) -> str:
+    fields = {**FIELDS, **changed}
+    return "<Message>" + "".join(f"<{k}>{v}</{k}>" for k, v in fields.items() if v is not None) + "</Message>"
+
+
+def answer(*messages: str, root: str = "Messages") -> str:
+    return f'<?xml version="1.0" encoding="UTF-8"?><{root} xmlns="{NS}">{"".join(messages)}</{root}>'
+
+
+def test_messages_nested_below_the_root_are_found_as_the_sdk_finds_them():
+    wrapped = f'<Answer xmlns="{NS}"><Messages>{message_xml()}</Messages></Answer>'
+    entries = read_received_messages(wrapped, "REQ-9")
+    assert [(e.message_id, e.receipt_handle, e.dequeue_count) for e in entries] == [("MID-1", "RH-1", 1)]
+
+
+def test_an_element_other_than_a_message_is_passed_over_not_the_end_of_the_batch():
+    entries = read_received_messages(answer("<Unknown>x</Unknown>", message_xml(), message_xml(MessageId="MID-2")))
+    assert [e.message_id for e in entries] == ["MID-1", "MID-2"]
+
+
+@pytest.mark.parametrize("xml_text,message", [
+    ("", 'Xml data is ""!'),
+    ("<Messages", "answer is not XML"),
+    (f'<Error xmlns="{NS}"><Code>x</Code></Error>', "No element with tag name 'Messages'."),
+    (answer(message_xml(DequeueCount="one")), "a message lacks a required field"),
+    (answer(message_xml(ReceiptHandle=None)), "a message lacks a required field"),
+    (answer(message_xml(MessageId="")), "a message lacks a required field"),
+])
+def test_each_damaged_answer_says_what_is_wrong_under_its_request_id(xml_text, message):
+    with pytest.raises(MNSClientNetworkException) as damaged:
+        read_received_messages(xml_text, "REQ-9")
+    assert (damaged.value.type, damaged.value.message, damaged.value.req_id) == ("RespDataDamaged", message, "REQ-9")
+
+
+def test_without_a_request_id_a_damaged_answer_carries_an_empty_one():
+    with pytest.raises(MNSClientNetworkException) as damaged:
+        read_received_messages("")
+    assert damaged.value.req_id == ""
+
+
+# -- deleting, over the emulator ---------------------------------------------------------------
+
+def received_handles(emulator, n: int) -> tuple[object, list[str]]:
+    """A queue of SmsReport with `n` receipts received (not yet deleted): the queue and their handles."""
+    from scripts.receipts import make_receipts
+    from shared.runtime import drain_runtime
+
+    for body in make_receipts("SmsReport", n, seed=5):
+        emulator.enqueue_receipt(emulator.queue_name("SmsReport"), body)
+    runtime = drain_runtime()
+    queue = runtime.open_queue("SmsReport", runtime.tokens.get("SmsReport", 5))
+    handles: list[str] = []
+    while len(handles) < n:
+        handles += [m.receipt_handle for m in queue.receive(16, 1)]
+    return queue, handles
+
+
+def test_a_delete_of_20_handles_is_two_calls_and_counts_every_deleted_one(emulator, drain_env):
+    drain_env()
+    queue, handles = received_handles(emulator, 20)
+    outcome = queue.delete(handles)
+    assert (outcome.calls, outcome.deleted, outcome.failed) == (2, 20, {})
+    assert emulator.undeleted(emulator.queue_name("SmsReport")) == 0
+
+
+def test_handles_refused_in_each_batch_are_reported_and_the_rest_counted(emulator, drain_env):
+    drain_env()
+    queue, handles = received_handles(emulator, 20)
+    emulator.fail_deletes(emulator.queue_name("SmsReport"), handles=2, times=2)
+    outcome = queue.delete(handles)
+    refused = [handles[0], handles[1], handles[16], handles[17]]
+    assert (outcome.calls, outcome.deleted) == (2, 16)
+    assert outcome.failed == {h: "ReceiptHandleError" for h in refused}
+
+
+def test_a_delete_the_service_refuses_whole_names_the_call(emulator, drain_env):
+    drain_env()
+    queue, handles = received_handles(emulator, 3)
+    emulator.set_faults(server_error=1.0, apis=["BatchDeleteMessage"])
+    try:
+        with pytest.raises(QueueError) as refused:
+            queue.delete(handles)
+    finally:
+        emulator.set_faults()
+    assert str(refused.value).startswith("MNS BatchDeleteMessage failed: ")
+    assert not (refused.value.auth or refused.value.fatal)
+
+
+def test_a_delete_that_gets_no_answer_names_the_call(emulator, drain_env):
+    drain_env()
+    queue, handles = received_handles(emulator, 3)
+    queue.set_timeout(0.5)
+    emulator.set_faults(hang=1.0, apis=["BatchDeleteMessage"])
+    try:
+        with pytest.raises(QueueError) as hung:
+            queue.delete(handles)
+    finally:
+        emulator.set_faults()
+    assert str(hung.value).startswith("MNS BatchDeleteMessage failed: "), str(hung.value)
