@@ -168,8 +168,8 @@ def _error(operation: str, exc: Exception) -> QueueError:
 class MnsQueue:
     """Receive and delete in batches of up to 16 on one queue with one token."""
 
-    def __init__(self, endpoint: str, queue_name: str, token: MnsToken, timeout: float = 10.0):
-        check_endpoint(endpoint, "ALICOM_MNS_ENDPOINT")  # https except loopback
+    def __init__(self, endpoint: str, queue_name: str, token: MnsToken, timeout: float):
+        check_endpoint(endpoint)  # https except loopback
         self.token = token
         self.queue_name = queue_name
         self.client = ReceiptClient(endpoint.rstrip("/"), token.access_key_id, token.access_key_secret,

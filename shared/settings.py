@@ -41,8 +41,9 @@ def is_loopback(url: str) -> bool:
     return host in LOOPBACK_HOSTS or host.startswith("127.")
 
 
-def check_endpoint(url: str, variable: str) -> str:
-    """Endpoints are URLs; plain HTTP only for loopback (docs/ARCHITECTURE.md, invariant 7)."""
+def check_endpoint(url: str) -> str:
+    """Endpoints are URLs; plain HTTP only for loopback (docs/ARCHITECTURE.md, invariant 7).
+    The caller names the setting in its own error (Settings does: `_missing(variable, ...)`)."""
     parsed = urlparse(url)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise ValueError(f"expected a URL like https://host[:port], got {url!r}")
@@ -230,7 +231,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=VARIABLES):
             value = getattr(self, name)
             if value is not None:
                 try:
-                    check_endpoint(value, VARIABLES[name])
+                    check_endpoint(value)
                 except ValueError as exc:
                     raise _missing(VARIABLES[name], str(exc)) from None
         if self.sink not in sink_names():  # the table as it is now (a test may add a sink to it)

@@ -150,3 +150,30 @@ def test_a_delete_that_gets_no_answer_names_the_call(emulator, drain_env):
     finally:
         emulator.set_faults()
     assert str(hung.value).startswith("MNS BatchDeleteMessage failed: "), str(hung.value)
+
+
+# -- opening a queue -------------------------------------------------------------------------------
+
+def test_a_queue_keeps_its_token_and_takes_an_endpoint_with_trailing_slashes(emulator, drain_env):
+    from scripts.receipts import make_receipts
+    from shared.mns_queue import MnsQueue
+    from shared.runtime import drain_runtime
+
+    drain_env()
+    for body in make_receipts("SmsReport", 2, seed=6):
+        emulator.enqueue_receipt(emulator.queue_name("SmsReport"), body)
+    token = drain_runtime().tokens.get("SmsReport", 5)
+    queue = MnsQueue(emulator.url + "//", emulator.queue_name("SmsReport"), token, 5)  # the SDK strips only one
+    assert queue.token is token
+    assert len(queue.receive(16, 1)) == 2
+
+
+def test_a_queue_refuses_plain_http_to_a_remote_host():
+    from datetime import datetime
+
+    from shared.mns_queue import MnsQueue
+    from shared.tokens import MnsToken
+
+    token = MnsToken(access_key_id="STS.x", access_key_secret="s", security_token="t", expire_at=datetime(2030, 1, 1))
+    with pytest.raises(ValueError, match="plain http is allowed only for loopback; use https:// for mns.example.com"):
+        MnsQueue("http://mns.example.com", "Alicom-Queue-1-SmsReport", token, 5)

@@ -134,7 +134,7 @@ def child_raw(args: argparse.Namespace) -> dict:
         tok = tokens[mtype]
         token = MnsToken(tok["AccessKeyId"], tok["AccessKeySecret"], tok["SecurityToken"],
                          expire_at=parse_expire_time(tok["ExpireTime"]))
-        queue = MnsQueue(endpoint, f"Alicom-Queue-{os.environ['ALICOM_UID']}-{mtype}", token)
+        queue = MnsQueue(endpoint, f"Alicom-Queue-{os.environ['ALICOM_UID']}-{mtype}", token, timeout=10.0)
         return lambda: queue.receive(BATCH, 0), lambda msgs: queue.delete([m.receipt_handle for m in msgs])
 
     def work(mtype: str) -> None:
