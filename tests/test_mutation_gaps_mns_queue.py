@@ -6,6 +6,8 @@ exceptions are the SDK's own classes, built as the SDK builds them.
 """
 from __future__ import annotations
 
+import time
+
 import pytest
 from mns.mns_exception import MNSClientException, MNSClientNetworkException, MNSServerException
 
@@ -177,3 +179,22 @@ def test_a_queue_refuses_plain_http_to_a_remote_host():
     token = MnsToken(access_key_id="STS.x", access_key_secret="s", security_token="t", expire_at=datetime(2030, 1, 1))
     with pytest.raises(ValueError, match="plain http is allowed only for loopback; use https:// for mns.example.com"):
         MnsQueue("http://mns.example.com", "Alicom-Queue-1-SmsReport", token, 5)
+
+
+def test_a_socket_timeout_under_a_second_is_kept_not_rounded_up(emulator, drain_env):
+    """A last receive or delete may have a fraction of a second left: 0.3 s is 0.3 s (floor 0.1 s)."""
+    from shared.runtime import drain_runtime
+
+    drain_env()
+    runtime = drain_runtime()
+    queue = runtime.open_queue("SmsReport", runtime.tokens.get("SmsReport", 5))
+    queue.set_timeout(0.3)
+    emulator.set_faults(hang=1.0, apis=["BatchReceiveMessage"])
+    try:
+        started = time.monotonic()
+        with pytest.raises(QueueError):
+            queue.receive(16, 0)
+        took = time.monotonic() - started
+    finally:
+        emulator.set_faults()
+    assert 0.25 <= took < 0.9, took
