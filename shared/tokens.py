@@ -65,7 +65,7 @@ class TokenSource(Protocol):
 class DybaseapiTokenSource:
     """Fetches tokens through aliyun-python-sdk-dybaseapi; thread-safe (one SDK client per thread)."""
 
-    def __init__(self, credentials: Credentials, endpoint: str, region: str = "cn-hangzhou", timeout: float = 10.0,
+    def __init__(self, credentials: Credentials, endpoint: str, region: str, timeout: float,
                  owner_id: Optional[str] = None):
         self.credentials, self.region = credentials, region
         self.owner_id = owner_id  # resellers and sub-accounts: whose queue the token is for

@@ -32,7 +32,8 @@ def test_a_host_clock_15_minutes_off_is_a_final_refusal_that_says_to_check_the_c
     error = refused.value
     assert (error.message_type, error.code, error.retryable, error.throttled) == (
         "SmsReport", "InvalidTimeStamp.Expired", False, False)
-    assert error.message.endswith(CLOCK_HINT)
+    assert error.message.startswith("Specified time stamp or date value is expired. Timestamp ")  # the API's own text
+    assert error.message.endswith(" is more than 15 minutes off." + CLOCK_HINT)
     assert str(error) == f"QueryTokenForMnsQueue(SmsReport) failed: InvalidTimeStamp.Expired: {error.message}"
 
 
@@ -268,15 +269,30 @@ def test_a_short_deadline_is_the_calls_timeout_down_to_a_tenth_of_a_second(emula
     assert 0.25 <= took < 0.9, took
 
 
-@pytest.mark.parametrize("code,status,expected", [
-    ("isv.ACCOUNT_ABNORMAL", 200, ("isv.ACCOUNT_ABNORMAL", False)),  # a 200 whose Code is not OK
-    ("", 200, ("Unknown", False)),                                   # a 200 with an empty Code
-    ("Backend.Unavailable", 503, ("Backend.Unavailable", True)),     # an unknown code, retryable by its 5xx
-    ("Backend.Refused", 409, ("Backend.Refused", False)),
+@pytest.mark.parametrize("code,status,message,expected", [
+    # code, retryable, throttled, message
+    ("isv.ACCOUNT_ABNORMAL", 200, "m", ("isv.ACCOUNT_ABNORMAL", False, False, "m")),  # a 200 whose Code is not OK
+    ("", 200, "m", ("Unknown", False, False, "m")),                             # a 200 with an empty Code
+    ("Backend.Unavailable", 503, "m", ("Backend.Unavailable", True, True, "m")),  # unknown code: the status decides
+    ("Backend.Failure", 502, "m", ("Backend.Failure", True, False, "m")),
+    ("Backend.Busy", 429, "m", ("Backend.Busy", True, True, "m")),
+    ("Backend.Refused", 409, "m", ("Backend.Refused", False, False, "m")),
+    ("isv.BLANK", 200, "", ("isv.BLANK", False, False, "")),  # no message: none made up
 ])
-def test_what_a_refusal_becomes(emulator, drain_env, code, status, expected):
+def test_what_a_refusal_becomes(emulator, drain_env, code, status, message, expected):
     drain_env()
-    emulator.refuse_tokens("SmsReport", code, "refused by the test", status=status)
+    emulator.refuse_tokens("SmsReport", code, message, status=status)
     with pytest.raises(TokenError) as refused:
         drain_runtime().tokens.source.fetch("SmsReport", 5)
-    assert (refused.value.code, refused.value.retryable) == expected
+    error = refused.value
+    assert (error.code, error.retryable, error.throttled, error.message) == expected
+
+
+def test_an_ok_answer_without_a_token_is_an_invalid_response(emulator, drain_env):
+    drain_env()
+    emulator.refuse_tokens("SmsReport", "OK", "no token in this answer", status=200)  # Code OK, no MessageTokenDTO
+    with pytest.raises(TokenError) as invalid:
+        drain_runtime().tokens.source.fetch("SmsReport", 5)
+    assert str(invalid.value) == ("QueryTokenForMnsQueue(SmsReport) failed: InvalidResponse: "
+                                  "MessageTokenDTO missing or malformed")
+    assert (invalid.value.message_type, invalid.value.retryable) == ("SmsReport", False)

@@ -244,7 +244,7 @@ class Emulator:
         if status != 200 and not 400 <= status <= 599:
             raise ValueError("status is 200 (a non-OK Code in the body) or an HTTP error status 400-599")
         self.backend.tokens.refuse(message_type, TokenRefusal(
-            code, message or f"Refused by the emulator: {code}", int(status)))
+            code, f"Refused by the emulator: {code}" if message is None else message, int(status)))
 
     def token_requests(self) -> list[dict]:
         """Every authenticated QueryTokenForMnsQueue call in order: message_type, queue_name,
