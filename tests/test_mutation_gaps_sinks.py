@@ -93,3 +93,17 @@ def test_put_rows_refuses_the_drains_own_rows_naming_their_kind(tmp_path, kind):
         sink.put_rows([dict(LEDGER_ROW, kind=kind)])
     assert str(err.value) == (f"put_rows takes rows of a kind of their own, not {kind!r}: "
                               "records and dead letters go through write()")
+
+
+# -- reading rows back -------------------------------------------------------------------------
+
+def test_a_row_with_only_the_required_fields_reads_back_with_the_documented_defaults():
+    """Rows are read tolerantly: one an earlier version wrote without `source` or MNS fields, or
+    with the body as a map rather than JSON text, is a receipt with empty MNS metadata."""
+    from shared.sinks.base import item_to_record
+
+    record = item_to_record({"key": "SmsReport#biz-1#13800000001", "message_type": "SmsReport",
+                             "event_time": "2026-11-25 09:30:00", "body": {"success": True}})
+    assert (record.key, record.body, record.source) == ("SmsReport#biz-1#13800000001", {"success": True}, "receipt")
+    assert (record.mns.message_id, record.mns.enqueue_time, record.mns.dequeue_count) == ("", 0, 0)
+    assert record.event_date == "2026-11-25"

@@ -50,6 +50,9 @@ def check_selections(sink) -> None:
     assert keys(sink.iter_records(["VoiceReport"], "2026-11-24", "2026-11-26")) == []
     assert keys(sink.iter_records("SmsUp", "2026-11-24", "2026-11-24")) == ["SmsUp#biz-24#13800000024"]
     assert len(keys(sink.iter_records())) == 6
+    assert keys(sink.iter_records(["SmsUp", "SmsReport"])) == [  # two types, no dates: every type's partition
+        "SmsReport#biz-24#13800000024", "SmsReport#biz-25#13800000025", "SmsReport#biz-26#13800000026",
+        "SmsUp#biz-24#13800000024", "SmsUp#biz-25#13800000025", "SmsUp#biz-26#13800000026"]
     assert keys(sink.iter_dead_letters(["SmsReport"], "2026-11-25", "2026-11-26")) == [
         "DLQ#SmsReport#bad-25", "DLQ#SmsReport#bad-26"]
     assert keys(sink.iter_dead_letters(["SmsReport"], "2026-11-24", "2026-11-25")) == [
