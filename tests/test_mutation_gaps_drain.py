@@ -8,6 +8,8 @@ for and sleeps a fiftieth of it).
 """
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from shared.clock import SYSTEM_CLOCK, Deadline
@@ -53,3 +55,25 @@ def test_each_sleep_between_failed_receives_stays_under_its_step_of_the_backoff(
     # delay(n - 1)) stay under these by chance in 1 run of 50 (5xx), 1 of 128 (throttled).
     over = [(n, round(s, 3), c) for n, (s, c) in enumerate(zip(clock.sleeps, ceilings)) if s > c]
     assert over == []
+
+
+def test_a_throttled_receive_stops_with_its_error_when_no_time_is_left_for_another_try(emulator, drain_env):
+    """With 4 s in all, THROTTLE_BACKOFF's growing waits leave no time for a next try long before
+    its sixteen tries are used: the consumer stops there, the type fails with its error, and the
+    throttled API is not asked again at once (a mutant that skipped the wait made all sixteen)."""
+    drain_env()
+    enqueue(emulator, "SmsReport", 3)
+    emulator.set_faults(throttle=1.0, apis=["BatchReceiveMessage"])
+    emulator.reset_stats()
+    runtime = drain_runtime()
+    drain = Drain(runtime.tokens, runtime.open_queue, runtime.sink, DrainOptions(wait_seconds=0, concurrency=1),
+                  clock=SYSTEM_CLOCK)
+    started = time.monotonic()
+    try:
+        summary = drain.run(["SmsReport"], Deadline(4.0))
+    finally:
+        emulator.set_faults()
+    took = time.monotonic() - started
+    assert (summary.ok, summary.stop_reason) == (False, "queue_error")
+    assert 1 <= emulator.stats()["BatchReceiveMessage"] < 16
+    assert took < 4.0, took  # no wait that outlasts the run's time (a mutant slept past it)
