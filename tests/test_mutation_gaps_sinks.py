@@ -107,3 +107,51 @@ def test_a_row_with_only_the_required_fields_reads_back_with_the_documented_defa
     assert (record.key, record.body, record.source) == ("SmsReport#biz-1#13800000001", {"success": True}, "receipt")
     assert (record.mns.message_id, record.mns.enqueue_time, record.mns.dequeue_count) == ("", 0, 0)
     assert record.event_date == "2026-11-25"
+
+
+# -- object names and bytes: a format that must not drift between versions --------------------------
+# A redelivered batch must rewrite the object it wrote before, including after an upgrade, so the
+# names and bytes below are written out as the current version writes them, not recomputed.
+
+SMS_UP = [
+    Record("SmsUp", "SmsUp#13800000001#7#2026-11-25 09:30:00", {"content": "回复 TD", "phone_number": "13800000001"},
+           "2026-11-25 09:30:00", mns=MnsMeta("MID-1", 1795600000000, 1)),
+    Record("SmsUp", "SmsUp#13800000002#8#2026-11-25 09:40:00", {"content": "ok", "phone_number": "13800000002"},
+           "2026-11-25 09:40:00", mns=MnsMeta("MID-2", 1795600000001, 2)),
+]
+
+
+def stored(root) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_a_batch_is_one_object_with_a_stable_name_and_sorted_utf8_json_lines(tmp_path):
+    from shared.sinks.file import FileSink
+
+    report = FileSink(tmp_path, prefix="alicom").write(list(reversed(SMS_UP)), [])
+    assert report.write_calls == 1
+    assert stored(tmp_path) == {"alicom/type=SmsUp/dt=2026-11-25/part-4a991116464dc4ce5f670827.jsonl": (
+        '{"body": {"content": "回复 TD", "phone_number": "13800000001"}, "event_time": "2026-11-25 09:30:00", '
+        '"key": "SmsUp#13800000001#7#2026-11-25 09:30:00", "message_type": "SmsUp", "mns": {"dequeue_count": 1, '
+        '"enqueue_time": 1795600000000, "message_id": "MID-1"}, "source": "receipt"}\n'
+        '{"body": {"content": "ok", "phone_number": "13800000002"}, "event_time": "2026-11-25 09:40:00", '
+        '"key": "SmsUp#13800000002#8#2026-11-25 09:40:00", "message_type": "SmsUp", "mns": {"dequeue_count": 2, '
+        '"enqueue_time": 1795600000001, "message_id": "MID-2"}, "source": "receipt"}\n').encode("utf-8")}
+
+
+def test_a_send_record_never_shares_an_object_name_with_a_receipt_and_hours_partition_when_asked(tmp_path):
+    from shared.records import SOURCE_SEND_RECORD
+    from shared.sinks.file import FileSink
+
+    class HourlyFileSink(FileSink):
+        hour_partitions = True
+
+    sink = HourlyFileSink(tmp_path, prefix="alicom")
+    from_send_records = Record("SmsUp", SMS_UP[0].key, {"content": "ok"}, SMS_UP[0].event_time,
+                               source=SOURCE_SEND_RECORD)
+    report = sink.write([SMS_UP[0], from_send_records], [])
+    assert report.write_calls == 2
+    assert sorted(stored(tmp_path)) == [
+        "alicom/type=SmsUp/dt=2026-11-25/hour=09/part-1fb17da4e81b60c913b27f3e.jsonl",  # the send record
+        "alicom/type=SmsUp/dt=2026-11-25/hour=09/part-76964f2f5fd62921096b2f16.jsonl",  # the receipt
+    ]
