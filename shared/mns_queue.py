@@ -210,12 +210,9 @@ class MnsQueue:
             raise _error("BatchReceiveMessage", exc) from None
         out = []
         for m in messages:
-            body = m.message_body
-            if isinstance(body, (bytes, bytearray)):
-                body = bytes(body).decode("utf-8", "surrogateescape")
             out.append(ReceivedMessage(
                 receipt_handle=m.receipt_handle,
-                body=body,
+                body=m.message_body,  # str: read_received_messages reads the XML text, never bytes
                 meta=MnsMeta(message_id=m.message_id, enqueue_time=int(m.enqueue_time),
                              dequeue_count=int(m.dequeue_count), first_dequeue_time=int(m.first_dequeue_time),
                              next_visible_time=int(m.next_visible_time)),

@@ -198,3 +198,41 @@ def test_a_socket_timeout_under_a_second_is_kept_not_rounded_up(emulator, drain_
     finally:
         emulator.set_faults()
     assert 0.25 <= took < 0.9, took
+
+
+# -- receiving, over the emulator ------------------------------------------------------------------
+
+def test_a_receive_asks_for_no_more_than_it_may_take_and_carries_each_messages_mns_fields(emulator, drain_env):
+    from scripts.receipts import make_receipts
+    from shared.runtime import drain_runtime
+
+    drain_env()
+    name = emulator.queue_name("SmsReport")
+    before_ms = int(time.time() * 1000)
+    for body in make_receipts("SmsReport", 3, seed=7):
+        emulator.enqueue_receipt(name, body)
+    after_ms = int(time.time() * 1000)
+    runtime = drain_runtime()
+    queue = runtime.open_queue("SmsReport", runtime.tokens.get("SmsReport", 5))
+    (one,) = queue.receive(1, 0)
+    assert emulator.queue_state(name)["visible"] == 2  # only one was taken out of sight
+    assert one.meta.message_id in emulator.message_ids(name)
+    assert before_ms - 1000 <= one.meta.enqueue_time <= after_ms + 1000
+    assert (one.meta.dequeue_count, one.body[:3]) == (1, "eyJ")  # base64 of a JSON object, as stored
+
+
+@pytest.mark.parametrize("fault", [{"server_error": 1.0}, {"hang": 1.0}], ids=["refused", "unanswered"])
+def test_a_failed_receive_names_the_call(emulator, drain_env, fault):
+    from shared.runtime import drain_runtime
+
+    drain_env()
+    runtime = drain_runtime()
+    queue = runtime.open_queue("SmsReport", runtime.tokens.get("SmsReport", 5))
+    queue.set_timeout(0.5)
+    emulator.set_faults(apis=["BatchReceiveMessage"], **fault)
+    try:
+        with pytest.raises(QueueError) as failed:
+            queue.receive(16, 0)
+    finally:
+        emulator.set_faults()
+    assert str(failed.value).startswith("MNS BatchReceiveMessage failed: "), str(failed.value)
