@@ -77,3 +77,34 @@ def test_a_throttled_receive_stops_with_its_error_when_no_time_is_left_for_anoth
     assert (summary.ok, summary.stop_reason) == (False, "queue_error")
     assert 1 <= emulator.stats()["BatchReceiveMessage"] < 16
     assert took < 4.0, took  # no wait that outlasts the run's time (a mutant slept past it)
+
+
+@pytest.mark.parametrize("written_at,deleted", [(3.0, False), (2.5, True)], ids=["1.0s-left", "1.5s-left"])
+def test_a_delete_is_made_while_more_than_half_the_safety_margin_is_left(emulator, drain_env, tmp_path, written_at,
+                                                                        deleted):
+    """Deletes keep half the safety margin (2 s by default) in reserve: a write that returns with
+    1.5 s of a 4 s run left is deleted; one that returns with 1.0 s left is not, and its handles are
+    reported failed with 'deadline' (the messages come back after the visibility timeout and dedupe)."""
+    from shared.sinks.file import FileSink
+
+    class LateFileSink(FileSink):
+        def write(self, records, dead_letters, deadline=None):
+            SYSTEM_CLOCK.sleep(max(0.0, wake_at - time.monotonic()))
+            return super().write(records, dead_letters, deadline)
+
+    drain_env()
+    enqueue(emulator, "SmsReport", 3)
+    runtime = drain_runtime()
+    drain = Drain(runtime.tokens, runtime.open_queue, LateFileSink(tmp_path), DrainOptions(wait_seconds=0,
+                  concurrency=1, max_messages=3), clock=SYSTEM_CLOCK)
+    wake_at = time.monotonic() + written_at
+    summary = drain.run(["SmsReport"], Deadline(4.0))
+    stats = summary.types["SmsReport"]
+    assert len(list(tmp_path.rglob("*.jsonl"))) == 1  # stored, once
+    if deleted:
+        assert (stats.received, stats.deleted, stats.delete_failures, dict(stats.errors)) == (3, 3, 0, {})
+        assert emulator.undeleted(emulator.queue_name("SmsReport")) == 0
+    else:
+        assert (stats.received, stats.deleted, stats.delete_failures) == (3, 0, 3)
+        assert dict(stats.errors) == {"delete:deadline": 3}
+        assert emulator.undeleted(emulator.queue_name("SmsReport")) == 3
