@@ -8,6 +8,7 @@ for and sleeps a fiftieth of it).
 """
 from __future__ import annotations
 
+import logging
 import time
 
 import pytest
@@ -95,8 +96,13 @@ def test_a_delete_is_made_while_more_than_half_the_safety_margin_is_left(emulato
     drain_env()
     enqueue(emulator, "SmsReport", 3)
     runtime = drain_runtime()
+    logger = logging.getLogger(f"test-late-delete-{written_at}")
+    logged: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = logged.append  # type: ignore[method-assign]  # a stdlib handler that keeps records
+    logger.addHandler(handler)
     drain = Drain(runtime.tokens, runtime.open_queue, LateFileSink(tmp_path), DrainOptions(wait_seconds=0,
-                  concurrency=1, max_messages=3), clock=SYSTEM_CLOCK)
+                  concurrency=1, max_messages=3), clock=SYSTEM_CLOCK, logger=logger)
     wake_at = time.monotonic() + written_at
     summary = drain.run(["SmsReport"], Deadline(4.0))
     stats = summary.types["SmsReport"]
@@ -108,3 +114,7 @@ def test_a_delete_is_made_while_more_than_half_the_safety_margin_is_left(emulato
         assert (stats.received, stats.deleted, stats.delete_failures) == (3, 0, 3)
         assert dict(stats.errors) == {"delete:deadline": 3}
         assert emulator.undeleted(emulator.queue_name("SmsReport")) == 3
+    warnings = [(r.levelname, r.getMessage(), getattr(r, "message_type", None), getattr(r, "failed", None),
+                 getattr(r, "codes", None)) for r in logged if r.levelno >= logging.WARNING]
+    assert warnings == ([] if deleted else [
+        ("WARNING", "delete failures (messages will be redelivered and deduplicated)", "SmsReport", 3, ["deadline"])])
