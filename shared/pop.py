@@ -7,6 +7,7 @@ The SDK is imported inside the functions that use it: importing this module cost
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any, Optional
 from urllib.parse import urlparse
 
@@ -58,6 +59,20 @@ def pop_client(credentials: Credentials, region: str, timeout: float = 10.0):
         cred = AccessKeyCredential(credentials.access_key_id, credentials.access_key_secret)
     return AcsClient(region_id=region, credential=cred, auto_retry=False,
                      connect_timeout=min(timeout, 5), timeout=timeout)
+
+
+class ThreadClients:
+    """One pop_client per thread: the SDK's client and its signer are not built for threads."""
+
+    def __init__(self, credentials: Credentials, region: str, timeout: float):
+        self.credentials, self.region, self.timeout = credentials, region, timeout
+        self._local = threading.local()
+
+    def get(self) -> Any:
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = self._local.client = pop_client(self.credentials, self.region, self.timeout)
+        return client
 
 
 def point_request(request: Any, endpoint: str) -> None:

@@ -25,7 +25,7 @@ from typing import Any, Optional
 
 from shared.clock import SYSTEM_CLOCK, Clock, Deadline
 from shared.decode import SHANGHAI
-from shared.pop import Credentials, call_rpc, is_retryable, point_request, pop_client
+from shared.pop import Credentials, ThreadClients, call_rpc, is_retryable, point_request
 from shared.retry import ExponentialBackoff, OutOfTime, retry_call
 
 ACTION = "QuerySendDetails"
@@ -247,7 +247,7 @@ class SendRecordClient:
         self.clock = clock
         self.limiter = limiter or TokenBucket(qps, clock=clock)
         self.timing = _Timing()
-        self._local = threading.local()  # one SDK client per thread: its signer is not thread-safe
+        self._clients = ThreadClients(credentials, region, timeout)
         self._lock = threading.Lock()
         self.calls = 0
         self.retries = 0
@@ -332,19 +332,12 @@ class SendRecordClient:
         with self._lock:
             self.calls += 1
         t0 = self.clock.monotonic()
-        body, error = call_rpc(self._client(), request)
+        body, error = call_rpc(self._clients.get(), request)
         self.timing.observe(self.clock.monotonic() - t0)
         code = str(body.get("Code") or "")
         if error is not None or code != "OK":
             raise SendDetailsError(code or "Unknown", str(body.get("Message") or ""), int(body.get("_status") or 0))
         return body
-
-    def _client(self):
-        client = getattr(self._local, "client", None)
-        if client is None:
-            client = pop_client(self.credentials, self.region, self.timeout)
-            self._local.client = client
-        return client
 
 
 def _dtos(body: dict) -> list[dict]:

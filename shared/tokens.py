@@ -16,7 +16,7 @@ import msgspec
 
 from shared.clock import SYSTEM_CLOCK, Clock
 from shared.decode import SHANGHAI, TIME_FORMAT
-from shared.pop import Credentials, call_rpc, is_retryable, is_throttling, point_request, pop_client
+from shared.pop import Credentials, ThreadClients, call_rpc, is_retryable, is_throttling, point_request
 from shared.structs import repr_hiding
 
 __all__ = ["Credentials", "DybaseapiTokenSource", "MnsToken", "TokenCache", "TokenError", "TokenSource",
@@ -71,14 +71,7 @@ class DybaseapiTokenSource:
         self.owner_id = owner_id  # resellers and sub-accounts: whose queue the token is for
         self.timeout = timeout
         self.endpoint = endpoint
-        self._local = threading.local()  # the SDK's client and signer are not built for threads
-
-    def _client(self):
-        client = getattr(self._local, "client", None)
-        if client is None:
-            client = pop_client(self.credentials, self.region, self.timeout)
-            self._local.client = client
-        return client
+        self._clients = ThreadClients(credentials, region, timeout)
 
     def fetch(self, message_type: str, timeout: Optional[float] = None) -> MnsToken:
         from aliyunsdkdybaseapi.request.v20170525.QueryTokenForMnsQueueRequest import QueryTokenForMnsQueueRequest
@@ -92,7 +85,7 @@ class DybaseapiTokenSource:
             seconds = max(0.1, min(self.timeout, timeout))
             request.set_read_timeout(seconds)
             request.set_connect_timeout(min(seconds, 5))
-        body, error = call_rpc(self._client(), request)
+        body, error = call_rpc(self._clients.get(), request)
         code = str(body.get("Code") or "")
         if error is not None or code != "OK":
             status = int(body.get("_status") or 0)
