@@ -95,15 +95,21 @@ def test_without_a_request_id_a_damaged_answer_carries_an_empty_one():
 
 # -- deleting, over the emulator ---------------------------------------------------------------
 
+def sms_report_queue():
+    """SmsReport's queue, opened as the drain opens it (the runtime's token and settings)."""
+    from shared.runtime import drain_runtime
+
+    runtime = drain_runtime()
+    return runtime.open_queue("SmsReport", runtime.tokens.get("SmsReport", 5))
+
+
 def received_handles(emulator, n: int) -> tuple[object, list[str]]:
     """A queue of SmsReport with `n` receipts received (not yet deleted): the queue and their handles."""
     from scripts.receipts import make_receipts
-    from shared.runtime import drain_runtime
 
     for body in make_receipts("SmsReport", n, seed=5):
         emulator.enqueue_receipt(emulator.queue_name("SmsReport"), body)
-    runtime = drain_runtime()
-    queue = runtime.open_queue("SmsReport", runtime.tokens.get("SmsReport", 5))
+    queue = sms_report_queue()
     handles: list[str] = []
     while len(handles) < n:
         handles += [m.receipt_handle for m in queue.receive(16, 1)]
@@ -128,30 +134,21 @@ def test_handles_refused_in_each_batch_are_reported_and_the_rest_counted(emulato
     assert outcome.failed == {h: "ReceiptHandleError" for h in refused}
 
 
-def test_a_delete_the_service_refuses_whole_names_the_call(emulator, drain_env):
-    drain_env()
-    queue, handles = received_handles(emulator, 3)
-    emulator.set_faults(server_error=1.0, apis=["BatchDeleteMessage"])
-    try:
-        with pytest.raises(QueueError) as refused:
-            queue.delete(handles)
-    finally:
-        emulator.set_faults()
-    assert str(refused.value).startswith("MNS BatchDeleteMessage failed: ")
-    assert not (refused.value.auth or refused.value.fatal)
-
-
-def test_a_delete_that_gets_no_answer_names_the_call(emulator, drain_env):
+@pytest.mark.parametrize("fault", [{"server_error": 1.0}, {"hang": 1.0}], ids=["refused", "unanswered"])
+def test_a_failed_delete_names_the_call(emulator, drain_env, fault):
+    """A delete refused whole, or not answered within the socket timeout, is a QueueError naming
+    BatchDeleteMessage (neither an auth nor a fatal one: the handles come back and dedupe)."""
     drain_env()
     queue, handles = received_handles(emulator, 3)
     queue.set_timeout(0.5)
-    emulator.set_faults(hang=1.0, apis=["BatchDeleteMessage"])
+    emulator.set_faults(apis=["BatchDeleteMessage"], **fault)
     try:
-        with pytest.raises(QueueError) as hung:
+        with pytest.raises(QueueError) as failed:
             queue.delete(handles)
     finally:
         emulator.set_faults()
-    assert str(hung.value).startswith("MNS BatchDeleteMessage failed: "), str(hung.value)
+    assert str(failed.value).startswith("MNS BatchDeleteMessage failed: "), str(failed.value)
+    assert not (failed.value.auth or failed.value.fatal)
 
 
 # -- opening a queue -------------------------------------------------------------------------------
@@ -183,11 +180,8 @@ def test_a_queue_refuses_plain_http_to_a_remote_host():
 
 def test_a_socket_timeout_under_a_second_is_kept_not_rounded_up(emulator, drain_env):
     """A last receive or delete may have a fraction of a second left: 0.3 s is 0.3 s (floor 0.1 s)."""
-    from shared.runtime import drain_runtime
-
     drain_env()
-    runtime = drain_runtime()
-    queue = runtime.open_queue("SmsReport", runtime.tokens.get("SmsReport", 5))
+    queue = sms_report_queue()
     queue.set_timeout(0.3)
     emulator.set_faults(hang=1.0, apis=["BatchReceiveMessage"])
     try:
@@ -204,7 +198,6 @@ def test_a_socket_timeout_under_a_second_is_kept_not_rounded_up(emulator, drain_
 
 def test_a_receive_asks_for_no_more_than_it_may_take_and_carries_each_messages_mns_fields(emulator, drain_env):
     from scripts.receipts import make_receipts
-    from shared.runtime import drain_runtime
 
     drain_env()
     name = emulator.queue_name("SmsReport")
@@ -212,9 +205,7 @@ def test_a_receive_asks_for_no_more_than_it_may_take_and_carries_each_messages_m
     for body in make_receipts("SmsReport", 3, seed=7):
         emulator.enqueue_receipt(name, body)
     after_ms = int(time.time() * 1000)
-    runtime = drain_runtime()
-    queue = runtime.open_queue("SmsReport", runtime.tokens.get("SmsReport", 5))
-    (one,) = queue.receive(1, 0)
+    (one,) = sms_report_queue().receive(1, 0)
     assert emulator.queue_state(name)["visible"] == 2  # only one was taken out of sight
     assert one.meta.message_id in emulator.message_ids(name)
     assert before_ms - 1000 <= one.meta.enqueue_time <= after_ms + 1000
@@ -223,11 +214,8 @@ def test_a_receive_asks_for_no_more_than_it_may_take_and_carries_each_messages_m
 
 @pytest.mark.parametrize("fault", [{"server_error": 1.0}, {"hang": 1.0}], ids=["refused", "unanswered"])
 def test_a_failed_receive_names_the_call(emulator, drain_env, fault):
-    from shared.runtime import drain_runtime
-
     drain_env()
-    runtime = drain_runtime()
-    queue = runtime.open_queue("SmsReport", runtime.tokens.get("SmsReport", 5))
+    queue = sms_report_queue()
     queue.set_timeout(0.5)
     emulator.set_faults(apis=["BatchReceiveMessage"], **fault)
     try:
