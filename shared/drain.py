@@ -58,6 +58,8 @@ __all__ = ["Drain", "DrainOptions", "RunSummary", "TypeStats", "FAILURES", "Queu
 # Between tries of a failing token or receive call (each sleep also capped by the budget).
 ERROR_BACKOFF = Backoff(attempts=6, base=0.2, cap=2.0)  # 5 retries of a 5xx or a dropped connection
 THROTTLE_BACKOFF = Backoff(attempts=16, base=0.25, cap=4.0)  # "slow down" is no failure: keep at it
+# Tries of one batch delete: a refused token once, then throttling; the deadline usually ends it first.
+DELETE_ATTEMPTS = 4
 
 
 class DrainOptions(msgspec.Struct, frozen=True):
@@ -481,7 +483,7 @@ class _Consumer:
         def left() -> float:  # a hung delete (or token fetch) must not carry the run past its deadline
             return self.run.deadline.remaining() - d.options.safety_margin / 2
 
-        for attempt in range(4):
+        for attempt in range(DELETE_ATTEMPTS):
             if left() <= 0.1:
                 outcome = DeleteOutcome(failed={h: "deadline" for h in handles}, calls=calls)
                 break
@@ -504,8 +506,11 @@ class _Consumer:
                     continue
                 # Throttled, or a token fetch that may work on the next try: a throttled delete was
                 # not applied, so trying again cannot delete twice.
+                retryable = exc.throttled or (isinstance(exc, TokenError) and exc.retryable)
+                if not retryable or attempt == DELETE_ATTEMPTS - 1:
+                    break  # no wait that no try follows
                 delay = THROTTLE_BACKOFF.delay(attempt)
-                if not (exc.throttled or (isinstance(exc, TokenError) and exc.retryable)) or left() - delay <= 0.2:
+                if left() - delay <= 0.2:
                     break
                 d.clock.sleep(delay)
         d.timing.observe("delete", d.clock.monotonic() - t0)

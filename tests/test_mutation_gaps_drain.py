@@ -9,6 +9,7 @@ for and sleeps a fiftieth of it).
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 import pytest
@@ -118,3 +119,224 @@ def test_a_delete_is_made_while_more_than_half_the_safety_margin_is_left(emulato
                  getattr(r, "codes", None)) for r in logged if r.levelno >= logging.WARNING]
     assert warnings == ([] if deleted else [
         ("WARNING", "delete failures (messages will be redelivered and deduplicated)", "SmsReport", 3, ["deadline"])])
+
+
+# -- deletes: which failures are tried again, how long, and what is counted ---------------------------------
+#
+# A delete thread tries a batch delete up to four times: once more with a fresh token after an
+# auth refusal, again after throttling (THROTTLE_BACKOFF's waits), never after a plain failure,
+# and never when the wait would leave 0.2 s or less of its time (the deadline less half the
+# safety margin). These tests run the drain on a clock that stands still unless something
+# sleeps on it or the test moves it, so "0.9 s left" is exact however slow the machine is;
+# the sockets and the emulator run on real time.
+
+class _StillClock:
+    """Time that moves only when slept on (by what was asked, plus `oversleep`) or moved."""
+
+    def __init__(self, oversleep: float = 0.0) -> None:
+        self.t, self.oversleep = 1000.0, oversleep
+        self.lock = threading.Lock()
+        self.sleeps: list[tuple[str, float, float]] = []  # (thread, seconds, deadline's remaining)
+        self.deadline: Deadline | None = None
+
+    def now(self):
+        return SYSTEM_CLOCK.now()
+
+    def monotonic(self) -> float:
+        with self.lock:
+            return self.t
+
+    def sleep(self, seconds: float) -> None:
+        remaining = self.deadline.remaining() if self.deadline is not None else float("nan")
+        with self.lock:
+            self.sleeps.append((threading.current_thread().name, seconds, remaining))
+            self.t += max(0.0, seconds) + self.oversleep
+
+    def set_remaining(self, seconds: float) -> None:
+        assert self.deadline is not None
+        with self.lock:
+            self.t = self.deadline.at - seconds
+
+
+MARGIN = 2.0  # DrainOptions' default safety margin: deletes keep half of it in reserve
+
+
+def still_drain(emulator, tmp_path, clock: _StillClock, left: float | None = None, on_write=None, **options):
+    """A drain over the emulator on `clock`, into files; with `left`, its sink's write returns with
+    `left` seconds of the delete's time remaining (the deadline less half the margin)."""
+    from shared.sinks.file import FileSink
+
+    class TimedFileSink(FileSink):
+        def write(self, records, dead_letters, deadline=None):
+            report = super().write(records, dead_letters, deadline)
+            if on_write is not None:
+                on_write()
+            if left is not None:
+                clock.set_remaining(MARGIN / 2 + left)
+            return report
+
+    runtime = drain_runtime()
+    opened: list[str] = []
+
+    def open_queue(mtype, token):  # the runtime's own, noting which thread opened a client
+        opened.append(threading.current_thread().name)
+        return runtime.open_queue(mtype, token)
+
+    drain = Drain(runtime.tokens, open_queue, TimedFileSink(tmp_path),
+                  DrainOptions(**{"wait_seconds": 0, "concurrency": 1, "delete_threads": 1, **options}), clock=clock)
+    return drain, opened
+
+
+def run_still(drain, clock: _StillClock, types=("SmsReport",)):
+    clock.deadline = Deadline(60.0, clock)
+    return drain.run(list(types), clock.deadline)
+
+
+def delete_sleeps(clock: _StillClock) -> list[tuple[float, float]]:
+    return [(s, r) for name, s, r in clock.sleeps if name.startswith("delete-")]
+
+
+def test_each_delete_thread_opens_one_mns_client_and_keeps_it_while_the_token_holds(emulator, drain_env, tmp_path):
+    drain_env()
+    enqueue(emulator, "SmsReport", 40)
+    clock = _StillClock()
+    drain, opened = still_drain(emulator, tmp_path, clock)
+    stats = run_still(drain, clock).types["SmsReport"]
+    assert (stats.received, stats.deleted, stats.api_calls["BatchDeleteMessage"]) == (40, 40, 3)
+    # One client for the receive loop, one for the delete thread: not one per batch delete.
+    assert sorted(name.startswith("delete-") for name in opened) == [False, True], opened
+
+
+def test_a_delete_refused_with_a_server_error_is_tried_once_and_every_message_counted(emulator, drain_env, tmp_path):
+    """A 500 may have been applied or not: the handles are left to come back and dedupe, the
+    token is kept (it was not refused), and each of the three batches' failures is counted."""
+    drain_env()
+    enqueue(emulator, "SmsReport", 40)
+    emulator.set_faults(server_error=1.0, apis=["BatchDeleteMessage"])
+    emulator.reset_stats()
+    clock = _StillClock()
+    drain, opened = still_drain(emulator, tmp_path, clock)
+    try:
+        summary = run_still(drain, clock)
+    finally:
+        emulator.set_faults()
+    stats = summary.types["SmsReport"]
+    assert (stats.received, stats.stored, stats.deleted, stats.delete_failures) == (40, 40, 0, 40)
+    assert dict(stats.errors) == {"delete:InternalError": 40}
+    assert stats.api_calls["BatchDeleteMessage"] == emulator.stats()["BatchDeleteMessage"] == 3
+    assert emulator.stats()["QueryTokenForMnsQueue"] == 1
+    assert delete_sleeps(clock) == [] and len(opened) == 2
+
+
+@pytest.mark.parametrize("left", [None, 0.9], ids=["ample-time", "0.9s-left"])
+def test_a_throttled_delete_is_tried_again_after_a_wait(emulator, drain_env, tmp_path, left):
+    """The emulator's fault draws for seed 3 are 0.121, then 0.724: at a throttling share of one
+    half the first delete is throttled and the second answered. With 0.9 s left, a wait of at
+    most 0.25 s leaves time for that second try."""
+    drain_env()
+    enqueue(emulator, "SmsReport", 5)
+    emulator.backend.faults.reseed(3)
+    emulator.set_faults(throttle=0.5, apis=["BatchDeleteMessage"])
+    emulator.reset_stats()
+    clock = _StillClock()
+    drain, _ = still_drain(emulator, tmp_path, clock, left=left)
+    try:
+        stats = run_still(drain, clock).types["SmsReport"]
+    finally:
+        emulator.set_faults()
+    assert (stats.deleted, stats.delete_failures, dict(stats.errors)) == (5, 0, {})
+    assert stats.api_calls["BatchDeleteMessage"] == emulator.stats()["BatchDeleteMessage"] == 2
+    assert emulator.undeleted(emulator.queue_name("SmsReport")) == 0
+    [(wait, _)] = delete_sleeps(clock)
+    assert 0 <= wait <= 0.25
+
+
+def test_a_delete_throttled_every_time_is_tried_four_times_with_no_wait_after_the_last(emulator, drain_env, tmp_path):
+    drain_env()
+    enqueue(emulator, "SmsReport", 5)
+    emulator.set_faults(throttle=1.0, apis=["BatchDeleteMessage"])
+    emulator.reset_stats()
+    clock = _StillClock()
+    drain, _ = still_drain(emulator, tmp_path, clock)
+    try:
+        stats = run_still(drain, clock).types["SmsReport"]
+    finally:
+        emulator.set_faults()
+    assert (stats.deleted, stats.delete_failures, dict(stats.errors)) == (0, 5, {"delete:QpsLimitExceeded": 5})
+    assert stats.api_calls["BatchDeleteMessage"] == emulator.stats()["BatchDeleteMessage"] == 4
+    waits = [s for s, _ in delete_sleeps(clock)]
+    assert len(waits) == 3 and all(0 <= s <= c for s, c in zip(waits, [0.25, 0.5, 1.0])), waits
+
+
+def test_a_throttled_delete_with_no_time_for_a_wait_and_a_try_stops_with_its_error(emulator, drain_env, tmp_path):
+    """With 0.2 s left any wait leaves 0.2 s or less: one try, then the throttling code (a
+    delete that slept anyway would reach the deadline and report 'deadline', or try again)."""
+    drain_env()
+    enqueue(emulator, "SmsReport", 5)
+    emulator.set_faults(throttle=1.0, apis=["BatchDeleteMessage"])
+    emulator.reset_stats()
+    clock = _StillClock()
+    drain, _ = still_drain(emulator, tmp_path, clock, left=0.2)
+    try:
+        stats = run_still(drain, clock).types["SmsReport"]
+    finally:
+        emulator.set_faults()
+    assert (stats.deleted, stats.delete_failures, dict(stats.errors)) == (0, 5, {"delete:QpsLimitExceeded": 5})
+    assert stats.api_calls["BatchDeleteMessage"] == emulator.stats()["BatchDeleteMessage"] == 1
+    assert delete_sleeps(clock) == []
+
+
+def test_a_delete_whose_wait_overran_the_deadline_reports_the_calls_it_made(emulator, drain_env, tmp_path):
+    """A loaded host oversleeps: the wait after the first throttled try ends with under 0.1 s
+    left, so the handles fail with 'deadline'; the one call made is still counted."""
+    drain_env()
+    enqueue(emulator, "SmsReport", 5)
+    emulator.set_faults(throttle=1.0, apis=["BatchDeleteMessage"])
+    emulator.reset_stats()
+    clock = _StillClock(oversleep=0.45)
+    drain, _ = still_drain(emulator, tmp_path, clock, left=0.5)
+    try:
+        stats = run_still(drain, clock).types["SmsReport"]
+    finally:
+        emulator.set_faults()
+    assert (stats.deleted, stats.delete_failures, dict(stats.errors)) == (0, 5, {"delete:deadline": 5})
+    assert stats.api_calls["BatchDeleteMessage"] == emulator.stats()["BatchDeleteMessage"] == 1
+
+
+def test_an_unanswered_delete_is_given_up_when_the_delete_time_runs_out(emulator, drain_env, tmp_path):
+    """With 0.2 s left the delete's socket timeout is 0.2 s, not the 10 s MNS timeout nor a
+    floor above what is left: the hung call is abandoned in about that (on real time)."""
+    drain_env()
+    enqueue(emulator, "SmsReport", 5)
+    emulator.set_faults(hang=1.0, apis=["BatchDeleteMessage"])
+    clock = _StillClock()
+    drain, _ = still_drain(emulator, tmp_path, clock, left=0.2)
+    started = time.monotonic()
+    try:
+        stats = run_still(drain, clock).types["SmsReport"]
+    finally:
+        took = time.monotonic() - started
+        emulator.set_faults()
+    assert (stats.deleted, stats.delete_failures) == (0, 5)
+    assert emulator.undeleted(emulator.queue_name("SmsReport")) == 5
+    assert took < 0.8, took  # a 1.1 s floor on the timeout: about 1.2 s
+
+
+def test_a_fresh_token_fetch_for_a_delete_is_given_up_when_the_delete_time_runs_out(emulator, drain_env, tmp_path):
+    """The delete is refused for its token; the fresh token's fetch hangs. With 0.3 s left it is
+    abandoned in about that (on real time), not after the token API's 5 s socket timeout."""
+    drain_env()
+    enqueue(emulator, "SmsReport", 5)
+    emulator.expire_tokens_on("BatchDeleteMessage")
+    clock = _StillClock()
+    # The receive loop has its token by the time the batch is written: only the delete's fetch hangs.
+    drain, _ = still_drain(emulator, tmp_path, clock, left=0.3,
+                           on_write=lambda: emulator.set_faults(hang=1.0, apis=["token"]))
+    started = time.monotonic()
+    try:
+        stats = run_still(drain, clock).types["SmsReport"]
+    finally:
+        took = time.monotonic() - started
+        emulator.set_faults()
+    assert (stats.deleted, stats.delete_failures) == (0, 5)
+    assert took < 2.0, took

@@ -134,8 +134,10 @@ def test_handles_refused_in_each_batch_are_reported_and_the_rest_counted(emulato
     assert outcome.failed == {h: "ReceiptHandleError" for h in refused}
 
 
-@pytest.mark.parametrize("fault", [{"server_error": 1.0}, {"hang": 1.0}], ids=["refused", "unanswered"])
-def test_a_failed_delete_names_the_call(emulator, drain_env, fault):
+@pytest.mark.parametrize("fault,code", [({"server_error": 1.0}, "InternalError"),
+                                        ({"hang": 1.0}, "NetWorkException")],  # the SDK's spelling
+                         ids=["refused", "unanswered"])
+def test_a_failed_delete_names_the_call(emulator, drain_env, fault, code):
     """A delete refused whole, or not answered within the socket timeout, is a QueueError naming
     BatchDeleteMessage (neither an auth nor a fatal one: the handles come back and dedupe)."""
     drain_env()
@@ -147,8 +149,8 @@ def test_a_failed_delete_names_the_call(emulator, drain_env, fault):
             queue.delete(handles)
     finally:
         emulator.set_faults()
-    assert str(failed.value).startswith("MNS BatchDeleteMessage failed: "), str(failed.value)
-    assert not (failed.value.auth or failed.value.fatal)
+    assert str(failed.value).startswith(f"MNS BatchDeleteMessage failed: {code}"), str(failed.value)
+    assert (failed.value.code, failed.value.auth, failed.value.fatal) == (code, False, False)
 
 
 # -- opening a queue -------------------------------------------------------------------------------
@@ -224,3 +226,21 @@ def test_a_failed_receive_names_the_call(emulator, drain_env, fault):
     finally:
         emulator.set_faults()
     assert str(failed.value).startswith("MNS BatchReceiveMessage failed: "), str(failed.value)
+
+
+def test_a_shorter_timeout_is_applied_when_it_differs_by_more_than_a_quarter_second(emulator, drain_env):
+    """The SDK reconnects on a new timeout, so a change of 0.25 s or less is not applied; 2 s then
+    1 s is, and an unanswered receive is given up after about 1 s, not 2."""
+    drain_env()
+    queue, _ = received_handles(emulator, 1)
+    queue.set_timeout(2.0)
+    queue.set_timeout(1.0)
+    emulator.set_faults(apis=["BatchReceiveMessage"], hang=1.0)
+    started = time.monotonic()
+    try:
+        with pytest.raises(QueueError):
+            queue.receive(1, 0)
+    finally:
+        took = time.monotonic() - started
+        emulator.set_faults()
+    assert took < 1.6, took

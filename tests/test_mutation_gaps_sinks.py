@@ -155,3 +155,14 @@ def test_a_send_record_never_shares_an_object_name_with_a_receipt_and_hours_part
         "alicom/type=SmsUp/dt=2026-11-25/hour=09/part-1fb17da4e81b60c913b27f3e.jsonl",  # the send record
         "alicom/type=SmsUp/dt=2026-11-25/hour=09/part-76964f2f5fd62921096b2f16.jsonl",  # the receipt
     ]
+
+
+def test_the_object_stored_observer_is_told_each_objects_path_as_it_is_stored(tmp_path):
+    from shared.sinks.file import FileSink
+
+    sink = FileSink(tmp_path, prefix="alicom")
+    told: list[tuple[str, bool]] = []
+    # Told while the write goes on, after that object (and only it) is in place.
+    sink.on_object_stored = lambda path: told.append((path, (tmp_path / path).exists()))
+    sink.write([SMS_UP[0]], [])
+    assert told == [("alicom/type=SmsUp/dt=2026-11-25/part-76964f2f5fd62921096b2f16.jsonl", True)]
