@@ -340,3 +340,44 @@ def test_a_fresh_token_fetch_for_a_delete_is_given_up_when_the_delete_time_runs_
         emulator.set_faults()
     assert (stats.deleted, stats.delete_failures) == (0, 5)
     assert took < 2.0, took
+
+
+# -- a type's stop reason ------------------------------------------------------------------------------
+#
+# Several consumers drain one type; each ends for its own reason. The type's stop reason decides
+# whether the run failed (shared/run_summary.py: a reason in FAILURES), so a consumer that ends for
+# time or for the message limit after another consumer of its type failed must not hide that
+# failure; and "empty" does not hide why another consumer stopped. Which consumer ends when is a
+# thread race in a run, so these call the consumer's ending directly, in each order.
+
+@pytest.mark.parametrize("steps,reason", [
+    ([("fail", "queue_error"), ("end", "deadline")], "queue_error"),
+    ([("fail", "token_error"), ("end", "max_messages")], "token_error"),
+    ([("fail", "queue_error"), ("end", "empty")], "queue_error"),
+    ([("end", "max_messages"), ("end", "deadline")], "deadline"),
+    ([("end", "deadline"), ("end", "empty")], "deadline"),
+    ([("end", "empty")], "empty"),
+], ids=["failed-then-deadline", "failed-then-limit", "failed-then-empty", "limit-then-deadline",
+        "deadline-then-empty", "empty"])
+def test_a_consumers_ending_never_hides_a_failure_of_its_type(emulator, drain_env, steps, reason):
+    from shared.coalesce import CoalesceBuffer
+    from shared.drain import _Consumer, _Run
+    from shared.run_summary import overall
+
+    drain_env()
+    runtime = drain_runtime()
+    drain = Drain(runtime.tokens, runtime.open_queue, runtime.sink, DrainOptions(concurrency=2), clock=SYSTEM_CLOCK)
+    buffers = {"SmsReport": CoalesceBuffer(100, 1 << 20, 5.0, SYSTEM_CLOCK)}
+    run = _Run(["SmsReport"], 100, Deadline(60.0), buffers, drain.options, None, SYSTEM_CLOCK)
+    first, second = _Consumer(drain, "SmsReport", run), _Consumer(drain, "SmsReport", run)
+    try:
+        for consumer, (step, why) in zip([first, second], steps):
+            if step == "fail":
+                run.fail_type("SmsReport", why, f"{why} in the test")
+            else:
+                consumer._end(why)
+    finally:
+        first.deleter.shutdown()
+        second.deleter.shutdown()
+    assert run.stats["SmsReport"].stop_reason == reason
+    assert overall(None, run.stats)[2] == (["SmsReport"] if reason.endswith("_error") else [])
