@@ -86,11 +86,6 @@ class WriteReport(msgspec.Struct):
     dead_letters: int = 0  # includes records diverted because they were too large
     write_calls: int = 0  # objects put, or batch-write calls made
 
-    def add(self, other: "WriteReport") -> None:
-        self.records += other.records
-        self.dead_letters += other.dead_letters
-        self.write_calls += other.write_calls
-
 
 class Sink(ABC):
     """Durable, idempotent storage of records and dead letters."""
