@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -161,10 +162,26 @@ class _StillClock:
 MARGIN = 2.0  # DrainOptions' default safety margin: deletes keep half of it in reserve
 
 
-def still_drain(emulator, tmp_path, clock: _StillClock, left: float | None = None, on_write=None, **options):
-    """A drain over the emulator on `clock`, into files; with `left`, its sink's write returns with
-    `left` seconds of the delete's time remaining (the deadline less half the margin)."""
+class DeleteRun(NamedTuple):
+    stats: Any  # the type's TypeStats
+    clock: _StillClock
+    opened: list[str]  # the thread that opened each MNS client
+    calls: dict  # the emulator's count of requests per API
+    took: float  # real seconds of the run
+
+    def delete_waits(self) -> list[float]:
+        return [s for name, s, _ in self.clock.sleeps if name.startswith("delete-")]
+
+
+def run_deletes(emulator, drain_env, tmp_path, faults: dict, messages: int = 5, left: float | None = None,
+                oversleep: float = 0.0, on_write=None, **options) -> DeleteRun:
+    """Drain `messages` SmsReports over the emulator into files on a still clock, with `faults` on
+    BatchDeleteMessage (lifted at the end). With `left`, the sink's write returns with `left`
+    seconds of the delete's time remaining (the deadline less half the margin); `on_write` is
+    called as the write ends."""
     from shared.sinks.file import FileSink
+
+    clock = _StillClock(oversleep)
 
     class TimedFileSink(FileSink):
         def write(self, records, dead_letters, deadline=None):
@@ -175,6 +192,8 @@ def still_drain(emulator, tmp_path, clock: _StillClock, left: float | None = Non
                 clock.set_remaining(MARGIN / 2 + left)
             return report
 
+    drain_env()
+    enqueue(emulator, "SmsReport", messages)
     runtime = drain_runtime()
     opened: list[str] = []
 
@@ -184,48 +203,36 @@ def still_drain(emulator, tmp_path, clock: _StillClock, left: float | None = Non
 
     drain = Drain(runtime.tokens, open_queue, TimedFileSink(tmp_path),
                   DrainOptions(**{"wait_seconds": 0, "concurrency": 1, "delete_threads": 1, **options}), clock=clock)
-    return drain, opened
-
-
-def run_still(drain, clock: _StillClock, types=("SmsReport",)):
+    if faults:
+        emulator.set_faults(apis=["BatchDeleteMessage"], **faults)
+    emulator.reset_stats()
     clock.deadline = Deadline(60.0, clock)
-    return drain.run(list(types), clock.deadline)
-
-
-def delete_sleeps(clock: _StillClock) -> list[tuple[float, float]]:
-    return [(s, r) for name, s, r in clock.sleeps if name.startswith("delete-")]
+    started = time.monotonic()
+    try:
+        summary = drain.run(["SmsReport"], clock.deadline)
+    finally:
+        took = time.monotonic() - started
+        emulator.set_faults()
+    return DeleteRun(summary.types["SmsReport"], clock, opened, emulator.stats(), took)
 
 
 def test_each_delete_thread_opens_one_mns_client_and_keeps_it_while_the_token_holds(emulator, drain_env, tmp_path):
-    drain_env()
-    enqueue(emulator, "SmsReport", 40)
-    clock = _StillClock()
-    drain, opened = still_drain(emulator, tmp_path, clock)
-    stats = run_still(drain, clock).types["SmsReport"]
-    assert (stats.received, stats.deleted, stats.api_calls["BatchDeleteMessage"]) == (40, 40, 3)
+    run = run_deletes(emulator, drain_env, tmp_path, {}, messages=40)
+    assert (run.stats.received, run.stats.deleted, run.stats.api_calls["BatchDeleteMessage"]) == (40, 40, 3)
     # One client for the receive loop, one for the delete thread: not one per batch delete.
-    assert sorted(name.startswith("delete-") for name in opened) == [False, True], opened
+    assert sorted(name.startswith("delete-") for name in run.opened) == [False, True], run.opened
 
 
 def test_a_delete_refused_with_a_server_error_is_tried_once_and_every_message_counted(emulator, drain_env, tmp_path):
     """A 500 may have been applied or not: the handles are left to come back and dedupe, the
     token is kept (it was not refused), and each of the three batches' failures is counted."""
-    drain_env()
-    enqueue(emulator, "SmsReport", 40)
-    emulator.set_faults(server_error=1.0, apis=["BatchDeleteMessage"])
-    emulator.reset_stats()
-    clock = _StillClock()
-    drain, opened = still_drain(emulator, tmp_path, clock)
-    try:
-        summary = run_still(drain, clock)
-    finally:
-        emulator.set_faults()
-    stats = summary.types["SmsReport"]
+    run = run_deletes(emulator, drain_env, tmp_path, {"server_error": 1.0}, messages=40)
+    stats = run.stats
     assert (stats.received, stats.stored, stats.deleted, stats.delete_failures) == (40, 40, 0, 40)
     assert dict(stats.errors) == {"delete:InternalError": 40}
-    assert stats.api_calls["BatchDeleteMessage"] == emulator.stats()["BatchDeleteMessage"] == 3
-    assert emulator.stats()["QueryTokenForMnsQueue"] == 1
-    assert delete_sleeps(clock) == [] and len(opened) == 2
+    assert stats.api_calls["BatchDeleteMessage"] == run.calls["BatchDeleteMessage"] == 3
+    assert run.calls["QueryTokenForMnsQueue"] == 1  # the run's one token, never replaced
+    assert run.delete_waits() == [] and len(run.opened) == 2
 
 
 @pytest.mark.parametrize("left", [None, 0.9], ids=["ample-time", "0.9s-left"])
@@ -233,113 +240,60 @@ def test_a_throttled_delete_is_tried_again_after_a_wait(emulator, drain_env, tmp
     """The emulator's fault draws for seed 3 are 0.121, then 0.724: at a throttling share of one
     half the first delete is throttled and the second answered. With 0.9 s left, a wait of at
     most 0.25 s leaves time for that second try."""
-    drain_env()
-    enqueue(emulator, "SmsReport", 5)
     emulator.backend.faults.reseed(3)
-    emulator.set_faults(throttle=0.5, apis=["BatchDeleteMessage"])
-    emulator.reset_stats()
-    clock = _StillClock()
-    drain, _ = still_drain(emulator, tmp_path, clock, left=left)
-    try:
-        stats = run_still(drain, clock).types["SmsReport"]
-    finally:
-        emulator.set_faults()
-    assert (stats.deleted, stats.delete_failures, dict(stats.errors)) == (5, 0, {})
-    assert stats.api_calls["BatchDeleteMessage"] == emulator.stats()["BatchDeleteMessage"] == 2
+    run = run_deletes(emulator, drain_env, tmp_path, {"throttle": 0.5}, left=left)
+    assert (run.stats.deleted, run.stats.delete_failures, dict(run.stats.errors)) == (5, 0, {})
+    assert run.stats.api_calls["BatchDeleteMessage"] == run.calls["BatchDeleteMessage"] == 2
     assert emulator.undeleted(emulator.queue_name("SmsReport")) == 0
-    [(wait, _)] = delete_sleeps(clock)
+    [wait] = run.delete_waits()
     assert 0 <= wait <= 0.25
 
 
 def test_a_delete_throttled_every_time_is_tried_four_times_with_no_wait_after_the_last(emulator, drain_env, tmp_path):
-    drain_env()
-    enqueue(emulator, "SmsReport", 5)
-    emulator.set_faults(throttle=1.0, apis=["BatchDeleteMessage"])
-    emulator.reset_stats()
-    clock = _StillClock()
-    drain, _ = still_drain(emulator, tmp_path, clock)
-    try:
-        stats = run_still(drain, clock).types["SmsReport"]
-    finally:
-        emulator.set_faults()
-    assert (stats.deleted, stats.delete_failures, dict(stats.errors)) == (0, 5, {"delete:QpsLimitExceeded": 5})
-    assert stats.api_calls["BatchDeleteMessage"] == emulator.stats()["BatchDeleteMessage"] == 4
-    waits = [s for s, _ in delete_sleeps(clock)]
+    run = run_deletes(emulator, drain_env, tmp_path, {"throttle": 1.0})
+    assert (run.stats.deleted, run.stats.delete_failures, dict(run.stats.errors)) == (
+        0, 5, {"delete:QpsLimitExceeded": 5})
+    assert run.stats.api_calls["BatchDeleteMessage"] == run.calls["BatchDeleteMessage"] == 4
+    waits = run.delete_waits()
     assert len(waits) == 3 and all(0 <= s <= c for s, c in zip(waits, [0.25, 0.5, 1.0])), waits
 
 
 def test_a_throttled_delete_with_no_time_for_a_wait_and_a_try_stops_with_its_error(emulator, drain_env, tmp_path):
     """With 0.2 s left any wait leaves 0.2 s or less: one try, then the throttling code (a
     delete that slept anyway would reach the deadline and report 'deadline', or try again)."""
-    drain_env()
-    enqueue(emulator, "SmsReport", 5)
-    emulator.set_faults(throttle=1.0, apis=["BatchDeleteMessage"])
-    emulator.reset_stats()
-    clock = _StillClock()
-    drain, _ = still_drain(emulator, tmp_path, clock, left=0.2)
-    try:
-        stats = run_still(drain, clock).types["SmsReport"]
-    finally:
-        emulator.set_faults()
-    assert (stats.deleted, stats.delete_failures, dict(stats.errors)) == (0, 5, {"delete:QpsLimitExceeded": 5})
-    assert stats.api_calls["BatchDeleteMessage"] == emulator.stats()["BatchDeleteMessage"] == 1
-    assert delete_sleeps(clock) == []
+    run = run_deletes(emulator, drain_env, tmp_path, {"throttle": 1.0}, left=0.2)
+    assert (run.stats.deleted, run.stats.delete_failures, dict(run.stats.errors)) == (
+        0, 5, {"delete:QpsLimitExceeded": 5})
+    assert run.stats.api_calls["BatchDeleteMessage"] == run.calls["BatchDeleteMessage"] == 1
+    assert run.delete_waits() == []
 
 
 def test_a_delete_whose_wait_overran_the_deadline_reports_the_calls_it_made(emulator, drain_env, tmp_path):
     """A loaded host oversleeps: the wait after the first throttled try ends with under 0.1 s
     left, so the handles fail with 'deadline'; the one call made is still counted."""
-    drain_env()
-    enqueue(emulator, "SmsReport", 5)
-    emulator.set_faults(throttle=1.0, apis=["BatchDeleteMessage"])
-    emulator.reset_stats()
-    clock = _StillClock(oversleep=0.45)
-    drain, _ = still_drain(emulator, tmp_path, clock, left=0.5)
-    try:
-        stats = run_still(drain, clock).types["SmsReport"]
-    finally:
-        emulator.set_faults()
-    assert (stats.deleted, stats.delete_failures, dict(stats.errors)) == (0, 5, {"delete:deadline": 5})
-    assert stats.api_calls["BatchDeleteMessage"] == emulator.stats()["BatchDeleteMessage"] == 1
+    run = run_deletes(emulator, drain_env, tmp_path, {"throttle": 1.0}, left=0.5, oversleep=0.45)
+    assert (run.stats.deleted, run.stats.delete_failures, dict(run.stats.errors)) == (0, 5, {"delete:deadline": 5})
+    assert run.stats.api_calls["BatchDeleteMessage"] == run.calls["BatchDeleteMessage"] == 1
 
 
 def test_an_unanswered_delete_is_given_up_when_the_delete_time_runs_out(emulator, drain_env, tmp_path):
     """With 0.2 s left the delete's socket timeout is 0.2 s, not the 10 s MNS timeout nor a
     floor above what is left: the hung call is abandoned in about that (on real time)."""
-    drain_env()
-    enqueue(emulator, "SmsReport", 5)
-    emulator.set_faults(hang=1.0, apis=["BatchDeleteMessage"])
-    clock = _StillClock()
-    drain, _ = still_drain(emulator, tmp_path, clock, left=0.2)
-    started = time.monotonic()
-    try:
-        stats = run_still(drain, clock).types["SmsReport"]
-    finally:
-        took = time.monotonic() - started
-        emulator.set_faults()
-    assert (stats.deleted, stats.delete_failures) == (0, 5)
+    run = run_deletes(emulator, drain_env, tmp_path, {"hang": 1.0}, left=0.2)
+    assert (run.stats.deleted, run.stats.delete_failures) == (0, 5)
     assert emulator.undeleted(emulator.queue_name("SmsReport")) == 5
-    assert took < 0.8, took  # a 1.1 s floor on the timeout: about 1.2 s
+    assert run.took < 0.8, run.took  # a 1.1 s floor on the timeout: about 1.2 s
 
 
 def test_a_fresh_token_fetch_for_a_delete_is_given_up_when_the_delete_time_runs_out(emulator, drain_env, tmp_path):
     """The delete is refused for its token; the fresh token's fetch hangs. With 0.3 s left it is
     abandoned in about that (on real time), not after the token API's 5 s socket timeout."""
-    drain_env()
-    enqueue(emulator, "SmsReport", 5)
     emulator.expire_tokens_on("BatchDeleteMessage")
-    clock = _StillClock()
     # The receive loop has its token by the time the batch is written: only the delete's fetch hangs.
-    drain, _ = still_drain(emulator, tmp_path, clock, left=0.3,
-                           on_write=lambda: emulator.set_faults(hang=1.0, apis=["token"]))
-    started = time.monotonic()
-    try:
-        stats = run_still(drain, clock).types["SmsReport"]
-    finally:
-        took = time.monotonic() - started
-        emulator.set_faults()
-    assert (stats.deleted, stats.delete_failures) == (0, 5)
-    assert took < 2.0, took
+    run = run_deletes(emulator, drain_env, tmp_path, {}, left=0.3,
+                      on_write=lambda: emulator.set_faults(hang=1.0, apis=["token"]))
+    assert (run.stats.deleted, run.stats.delete_failures) == (0, 5)
+    assert run.took < 2.0, run.took
 
 
 # -- a type's stop reason ------------------------------------------------------------------------------
