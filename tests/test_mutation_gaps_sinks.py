@@ -10,19 +10,22 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import threading
 
 import pytest
 
+from shared.clock import Deadline
 from shared.records import MnsMeta, Record, canonical_json
 from shared.sinks.base import SinkError
 from shared.sinks.sqlite import SqliteSink
-from tests import test_sink_limits, test_sinks_cloud
+from tests import test_sink_deadlines, test_sink_limits, test_sinks_cloud
 from tests.test_sink_limits import refuse, refused_record
 from tests.test_sinks_cloud import records
 
 # The fixtures those modules define: DynamoDB (moto) and Tablestore (the fake), freshly created.
 table = test_sink_limits.table  # behind the fault proxy that can refuse chosen items
 table_sink = test_sinks_cloud.table_sink  # with a 30-day TTL
+backend = test_sink_deadlines.backend  # a cloud sink, its stand-in (which can hang) and a request counter
 
 COMPRESSED = "; stored whole here, raw_body is base64 of the gzipped JSON body"
 PLAIN = "; stored whole here, raw_body is the JSON body"
@@ -166,3 +169,109 @@ def test_the_object_stored_observer_is_told_each_objects_path_as_it_is_stored(tm
     sink.on_object_stored = lambda path: told.append((path, (tmp_path / path).exists()))
     sink.write([SMS_UP[0]], [])
     assert told == [("alicom/type=SmsUp/dt=2026-11-25/part-76964f2f5fd62921096b2f16.jsonl", True)]
+
+
+# -- table sinks: the item limit, the write's time, refusals found by halving ---------------------
+
+NOW = 1795600000.0  # the rows' write time, part of their size
+
+
+class SmallRowsSqliteSink(SqliteSink):
+    max_item_bytes = 2000  # a backend's item limit, small enough to reach exactly
+
+
+def sized(sink, size: int) -> Record:
+    """An SmsUp whose row is exactly `size` bytes as the sink measures it."""
+    def record(filler: str) -> Record:
+        return Record("SmsUp", "SmsUp#13800000001#7#2026-11-25 09:30:00", {"content": filler},
+                      "2026-11-25 09:30:00", mns=MnsMeta("MID-1", 1795600000000, 1))
+    base = sink.item_size(sink.record_item(record(""), NOW))
+    made = record("x" * (size - base))
+    assert sink.item_size(sink.record_item(made, NOW)) == size
+    return made
+
+
+@pytest.mark.parametrize("over,stored", [(0, True), (1, False)], ids=["at-the-limit", "one-byte-over"])
+def test_a_row_at_the_item_limit_is_stored_and_one_byte_more_is_set_aside(tmp_path, over, stored):
+    sink = SmallRowsSqliteSink(str(tmp_path / "r.db"))
+    record = sized(sink, sink.max_item_bytes + over)
+    report = sink.write([record], [], now=NOW)
+    assert (report.records, report.dead_letters) == ((1, 0) if stored else (0, 1))
+    assert [r.key for r in sink.iter_records()] == ([record.key] if stored else [])
+
+
+def test_a_write_stamps_its_rows_with_the_time_it_is_given(table_sink):
+    # The drain's clock decides a row's write time and expiry, not the host's.
+    sink, _ = table_sink
+    sink.write(records(1), [], now=1795600000.5)
+    (row,) = sink.iter_rows("record")
+    assert (row["stored_at"], row["ttl"]) == (1795600000, 1798192000)  # + 30 days
+
+
+@pytest.mark.parametrize("backend", ["dynamodb", "tablestore"], indirect=True)
+def test_refused_records_in_two_batch_writes_are_both_set_aside(backend):
+    sink, server = backend.sink, backend.server
+    refuse(sink, server, "biz-refused", whole_request=False)
+    good = records(sink.batch_items)
+    # Two messages (two message ids, so two dead letters), each refused.
+    first, second = (Record("SmsReport", f"SmsReport#biz-refused-{n}#13800138000",
+                            {"biz_id": f"biz-refused-{n}", "phone_number": "13800138000"}, "2026-11-21 09:00:00",
+                            mns=MnsMeta(f"msg-refused-{n}", 1795600000000, 1)) for n in (1, 2))
+    # One refused record in the first batch write, one in the second.
+    report = sink.write([first] + good + [second], [], deadline=Deadline(30.0))
+    assert (report.records, report.dead_letters) == (sink.batch_items, 2)
+    assert sorted(json.loads(d["raw_body"])["biz_id"] for d in sink.iter_dead_letters()) == [
+        "biz-refused-1", "biz-refused-2"]
+
+
+@pytest.mark.parametrize("backend", ["dynamodb", "tablestore"], indirect=True)
+def test_a_request_refused_whole_is_halved_and_every_call_counted(backend):
+    sink, server = backend.sink, backend.server
+    refuse(sink, server, "biz-refused", whole_request=True)
+    before = backend.count()
+    report = sink.write(records(3) + [refused_record("biz-refused")], [], deadline=Deadline(30.0))
+    assert (report.records, report.dead_letters) == (3, 1)
+    # All 4 refused; the first half (the refused row sorts first) refused, its halves one refused
+    # and one stored; the second half stored; then the set-aside dead letter.
+    assert report.write_calls == backend.count() - before == 6
+
+
+# The rows sorted by key: SmsReport#biz-refused, SmsReport#biz0 | SmsUp#biz1, VoiceCallReport#biz2. The
+# requests: 1 all four (refused), 2 the first half (refused), 3 and 4 its halves (one refused, one
+# stored), 5 the second half. Answer 1 and hold the rest: the first half is unanswered; answer 4:
+# the second.
+@pytest.mark.parametrize("answered", [1, 4], ids=["first-half-unanswered", "second-half-unanswered"])
+@pytest.mark.parametrize("backend", ["dynamodb", "tablestore"], indirect=True)
+def test_the_halves_of_a_refused_request_keep_the_writes_deadline(backend, answered):
+    """After a request refused whole, the halves written to find the refused item end by the
+    write's deadline too when the backend stops answering, in either half."""
+    sink, server = backend.sink, backend.server
+    refuse(sink, server, "biz-refused", whole_request=True)
+    left = [answered]  # requests still to answer; every later one is held
+
+    def held(*request) -> bool:
+        left[0] -= 1
+        return left[0] < 0
+
+    server.hang.on(held)
+    deadline = Deadline(2.0)
+    outcome: list[BaseException] = []
+    ended_with: list[float] = []
+
+    def write() -> None:
+        try:
+            sink.write(records(3) + [refused_record("biz-refused")], [], deadline=deadline)
+        except BaseException as exc:  # noqa: BLE001 - the test asserts what it was
+            outcome.append(exc)
+        ended_with.append(deadline.remaining())
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    writer.join(timeout=4.0)  # a half without the deadline waits out the client's own timeouts (minutes)
+    still_writing = writer.is_alive()
+    server.hang.off()
+    writer.join()
+    assert not still_writing, "the write was still waiting 2 s after its deadline"
+    assert [type(e) for e in outcome] == [SinkError]
+    assert ended_with[0] > 0, f"the write ended {-ended_with[0]:.2f} s after its deadline"
+    assert server.hang.held >= 1
