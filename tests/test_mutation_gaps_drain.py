@@ -335,3 +335,46 @@ def test_a_consumers_ending_never_hides_a_failure_of_its_type(emulator, drain_en
         second.deleter.shutdown()
     assert run.stats["SmsReport"].stop_reason == reason
     assert overall(None, run.stats)[2] == (["SmsReport"] if reason.endswith("_error") else [])
+
+
+# -- what a received batch leaves in the run's record ------------------------------------------------
+
+def test_the_oldest_enqueue_time_and_dead_lettered_messages_are_reported(emulator, drain_env, tmp_path):
+    """A run reports the enqueue time of the oldest message it received (the backlog's age) and
+    logs a warning naming each message it dead-lettered and why."""
+    from shared.sinks.file import FileSink
+
+    drain_env()
+    before_ms = int(time.time() * 1000)
+    enqueue(emulator, "SmsReport", 20)
+    bad_id = emulator.enqueue(emulator.queue_name("SmsReport"), "not base64 JSON")
+    after_ms = int(time.time() * 1000)
+    runtime = drain_runtime()
+    logger = logging.getLogger("test-decode-report")
+    logged: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = logged.append  # type: ignore[method-assign]  # a stdlib handler that keeps records
+    logger.addHandler(handler)
+    drain = Drain(runtime.tokens, runtime.open_queue, FileSink(tmp_path), DrainOptions(wait_seconds=0, concurrency=1),
+                  clock=SYSTEM_CLOCK, logger=logger)
+    stats = drain.run(["SmsReport"], Deadline(30.0)).types["SmsReport"]
+    assert (stats.received, stats.stored, stats.dead_lettered, stats.batches) == (21, 20, 1, 2)
+    assert stats.oldest_enqueue_ms is not None and before_ms - 1000 <= stats.oldest_enqueue_ms <= after_ms
+    warnings = [(r.getMessage(), getattr(r, "message_type", None), getattr(r, "message_ids", None))
+                for r in logged if r.levelno == logging.WARNING]
+    assert warnings == [("dead-lettered messages", "SmsReport", [bad_id])]
+    assert [getattr(r, "errors", None) for r in logged if r.levelno == logging.WARNING][0]
+
+
+def test_the_typical_delete_time_moves_a_fifth_of_the_way_to_each_observed_delete():
+    """The drain keeps back time for the deletes it still owes at the typical delete's cost: a
+    moving average that starts at 0.2 s; the other durations keep their worst."""
+    from shared.drain import _Timing
+
+    timing = _Timing()
+    timing.observe("delete", 1.2)
+    assert (round(timing.delete_typical, 6), timing.delete) == (0.4, 1.2)  # 0.2 + (1.2 - 0.2) / 5
+    timing.observe("delete", 0.4)
+    assert (round(timing.delete_typical, 6), timing.delete) == (0.4, 1.2)
+    timing.observe("write", 3.0)
+    assert (round(timing.delete_typical, 6), timing.write) == (0.4, 3.0)

@@ -236,6 +236,34 @@ def test_a_request_refused_whole_is_halved_and_every_call_counted(backend):
     assert report.write_calls == backend.count() - before == 6
 
 
+def assert_write_fails_in_time(sink, server, batch: list[Record], seconds: float = 2.0) -> None:
+    """With the stand-in holding requests unanswered (server.hang on), a write of `batch` with
+    `seconds` to its deadline raises SinkError before it. A call made without the deadline waits
+    out the client's own timeouts (minutes): the write is watched from a thread, given up on 2 s
+    past the deadline, and let go by switching the hang off."""
+    deadline = Deadline(seconds)
+    outcome: list[BaseException] = []
+    ended_with: list[float] = []
+
+    def write() -> None:
+        try:
+            sink.write(batch, [], deadline=deadline)
+        except BaseException as exc:  # noqa: BLE001 - the test asserts what it was
+            outcome.append(exc)
+        ended_with.append(deadline.remaining())
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    writer.join(timeout=seconds + 2.0)
+    still_writing = writer.is_alive()
+    server.hang.off()
+    writer.join()
+    assert not still_writing, "the write was still waiting 2 s after its deadline"
+    assert [type(e) for e in outcome] == [SinkError]
+    assert ended_with[0] > 0, f"the write ended {-ended_with[0]:.2f} s after its deadline"
+    assert server.hang.held >= 1
+
+
 # The rows sorted by key: SmsReport#biz-refused, SmsReport#biz0 | SmsUp#biz1, VoiceCallReport#biz2. The
 # requests: 1 all four (refused), 2 the first half (refused), 3 and 4 its halves (one refused, one
 # stored), 5 the second half. Answer 1 and hold the rest: the first half is unanswered; answer 4:
@@ -254,24 +282,61 @@ def test_the_halves_of_a_refused_request_keep_the_writes_deadline(backend, answe
         return left[0] < 0
 
     server.hang.on(held)
-    deadline = Deadline(2.0)
-    outcome: list[BaseException] = []
-    ended_with: list[float] = []
+    assert_write_fails_in_time(sink, server, records(3) + [refused_record("biz-refused")])
 
-    def write() -> None:
-        try:
-            sink.write(records(3) + [refused_record("biz-refused")], [], deadline=deadline)
-        except BaseException as exc:  # noqa: BLE001 - the test asserts what it was
-            outcome.append(exc)
-        ended_with.append(deadline.remaining())
 
-    writer = threading.Thread(target=write, daemon=True)
-    writer.start()
-    writer.join(timeout=4.0)  # a half without the deadline waits out the client's own timeouts (minutes)
-    still_writing = writer.is_alive()
-    server.hang.off()
-    writer.join()
-    assert not still_writing, "the write was still waiting 2 s after its deadline"
-    assert [type(e) for e in outcome] == [SinkError]
-    assert ended_with[0] > 0, f"the write ended {-ended_with[0]:.2f} s after its deadline"
-    assert server.hang.held >= 1
+# -- table sinks: dead letters the table cannot take, reconciled records ----------------------------
+
+def test_a_dead_letter_too_large_for_a_row_fails_the_write_naming_it(tmp_path):
+    # A dead letter has nowhere else to go: the write fails (the messages come back) rather than lose it.
+    from shared.records import DeadLetter
+
+    sink = SmallRowsSqliteSink(str(tmp_path / "r.db"))
+    big = DeadLetter("SmsReport", "x" * sink.max_item_bytes, "body is not JSON", "2026-11-21 08:00:00",
+                     MnsMeta(message_id="bad-big", enqueue_time=1795600000000, dequeue_count=1))
+    with pytest.raises(SinkError) as err:
+        sink.write(records(2), [big])
+    assert err.value.backend == "sqlite"
+    assert str(err.value) == ("sqlite sink: dead letter DLQ#SmsReport#bad-big is larger than the sqlite item limit "
+                              "(2000 bytes)")
+    assert list(sink.iter_records()) == []  # checked before anything is written
+
+
+@pytest.mark.parametrize("backend", ["dynamodb", "tablestore"], indirect=True)
+def test_a_dead_letter_the_backend_refuses_fails_the_write_naming_it(backend):
+    from tests.test_sinks_cloud import dead_letters
+
+    sink, server = backend.sink, backend.server
+    refuse(sink, server, "bad-1", whole_request=False)
+    with pytest.raises(SinkError) as err:
+        sink.write(records(2), dead_letters(2), deadline=Deadline(30.0))
+    assert err.value.backend == sink.name
+    assert str(err.value).startswith(f"{sink.name} sink: {sink.name} refused the dead letter DLQ#SmsReport#bad-1: ")
+
+
+def reconciled(marker: str) -> Record:
+    from shared.records import SOURCE_SEND_RECORD
+
+    return Record("SmsReport", f"SmsReport#{marker}#13800138000", {"biz_id": marker, "from": "QuerySendDetails"},
+                  "2026-11-21 09:00:00", source=SOURCE_SEND_RECORD)
+
+
+@pytest.mark.parametrize("backend", ["dynamodb", "tablestore"], indirect=True)
+def test_reconciled_records_the_backend_refuses_are_each_set_aside_and_every_call_counted(backend):
+    sink, server = backend.sink, backend.server
+    refuse(sink, server, "biz-refused", whole_request=False)
+    before = backend.count()
+    report = sink.write([reconciled("biz-refused-1"), reconciled("biz-ok"), reconciled("biz-refused-2")], [],
+                        deadline=Deadline(30.0))
+    assert (report.records, report.dead_letters) == (1, 2)
+    # One conditional write per reconciled record, then one batch write of the two dead letters.
+    assert report.write_calls == backend.count() - before == 4
+    assert sorted(json.loads(d["raw_body"])["biz_id"] for d in sink.iter_dead_letters()) == [
+        "biz-refused-1", "biz-refused-2"]
+
+
+@pytest.mark.parametrize("backend", ["dynamodb", "tablestore"], indirect=True)
+def test_a_reconciled_write_keeps_the_writes_deadline(backend):
+    sink, server = backend.sink, backend.server
+    server.hang.on()
+    assert_write_fails_in_time(sink, server, [reconciled("biz-1")])
