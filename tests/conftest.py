@@ -103,4 +103,4 @@ def captured(capsys):
 # Loopback stand-ins for the cloud sinks (session-wide servers shared by every test module).
 from tests.fakes.moto_server import fault_proxy, moto, moto_server  # noqa: E402,F401
 from tests.fakes.oss_gateway import oss_gateway  # noqa: E402,F401
-from tests.fakes.tablestore_server import ots, tablestore_server  # noqa: E402,F401
+from tests.fakes.tablestore import ots, tablestore_server  # noqa: E402,F401

@@ -33,7 +33,7 @@ import tests.contexts
 from tests.contexts import LambdaContext
 from tests.fakes.moto_server import CREDENTIALS
 from tests.fakes.oss_gateway import OssGateway
-from tests.fakes.tablestore_server import TablestoreServer
+from tests.fakes.tablestore import TablestoreServer
 from tests.test_templates import (FC_FUNCTIONS, SAM_FUNCTIONS, Cfn, load_s_yaml, load_sam, s_resources,
                                   sam_environment)
 

@@ -19,7 +19,7 @@ from tests.conftest import AK, SECRET, TYPES
 from tests.contexts import fc_context
 from tests.fakes.moto_server import FaultProxy, moto, moto_server  # noqa: F401
 from tests.fakes.oss_gateway import OssGateway
-from tests.fakes.tablestore_server import TablestoreServer
+from tests.fakes.tablestore import TablestoreServer
 
 BUCKET, TABLE, INSTANCE = "alicom-receipts", "alicom_receipts", "drain-ots"
 SINKS = ["s3", "oss", "dynamodb", "tablestore"]

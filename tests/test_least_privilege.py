@@ -31,7 +31,7 @@ from tests.conftest import AK, SECRET
 from tests.contexts import fc_context
 from tests.fakes.moto_server import FaultProxy
 from tests.fakes.oss_gateway import OssGateway
-from tests.fakes.tablestore_server import TablestoreServer
+from tests.fakes.tablestore import TablestoreServer
 from tests.test_templates import Cfn, as_list, load_s_yaml, load_sam
 
 CALLS = {

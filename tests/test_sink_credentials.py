@@ -15,7 +15,7 @@ from shared.sinks import make_sink
 from shared.sinks.base import SinkError
 from tests.fakes.moto_server import FaultProxy
 from tests.fakes.oss_gateway import OssGateway
-from tests.fakes.tablestore_server import TablestoreServer
+from tests.fakes.tablestore import TablestoreServer
 from tests.test_sinks_cloud import BUCKET, TABLE, by_key, records
 
 AK, SECRET, TOKEN = "LTAI5tSinkRoleKey", "sinkRoleSecret-NeverPrintMe", "sts-token-for-the-sink"

@@ -17,7 +17,7 @@ from shared.sinks.file import FileSink
 from shared.sinks.sqlite import SqliteSink
 from tests.fakes.moto_server import fault_proxy, moto, moto_server  # noqa: F401
 from tests.fakes.oss_gateway import oss_gateway  # noqa: F401
-from tests.fakes.tablestore_server import ots, tablestore_server  # noqa: F401
+from tests.fakes.tablestore import ots, tablestore_server  # noqa: F401
 from tests.test_sinks_cloud import BUCKET, oss_sink, s3_sink, table_sink  # noqa: F401
 
 DAYS = ("2026-11-24", "2026-11-25", "2026-11-26")

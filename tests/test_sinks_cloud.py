@@ -19,7 +19,7 @@ from shared.sinks import make_sink
 from shared.sinks.base import SinkError
 from tests.fakes.moto_server import CREDENTIALS, REGION, FaultProxy, closed_port_endpoint, fault_proxy, moto, moto_server  # noqa: F401
 from tests.fakes.oss_gateway import OssGateway, oss_gateway  # noqa: F401
-from tests.fakes.tablestore_server import ots, tablestore_server  # noqa: F401
+from tests.fakes.tablestore import ots, tablestore_server  # noqa: F401
 
 BUCKET = "alicom-receipts"
 TABLE = "alicom_receipts"
@@ -416,7 +416,7 @@ def test_tablestore_batches_hold_at_most_200_rows_and_pages_are_followed(ots):
 
 
 def test_tablestore_sts_token_is_sent():
-    from tests.fakes.tablestore_server import TablestoreServer
+    from tests.fakes.tablestore import TablestoreServer
 
     with TablestoreServer(OTS_INSTANCE, OTS_AK, OTS_SECRET, sts_token="sts-xyz") as server:
         sink = ots_sink(server, sts_token="sts-xyz")

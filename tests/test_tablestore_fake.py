@@ -36,7 +36,7 @@ from tablestore.credentials import StaticCredentialsProvider
 from tablestore.protocol import OTSProtocol
 import tablestore.protobuf.table_store_pb2 as pb2
 
-from tests.fakes.tablestore_server import ots, tablestore_server  # noqa: F401
+from tests.fakes.tablestore import ots, tablestore_server  # noqa: F401
 
 AK, SECRET, INSTANCE = "test-ak", "test-secret", "test-instance"
 
