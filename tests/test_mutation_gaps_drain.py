@@ -378,3 +378,43 @@ def test_the_typical_delete_time_moves_a_fifth_of_the_way_to_each_observed_delet
     assert (round(timing.delete_typical, 6), timing.delete) == (0.4, 1.2)
     timing.observe("write", 3.0)
     assert (round(timing.delete_typical, 6), timing.write) == (0.4, 3.0)
+
+
+def test_a_first_receive_keeps_the_coalesce_window_within_a_third_of_the_visibility_timeout(emulator, drain_env):
+    """The queue's visibility timeout is Alicom's, not a setting: a first receive tells it
+    (NextVisibleTime - FirstDequeueTime). The window drops to a third of it, once, with a warning
+    that says so; a redelivered message (dequeue count 2) tells nothing."""
+    from shared.coalesce import CoalesceBuffer
+    from shared.drain import _Consumer, _Run
+    from shared.queues import ReceivedMessage
+    from shared.records import MnsMeta
+
+    drain_env()
+    runtime = drain_runtime()
+    logger = logging.getLogger("test-visibility")
+    logged: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = logged.append  # type: ignore[method-assign]  # a stdlib handler that keeps records
+    logger.addHandler(handler)
+    drain = Drain(runtime.tokens, runtime.open_queue, runtime.sink, DrainOptions(coalesce_seconds=5.0),
+                  clock=SYSTEM_CLOCK, logger=logger)
+    buffers = {"SmsUp": CoalesceBuffer(100, 1 << 20, 5.0, SYSTEM_CLOCK)}
+    run = _Run(["SmsUp"], 100, Deadline(60.0), buffers, drain.options, None, SYSTEM_CLOCK)
+    consumer = _Consumer(drain, "SmsUp", run)
+
+    def received(dequeue_count: int, visible_after_ms: int) -> ReceivedMessage:
+        return ReceivedMessage("RH-1", "e30=", MnsMeta("MID-1", 1795600000000, dequeue_count,
+                                                       first_dequeue_time=1795600001000,
+                                                       next_visible_time=1795600001000 + visible_after_ms))
+    try:
+        consumer._respect_visibility([received(2, 3000)])  # a redelivery: not the visibility timeout
+        assert buffers["SmsUp"].max_age == 5.0
+        consumer._respect_visibility([received(1, 10000)])
+        consumer._respect_visibility([received(1, 10000)])  # already within it: no second warning
+        consumer._respect_visibility([received(1, 12000)])  # a third of 12 s would raise it: never
+    finally:
+        consumer.deleter.shutdown()
+    assert buffers["SmsUp"].max_age == 10.0 / 3
+    assert [(r.levelname, r.getMessage(), r.message_type, r.visibility_timeout_seconds, r.coalesce_seconds)
+            for r in logged] == [("WARNING", "coalesce window shortened to a third of the queue's visibility timeout",
+                                  "SmsUp", 10.0, 3.333)]
