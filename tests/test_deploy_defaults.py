@@ -34,12 +34,12 @@ from tests.contexts import LambdaContext
 from tests.fakes.moto_server import CREDENTIALS
 from tests.fakes.oss_gateway import OssGateway
 from tests.fakes.tablestore import TablestoreServer
-from tests.test_templates import (FC_FUNCTIONS, SAM_FUNCTIONS, Cfn, load_s_yaml, load_sam, s_resources,
-                                  sam_environment)
+from tests.templates_tooling import (FC_FUNCTIONS, SAM_FUNCTIONS, Cfn, load_s_yaml, load_sam, s_resources,
+                                     sam_environment)
 
 EVENTS = Path(__file__).resolve().parents[1] / "events"
 HANDLERS = {"drain": drain_handler, "reconcile": reconcile_handler}
-REGION = "ap-southeast-1"  # the pseudo-region tests.test_templates.Cfn resolves AWS::Region to
+REGION = "ap-southeast-1"  # the pseudo-region tests.templates_tooling.Cfn resolves AWS::Region to
 ENDPOINTS = ("ALICOM_MNS_ENDPOINT", "ALICOM_TOKEN_ENDPOINT", "ALICOM_SMS_ENDPOINT")
 
 

@@ -161,7 +161,7 @@ def test_workers_run_as_processes_of_their_own_and_the_queue_ends_empty(emulator
 @pytest.mark.parametrize("workers", [1, 4])
 def test_the_drain_role_may_invoke_only_itself_and_only_to_fan_out(workers):
     from scripts.deploy.policies import render
-    from tests.test_templates import Cfn, load_sam
+    from tests.templates_tooling import Cfn, load_sam
 
     template = load_sam()
     cfn = Cfn(template, {"DrainMaxWorkers": workers})

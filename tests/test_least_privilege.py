@@ -32,7 +32,7 @@ from tests.contexts import fc_context
 from tests.fakes.moto_server import FaultProxy
 from tests.fakes.oss_gateway import OssGateway
 from tests.fakes.tablestore import TablestoreServer
-from tests.test_templates import Cfn, as_list, load_s_yaml, load_sam
+from tests.templates_tooling import Cfn, as_list, load_s_yaml, load_sam
 
 CALLS = {
     ("drain", "s3"): {"s3:PutObject"},

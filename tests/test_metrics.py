@@ -338,7 +338,7 @@ def merged_template() -> dict:
     """template.yml, which carries the alarm fragment (scripts/deploy/alarms-aws.yml) merged in."""
     from samtranslator.yaml_helper import yaml_parse
 
-    from tests.test_templates import TEMPLATE
+    from tests.templates_tooling import TEMPLATE
 
     template = yaml_parse(TEMPLATE.read_text())
     fragment = yaml_parse((TEMPLATE.parent / "scripts" / "deploy" / "alarms-aws.yml").read_text())
@@ -364,7 +364,7 @@ def test_alarm_fragment_merges_into_template_and_lints_clean():
      "arn:aws:sns:ap-southeast-1:123456789012:ops"),
 ])
 def test_alarms_watch_what_the_code_emits_and_notify_the_chosen_topic(parameters, topic):
-    from tests.test_templates import Cfn
+    from tests.templates_tooling import Cfn
 
     template = merged_template()
     cfn = Cfn(template, parameters)

@@ -22,7 +22,7 @@ import pytest
 
 from scripts import package
 from scripts.coldstart import FUNCTIONS, first_run_modules
-from tests.test_templates import FC_FUNCTIONS, HANDLERS, SAM_FUNCTIONS, fc_handlers, sam_handlers
+from tests.templates_tooling import FC_FUNCTIONS, HANDLERS, SAM_FUNCTIONS, fc_handlers, sam_handlers
 
 REPO = Path(__file__).resolve().parents[1]
 RUNNING_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"

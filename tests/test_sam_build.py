@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from samtranslator.yaml_helper import yaml_parse
 
+from tests.templates_tooling import HANDLERS, SAM_FUNCTIONS, load_sam
 from tests.test_packaging import RUNNING_PYTHON, import_handlers
-from tests.test_templates import HANDLERS, SAM_FUNCTIONS, load_sam
 
 REPO = Path(__file__).resolve().parents[1]
 SAM = shutil.which("sam")
