@@ -357,8 +357,13 @@ def test_the_oldest_enqueue_time_and_dead_lettered_messages_are_reported(emulato
     logger.addHandler(handler)
     drain = Drain(runtime.tokens, runtime.open_queue, FileSink(tmp_path), DrainOptions(wait_seconds=0, concurrency=1),
                   clock=SYSTEM_CLOCK, logger=logger)
-    stats = drain.run(["SmsReport"], Deadline(30.0)).types["SmsReport"]
+    emulator.reset_stats()
+    summary = drain.run(["SmsReport"], Deadline(30.0))
+    stats = summary.types["SmsReport"]
     assert (stats.received, stats.stored, stats.dead_lettered, stats.batches) == (21, 20, 1, 2)
+    # Two full receives and the empty one that ended the run, each counted.
+    assert stats.api_calls["BatchReceiveMessage"] == emulator.stats()["BatchReceiveMessage"] == 3
+    assert stats.rate_per_second == pytest.approx(21 / summary.elapsed, rel=0.2)
     assert stats.oldest_enqueue_ms is not None and before_ms - 1000 <= stats.oldest_enqueue_ms <= after_ms
     warnings = [(r.getMessage(), getattr(r, "message_type", None), getattr(r, "message_ids", None))
                 for r in logged if r.levelno == logging.WARNING]
@@ -418,3 +423,100 @@ def test_a_first_receive_keeps_the_coalesce_window_within_a_third_of_the_visibil
     assert [(r.levelname, r.getMessage(), r.message_type, r.visibility_timeout_seconds, r.coalesce_seconds)
             for r in logged] == [("WARNING", "coalesce window shortened to a third of the queue's visibility timeout",
                                   "SmsUp", 10.0, 3.333)]
+
+
+# -- the run as a whole ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("runs_at_once,concurrency,cap", [(1, 3, 1317), (3, 3, 428), (1, 8, 1290), (12, 3, 95),
+                                                          (80, 3, 16)])
+def test_the_coalesce_cap_keeps_every_run_within_the_undeleted_budget(runs_at_once, concurrency, cap):
+    """MNS throttles a queue holding over 5,000 received-but-undeleted messages; the drain keeps
+    4,000: per run (4,000 // runs at once), less a batch of 16 per consumer, in three buffers'
+    worth, at most the sink's 2,000 and at least one batch."""
+    from shared.drain import coalesce_cap
+
+    got = coalesce_cap(2000, DrainOptions(runs_at_once=runs_at_once, concurrency=concurrency))
+    assert (got, type(got)) == (cap, int)
+
+
+def test_a_sink_failure_stops_the_consumers_of_every_type(emulator, drain_env, tmp_path):
+    """The sink is shared: once a write fails, no type receives more (what it received comes
+    back after the visibility timeout)."""
+    from shared.sinks.base import SinkError
+    from shared.sinks.file import FileSink
+
+    class RefusingFileSink(FileSink):
+        def write(self, records, dead_letters, deadline=None):
+            raise SinkError("file", "refused by the test")
+
+    drain_env()
+    enqueue(emulator, "SmsReport", 64)
+    enqueue(emulator, "SmsUp", 64)
+    runtime = drain_runtime()
+    drain = Drain(runtime.tokens, runtime.open_queue, RefusingFileSink(tmp_path),
+                  DrainOptions(wait_seconds=0, concurrency=1, coalesce_seconds=0), clock=SYSTEM_CLOCK)
+    summary = drain.run(["SmsReport", "SmsUp"], Deadline(30.0))
+    assert (summary.ok, summary.stop_reason) == (False, "sink_error")
+    received = {t: s.received for t, s in summary.types.items()}
+    assert all(n <= 32 for n in received.values()), received  # a batch or two each, not all 64
+
+
+def test_what_a_short_receive_did_not_use_of_the_message_limit_goes_back(emulator, drain_env, tmp_path):
+    """A consumer reserves a batch of 16 of max_messages before it receives; a receive that
+    brings 5 gives the other 11 back. The queue holds 5, then 30 more arrive during the next
+    long poll: 20 in all."""
+    from shared.sinks.file import FileSink
+
+    drain_env()
+    enqueue(emulator, "SmsUp", 5)
+    later = threading.Timer(0.5, enqueue, (emulator, "SmsUp", 30, 1))
+    runtime = drain_runtime()
+    drain = Drain(runtime.tokens, runtime.open_queue, FileSink(tmp_path),
+                  DrainOptions(wait_seconds=3, concurrency=1, max_messages=20), clock=SYSTEM_CLOCK)
+    later.start()
+    try:
+        summary = drain.run(["SmsUp"], Deadline(30.0))
+    finally:
+        later.join()
+    stats = summary.types["SmsUp"]
+    assert (summary.ok, stats.stop_reason, stats.received, stats.batches) == (True, "max_messages", 20, 2), stats
+
+
+def test_every_consumer_runs_at_once_in_a_thread_named_for_the_drain(emulator, drain_env, tmp_path):
+    """Three types at 12 consumers each: 36 threads, more than a thread pool's default (at most
+    32), each polling its queue at the same time."""
+    from shared.sinks.file import FileSink
+
+    drain_env()
+    runtime = drain_runtime()
+    opened: list[str] = []
+    lock = threading.Lock()
+
+    def open_queue(mtype, token):  # the runtime's own, noting which thread opened a client
+        with lock:
+            opened.append(threading.current_thread().name)
+        return runtime.open_queue(mtype, token)
+
+    drain = Drain(runtime.tokens, open_queue, FileSink(tmp_path), DrainOptions(wait_seconds=3, concurrency=12),
+                  clock=SYSTEM_CLOCK)
+    summary = drain.run(["SmsReport", "SmsUp", "VoiceReport"], Deadline(30.0))
+    assert summary.ok and summary.stop_reason == "empty", summary
+    assert len(set(opened)) == 36, sorted(set(opened))
+    assert all(name.startswith("drain_") for name in opened), opened
+
+
+def test_a_long_poll_is_cut_to_when_the_oldest_unwritten_batch_is_due(emulator, drain_env, tmp_path):
+    """Unwritten messages must not wait out a long poll: with 5 buffered and due in 3 s, the
+    next receive waits 2 s (whole seconds, rounded down), then polls without waiting until they
+    are due and written; the long poll comes back once nothing is left unwritten."""
+    from shared.sinks.file import FileSink
+
+    drain_env()
+    enqueue(emulator, "SmsUp", 5)
+    runtime = drain_runtime()
+    drain = Drain(runtime.tokens, runtime.open_queue, FileSink(tmp_path),
+                  DrainOptions(wait_seconds=5, concurrency=1, coalesce_seconds=3.0), clock=SYSTEM_CLOCK)
+    summary = drain.run(["SmsUp"], Deadline(30.0))
+    assert summary.ok and summary.types["SmsUp"].stored == 5, summary
+    waits = [wait for _, wait, _ in emulator.receives(emulator.queue_name("SmsUp"))]
+    assert waits[:2] == [5, 2] and waits[-1] == 5 and set(waits[2:-1]) <= {0}, waits

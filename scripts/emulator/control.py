@@ -149,6 +149,10 @@ class Emulator:
     def queue_state(self, name: str) -> dict:
         return self.backend.queues.state(name)
 
+    def receives(self, name: str) -> list[tuple[int, float, int]]:
+        """(numOfMessages, waitseconds, messages returned) of each receive on queue `name` so far."""
+        return [(count, wait, got) for queue, count, wait, got in self.backend.queues.receive_log if queue == name]
+
     def undeleted(self, name: str) -> int:
         """How many messages are still in the queue, visible or in flight (cheap to poll)."""
         return self.backend.queues.undeleted(name)

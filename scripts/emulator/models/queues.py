@@ -116,6 +116,8 @@ class QueueBackend:
         # Handles and ids come from their own RNG so they never shift the fault sequence.
         self._rng = random.Random(None if seed is None else f"handles-{seed}")
         self._closed = False
+        # (queue, numOfMessages, waitseconds, messages returned) of every valid receive, in order.
+        self.receive_log: list[tuple[str, int, float, int]] = []
 
     # -- admin ------------------------------------------------------------------
 
@@ -264,6 +266,7 @@ class QueueBackend:
                 if q.inflight:
                     timeout = min(timeout, max(q.inflight[0][0] - now, 0.001))
                 q.cond.wait(timeout)
+            self.receive_log.append((name, count, wait_seconds, len(taken)))
             if not taken:
                 raise MessageNotExist()
             return taken
