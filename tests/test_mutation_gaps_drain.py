@@ -520,3 +520,104 @@ def test_a_long_poll_is_cut_to_when_the_oldest_unwritten_batch_is_due(emulator, 
     assert summary.ok and summary.types["SmsUp"].stored == 5, summary
     waits = [wait for _, wait, _ in emulator.receives(emulator.queue_name("SmsUp"))]
     assert waits[:2] == [5, 2] and waits[-1] == 5 and set(waits[2:-1]) <= {0}, waits
+
+
+class _FixedNowClock(_StillClock):
+    """A still clock whose wall time is 2030-01-01T00:00:00Z (epoch 1,893,456,000 s)."""
+
+    def now(self):
+        from datetime import datetime, timezone
+
+        return datetime(2030, 1, 1, tzinfo=timezone.utc)
+
+
+def test_the_summary_reports_elapsed_time_rate_backlog_age_and_token_fetches(emulator, drain_env, tmp_path):
+    """On a clock that moves only when the sink's write moves it (half a second): the run took
+    0.5 s, so 5 messages are 10 a second; the oldest message's age is taken at the end of the
+    run (2030-01-01, far after it was enqueued); the first run fetched one token, the second, on
+    an empty queue, none and received nothing in no time, a rate of 0."""
+    from shared.sinks.file import FileSink
+
+    clock = _FixedNowClock()
+
+    class HalfSecondFileSink(FileSink):
+        def write(self, records, dead_letters, deadline=None):
+            clock.t += 0.5
+            return super().write(records, dead_letters, deadline)
+
+    drain_env()
+    enqueue(emulator, "SmsUp", 5)
+    runtime = drain_runtime()
+    drain = Drain(runtime.tokens, runtime.open_queue, HalfSecondFileSink(tmp_path),
+                  DrainOptions(wait_seconds=0, concurrency=1), clock=clock)
+    first = drain.run(["SmsUp"], Deadline(60.0, clock))
+    stats = first.types["SmsUp"]
+    assert (first.elapsed, stats.received, stats.rate_per_second, first.token_fetches) == (0.5, 5, 10.0, 1)
+    assert stats.oldest_enqueue_ms is not None
+    age = stats.oldest_age_seconds
+    assert age == round((1_893_456_000_000 - stats.oldest_enqueue_ms) / 1000, 3) and 10**7 < age < 2 * 10**8, age
+    second = drain.run(["SmsUp"], Deadline(60.0, clock))
+    stats = second.types["SmsUp"]
+    assert (second.elapsed, stats.received, stats.rate_per_second, second.token_fetches) == (0.0, 0, 0.0, 0)
+    assert (stats.oldest_enqueue_ms, stats.oldest_age_seconds) == (None, None)
+
+
+@pytest.mark.parametrize("owed,delete_threads,budget", [(0, 2, 27.5), (3, 2, 27.0), (3, 1, 26.75), (4, 2, 27.0)])
+def test_the_receive_budget_keeps_back_the_margin_a_write_a_delete_and_the_owed_deletes(owed, delete_threads,
+                                                                                      budget):
+    """30 s left, a 2 s margin, the worst write 0.3 s and delete 0.2 s seen, deletes typically
+    0.25 s: each delete thread works off its share of the owed deletes (rounded up) first."""
+    from shared.coalesce import CoalesceBuffer
+    from shared.drain import _Run
+
+    clock = _StillClock()
+    drain = Drain(None, None, None, DrainOptions(safety_margin=2.0, delete_threads=delete_threads), clock=clock)
+    drain.timing.write, drain.timing.delete, drain.timing.delete_typical = 0.3, 0.2, 0.25
+    run = _Run(["SmsUp"], 100, Deadline(30.0, clock), {"SmsUp": CoalesceBuffer(100, 1 << 20, 5.0, clock)},
+               drain.options, None, clock)
+    assert drain._budget(run, owed) == pytest.approx(budget)
+    if owed == 0:
+        assert drain._budget(run) == pytest.approx(budget)  # owing nothing is the default
+
+
+def test_the_deletes_a_consumer_owes_are_its_unwritten_batches_and_its_deletes_still_running(emulator, drain_env):
+    from concurrent.futures import Future
+
+    from shared.coalesce import CoalesceBuffer
+    from shared.drain import _Consumer, _Run
+
+    drain_env()
+    runtime = drain_runtime()
+    drain = Drain(runtime.tokens, runtime.open_queue, runtime.sink, DrainOptions(), clock=SYSTEM_CLOCK)
+    run = _Run(["SmsUp"], 100, Deadline(60.0), {"SmsUp": CoalesceBuffer(100, 1 << 20, 5.0, SYSTEM_CLOCK)},
+               drain.options, None, SYSTEM_CLOCK)
+    consumer = _Consumer(drain, "SmsUp", run)
+    done, running = Future(), Future()
+    done.set_result(None)
+    try:
+        consumer.pending = [object(), object()]  # type: ignore[list-item]  # only counted
+        consumer.deletes = [done, running, Future()]
+        assert consumer.owed_deletes() == 4
+    finally:
+        consumer.pending, consumer.deletes = [], []
+        consumer.deleter.shutdown()
+
+
+def test_the_backstop_returns_a_quarter_of_the_margin_before_the_deadline(emulator, drain_env):
+    """A consumer stuck in a write that ignores its deadline: with a 4 s margin the run returns
+    1 s before the deadline, failed as 'stuck'."""
+    from tests.test_drain_bounds import _SinkThatIgnoresItsDeadline
+
+    drain_env()
+    enqueue(emulator, "SmsReport", 5)
+    runtime, sink = drain_runtime(), _SinkThatIgnoresItsDeadline()
+    drain = Drain(runtime.tokens, runtime.open_queue, sink,
+                  DrainOptions(wait_seconds=0, safety_margin=4.0, concurrency=1, coalesce_seconds=0))
+    deadline = Deadline(6.0)
+    try:
+        summary = drain.run(["SmsReport"], deadline)
+        left = deadline.remaining()
+    finally:
+        sink.release.set()
+    assert (summary.ok, summary.stop_reason) == (False, "stuck")
+    assert 0.9 < left <= 1.0, left
