@@ -621,3 +621,140 @@ def test_the_backstop_returns_a_quarter_of_the_margin_before_the_deadline(emulat
         sink.release.set()
     assert (summary.ok, summary.stop_reason) == (False, "stuck")
     assert 0.9 < left <= 1.0, left
+
+
+# -- the receive loop: tokens, time, the long poll ------------------------------------------------------
+
+def test_a_hung_token_api_fails_the_run_before_its_deadline(emulator, drain_env, tmp_path):
+    """The token fetch is bounded by the receive budget, not the token API's 5 s socket timeout."""
+    from shared.sinks.file import FileSink
+
+    drain_env()
+    enqueue(emulator, "SmsReport", 3)
+    emulator.set_faults(hang=1.0, apis=["token"])
+    runtime = drain_runtime()
+    drain = Drain(runtime.tokens, runtime.open_queue, FileSink(tmp_path),
+                  DrainOptions(wait_seconds=0, concurrency=1, safety_margin=1.0), clock=SYSTEM_CLOCK)
+    deadline = Deadline(4.0)
+    try:
+        summary = drain.run(["SmsReport"], deadline)
+        left = deadline.remaining()
+    finally:
+        emulator.set_faults()
+    assert (summary.ok, summary.stop_reason) == (False, "token_error"), summary
+    assert left > 0, f"the run returned {-left:.2f} s after its deadline"
+
+
+def test_a_throttled_token_api_is_tried_sixteen_times_and_fails_the_type_with_its_error(emulator, drain_env,
+                                                                                     tmp_path):
+    """Throttling is no failure: the token call is tried as long as THROTTLE_BACKOFF allows (16
+    tries), and when it still throttles, the type fails as a token error (not as 'no time')."""
+    from shared.sinks.file import FileSink
+
+    drain_env()
+    enqueue(emulator, "SmsReport", 3)
+    emulator.set_faults(throttle=1.0, throttle_code="Throttling.User", apis=["token"])
+    emulator.reset_stats()
+    runtime = drain_runtime()
+    drain = Drain(runtime.tokens, runtime.open_queue, FileSink(tmp_path), DrainOptions(wait_seconds=0, concurrency=1),
+                  clock=_RecordingClock())
+    try:
+        summary = drain.run(["SmsReport"], Deadline(60.0))
+    finally:
+        emulator.set_faults()
+    stats = summary.types["SmsReport"]
+    assert (summary.ok, stats.stop_reason, stats.received) == (False, "token_error", 0)
+    assert "Throttling.User" in (stats.error or ""), stats.error
+    assert emulator.stats()["QueryTokenForMnsQueue"] == 16
+
+
+def test_a_receive_refused_for_its_token_twice_running_gets_a_fresh_token_each_time(emulator, drain_env, tmp_path):
+    from shared.sinks.file import FileSink
+
+    drain_env()
+    enqueue(emulator, "SmsReport", 5)
+    emulator.expire_tokens_on("BatchReceiveMessage", times=2)
+    emulator.reset_stats()
+    runtime = drain_runtime()
+    drain = Drain(runtime.tokens, runtime.open_queue, FileSink(tmp_path), DrainOptions(wait_seconds=0, concurrency=1),
+                  clock=SYSTEM_CLOCK)
+    summary = drain.run(["SmsReport"], Deadline(30.0))
+    assert summary.ok and summary.types["SmsReport"].stored == 5, summary
+    assert emulator.stats()["QueryTokenForMnsQueue"] == 3  # the first, then one after each refusal
+
+
+def test_no_receive_is_made_without_time_for_its_round_trip(emulator, drain_env, tmp_path):
+    """A receive needs its round trip (0.2 s until one is measured) and 0.1 s more: with 0.25 s of
+    budget on a still clock none is made, and a run that received nothing for lack of time fails."""
+    from shared.sinks.file import FileSink
+
+    drain_env()
+    enqueue(emulator, "SmsReport", 3)
+    emulator.reset_stats()
+    runtime = drain_runtime()
+    clock = _StillClock()
+    drain = Drain(runtime.tokens, runtime.open_queue, FileSink(tmp_path), DrainOptions(wait_seconds=0, concurrency=1),
+                  clock=clock)
+    # The budget: time left less the 2 s margin, a write's 0.2 s and a delete's 0.2 s.
+    summary = drain.run(["SmsReport"], Deadline(2.0 + 0.4 + 0.25, clock))
+    assert (summary.ok, summary.stop_reason) == (False, "no_time"), summary
+    assert emulator.stats().get("BatchReceiveMessage", 0) == 0
+    assert emulator.stats().get("QueryTokenForMnsQueue", 0) == 0  # not even the token
+
+
+def test_a_token_fetch_that_leaves_no_time_for_a_receive_ends_the_run_without_one(emulator, drain_env, tmp_path):
+    """0.8 s of budget before the token fetch; the fetch takes 0.6 s (injected latency): what is
+    left is under a receive's 0.3 s, so no receive is made and the run fails for lack of time."""
+    from shared.sinks.file import FileSink
+
+    drain_env()
+    enqueue(emulator, "SmsReport", 3)
+    emulator.reset_stats()
+    runtime = drain_runtime()
+    drain = Drain(runtime.tokens, runtime.open_queue, FileSink(tmp_path),
+                  DrainOptions(wait_seconds=0, concurrency=1, safety_margin=1.0), clock=SYSTEM_CLOCK)
+    emulator.set_latency(0.6)
+    try:
+        summary = drain.run(["SmsReport"], Deadline(1.0 + 0.4 + 0.8))
+    finally:
+        emulator.set_latency(0.0)
+    assert (summary.ok, summary.stop_reason) == (False, "no_time"), summary
+    assert emulator.stats().get("BatchReceiveMessage", 0) == 0
+    assert emulator.stats()["QueryTokenForMnsQueue"] == 1
+
+
+def test_the_long_poll_ends_half_a_second_and_a_round_trip_before_the_budget(emulator, drain_env, tmp_path):
+    """With 3.4 s of budget on a still clock, the long poll asked for is int(3.4 - 0.2 - 0.5) = 2 s,
+    not the 10 s configured."""
+    from shared.sinks.file import FileSink
+
+    drain_env()
+    runtime = drain_runtime()
+    clock = _StillClock()
+    drain = Drain(runtime.tokens, runtime.open_queue, FileSink(tmp_path),
+                  DrainOptions(wait_seconds=10, concurrency=1), clock=clock)
+    summary = drain.run(["SmsUp"], Deadline(2.0 + 0.4 + 3.4, clock))
+    assert summary.types["SmsUp"].stop_reason == "empty", summary
+    assert [wait for _, wait, _ in emulator.receives(emulator.queue_name("SmsUp"))] == [2]
+
+
+def test_a_type_that_ran_out_of_time_while_its_token_failed_fails_with_the_token_error(emulator, drain_env, tmp_path):
+    """A stalled host: the wait after a throttled token call ends (on a still clock that
+    oversleeps by 10 s) with no time left. The type received nothing, so it fails, and with the
+    error that kept it from receiving, not as 'no time'."""
+    from shared.sinks.file import FileSink
+
+    drain_env()
+    enqueue(emulator, "SmsReport", 3)
+    emulator.set_faults(throttle=1.0, throttle_code="Throttling.User", apis=["token"])
+    runtime = drain_runtime()
+    clock = _StillClock(oversleep=10.0)
+    drain = Drain(runtime.tokens, runtime.open_queue, FileSink(tmp_path), DrainOptions(wait_seconds=0, concurrency=1),
+                  clock=clock)
+    try:
+        summary = drain.run(["SmsReport"], Deadline(2.0 + 0.4 + 5.0, clock))
+    finally:
+        emulator.set_faults()
+    stats = summary.types["SmsReport"]
+    assert (summary.ok, summary.stop_reason, stats.received) == (False, "token_error", 0), summary
+    assert "Throttling.User" in (stats.error or ""), stats.error
