@@ -758,3 +758,48 @@ def test_a_type_that_ran_out_of_time_while_its_token_failed_fails_with_the_token
     stats = summary.types["SmsReport"]
     assert (summary.ok, summary.stop_reason, stats.received) == (False, "token_error", 0), summary
     assert "Throttling.User" in (stats.error or ""), stats.error
+
+
+def test_an_unanswered_receive_with_little_time_left_is_given_up_within_the_budget(emulator, drain_env, tmp_path):
+    """1.2 s of receive budget on a still clock: the hung receive's socket timeout is 1.2 s, not a
+    floor above it (real time). Its wait then oversleeps past the deadline: the type received
+    nothing and fails with the receive's error, the one failed call counted."""
+    from shared.sinks.file import FileSink
+
+    drain_env()
+    enqueue(emulator, "SmsReport", 3)
+    emulator.set_faults(hang=1.0, apis=["BatchReceiveMessage"])
+    emulator.reset_stats()
+    runtime = drain_runtime()
+    clock = _StillClock(oversleep=10.0)
+    drain = Drain(runtime.tokens, runtime.open_queue, FileSink(tmp_path), DrainOptions(wait_seconds=0, concurrency=1),
+                  clock=clock)
+    started = time.monotonic()
+    try:
+        summary = drain.run(["SmsReport"], Deadline(2.0 + 0.4 + 1.2, clock))
+    finally:
+        took = time.monotonic() - started
+        emulator.set_faults()
+    stats = summary.types["SmsReport"]
+    assert (summary.ok, summary.stop_reason, stats.received) == (False, "queue_error", 0), summary
+    assert "NetWorkException" in (stats.error or ""), stats.error
+    assert stats.api_calls["BatchReceiveMessage"] == emulator.stats()["BatchReceiveMessage"] == 1
+    assert took < 1.7, took  # a 2 s floor on the socket timeout: over 2 s
+
+
+def test_a_third_auth_refusal_in_a_row_fails_the_type(emulator, drain_env, tmp_path):
+    """Two fresh tokens are tried after a receive refused for its token; refused a third time
+    running, the credentials are wrong, not the token's age: the type fails."""
+    from shared.sinks.file import FileSink
+
+    drain_env()
+    enqueue(emulator, "SmsReport", 5)
+    emulator.expire_tokens_on("BatchReceiveMessage", times=3)
+    emulator.reset_stats()
+    runtime = drain_runtime()
+    drain = Drain(runtime.tokens, runtime.open_queue, FileSink(tmp_path), DrainOptions(wait_seconds=0, concurrency=1),
+                  clock=SYSTEM_CLOCK)
+    summary = drain.run(["SmsReport"], Deadline(30.0))
+    stats = summary.types["SmsReport"]
+    assert (summary.ok, stats.stop_reason, stats.received) == (False, "queue_error", 0), summary
+    assert (emulator.stats()["QueryTokenForMnsQueue"], emulator.stats()["BatchReceiveMessage"]) == (3, 3)
