@@ -620,7 +620,7 @@ def test_the_backstop_returns_a_quarter_of_the_margin_before_the_deadline(emulat
     finally:
         sink.release.set()
     assert (summary.ok, summary.stop_reason) == (False, "stuck")
-    assert 0.9 < left <= 1.0, left
+    assert 0.85 < left <= 1.0, left  # a fifth of the margin: 0.8
 
 
 # -- the receive loop: tokens, time, the long poll ------------------------------------------------------
