@@ -457,8 +457,13 @@ def test_a_sink_failure_stops_the_consumers_of_every_type(emulator, drain_env, t
                   DrainOptions(wait_seconds=0, concurrency=1, coalesce_seconds=0), clock=SYSTEM_CLOCK)
     summary = drain.run(["SmsReport", "SmsUp"], Deadline(30.0))
     assert (summary.ok, summary.stop_reason) == (False, "sink_error")
+    assert summary.error == "SinkError: file sink: refused by the test"
     received = {t: s.received for t, s in summary.types.items()}
     assert all(n <= 32 for n in received.values()), received  # a batch or two each, not all 64
+    # Each type whose write failed says so, once (its consumer stopped there).
+    failed = [(s.stop_reason, s.error, dict(s.errors)) for s in summary.types.values() if s.errors]
+    assert failed and set(failed[0][2]) == {"sink"}
+    assert all(f == ("sink_error", "SinkError: file sink: refused by the test", {"sink": 1}) for f in failed), failed
 
 
 def test_what_a_short_receive_did_not_use_of_the_message_limit_goes_back(emulator, drain_env, tmp_path):
@@ -803,3 +808,77 @@ def test_a_third_auth_refusal_in_a_row_fails_the_type(emulator, drain_env, tmp_p
     stats = summary.types["SmsReport"]
     assert (summary.ok, stats.stop_reason, stats.received) == (False, "queue_error", 0), summary
     assert (emulator.stats()["QueryTokenForMnsQueue"], emulator.stats()["BatchReceiveMessage"]) == (3, 3)
+
+
+def test_each_write_gets_the_deadline_less_half_the_margin_and_is_counted_and_logged(emulator, drain_env, tmp_path):
+    """On a still clock with 60 s left and a 2 s margin, each write must end 59 s from now (the
+    other half of the margin is for the deletes it releases); two batches, two writes."""
+    from shared.sinks.file import FileSink
+
+    given: list[float] = []
+
+    class DeadlineFileSink(FileSink):
+        def write(self, records, dead_letters, deadline=None):
+            given.append(deadline.remaining())
+            return super().write(records, dead_letters, deadline)
+
+    drain_env()
+    enqueue(emulator, "SmsUp", 20)
+    runtime = drain_runtime()
+    clock = _StillClock()
+    logger = logging.getLogger("test-write-log")
+    logger.setLevel(logging.DEBUG)
+    logged: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = logged.append  # type: ignore[method-assign]  # a stdlib handler that keeps records
+    logger.addHandler(handler)
+    drain = Drain(runtime.tokens, runtime.open_queue, DeadlineFileSink(tmp_path),
+                  DrainOptions(wait_seconds=0, concurrency=1, coalesce_seconds=0), clock=clock, logger=logger)
+    stats = drain.run(["SmsUp"], Deadline(60.0, clock)).types["SmsUp"]
+    assert (stats.stored, stats.sink_writes, given) == (20, 2, [59.0, 59.0])
+    stored = [(r.getMessage(), r.message_type, r.records, r.dead_letters, r.first_key.startswith("SmsUp#"))
+              for r in logged if r.levelno == logging.DEBUG and r.getMessage() == "stored batch"]
+    assert stored == [("stored batch", "SmsUp", 16, 0, True), ("stored batch", "SmsUp", 4, 0, True)]
+
+
+def test_a_queue_that_does_not_exist_fails_the_type_at_the_first_receive(emulator, drain_env, tmp_path):
+    """QueueNotExist cannot change by asking again: no back-off, no second try."""
+    from shared.sinks.file import FileSink
+
+    drain_env()
+    emulator.delete_queue(emulator.queue_name("SmsReport"))
+    emulator.reset_stats()
+    runtime = drain_runtime()
+    drain = Drain(runtime.tokens, runtime.open_queue, FileSink(tmp_path), DrainOptions(wait_seconds=0, concurrency=1),
+                  clock=_RecordingClock())
+    summary = drain.run(["SmsReport"], Deadline(30.0))
+    stats = summary.types["SmsReport"]
+    assert (summary.ok, stats.stop_reason) == (False, "queue_error"), summary
+    assert "QueueNotExist" in (stats.error or ""), stats.error
+    assert emulator.stats()["BatchReceiveMessage"] == 1
+
+
+def test_a_successful_receive_resets_the_count_of_failures_in_a_row(emulator, drain_env, tmp_path):
+    """After a receive that worked, failures start counting afresh: six tries (ERROR_BACKOFF)
+    after the success, seven receives in all."""
+    from shared.sinks.file import FileSink
+
+    drain_env()
+    enqueue(emulator, "SmsReport", 5)
+    emulator.reset_stats()
+    runtime = drain_runtime()
+
+    class FaultAfterWriteFileSink(FileSink):
+        def write(self, records, dead_letters, deadline=None):
+            report = super().write(records, dead_letters, deadline)
+            emulator.set_faults(server_error=1.0, apis=["BatchReceiveMessage"])
+            return report
+
+    drain = Drain(runtime.tokens, runtime.open_queue, FaultAfterWriteFileSink(tmp_path),
+                  DrainOptions(wait_seconds=0, concurrency=1, coalesce_seconds=0), clock=_RecordingClock())
+    try:
+        summary = drain.run(["SmsReport"], Deadline(30.0))
+    finally:
+        emulator.set_faults()
+    assert (summary.ok, summary.types["SmsReport"].stop_reason) == (False, "queue_error"), summary
+    assert emulator.stats()["BatchReceiveMessage"] == 7

@@ -135,6 +135,9 @@ class Emulator:
         self.backend.queues.create_queue(name, visibility_timeout)
         return name
 
+    def delete_queue(self, name: str) -> None:
+        self.backend.queues.delete_queue(name)
+
     def enqueue(self, name: str, body: str) -> str:
         return self.backend.queues.enqueue(name, body)
 

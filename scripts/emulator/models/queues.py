@@ -136,6 +136,12 @@ class QueueBackend:
                 q.visibility_timeout = float(visibility_timeout)
             return q
 
+    def delete_queue(self, name: str) -> None:
+        """Remove a queue and its messages (as Alicom might): its requests then get QueueNotExist."""
+        with self._lock:
+            q = self._queues.pop(name)
+            q.cond.notify_all()
+
     def set_visibility_timeout(self, name: str, seconds: float) -> None:
         """Change the queue's VisibilityTimeout; it applies to the next receives."""
         _check_visibility_timeout(seconds)
