@@ -244,3 +244,19 @@ def test_a_shorter_timeout_is_applied_when_it_differs_by_more_than_a_quarter_sec
         took = time.monotonic() - started
         emulator.set_faults()
     assert took < 1.6, took
+
+
+@pytest.mark.parametrize("wait", [0, 1, 2])
+def test_a_receive_sends_the_long_poll_it_was_asked_for(emulator, drain_env, wait):
+    """waitseconds is sent whatever its value (MNS would otherwise use the queue's own
+    polling wait, which Alicom sets, not us)."""
+    from scripts.receipts import make_receipts
+    from shared.runtime import drain_runtime
+
+    drain_env()
+    name = emulator.queue_name("SmsReport")
+    emulator.enqueue_receipt(name, make_receipts("SmsReport", 1, 0)[0])
+    runtime = drain_runtime()
+    queue = runtime.open_queue("SmsReport", runtime.tokens.get("SmsReport", timeout=10))
+    assert len(queue.receive(16, wait)) == 1
+    assert emulator.receives(name) == [(16, wait, 1)]
