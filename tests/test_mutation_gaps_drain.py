@@ -557,6 +557,7 @@ def test_the_summary_reports_elapsed_time_rate_backlog_age_and_token_fetches(emu
                   DrainOptions(wait_seconds=0, concurrency=1), clock=clock)
     first = drain.run(["SmsUp"], Deadline(60.0, clock))
     stats = first.types["SmsUp"]
+    assert stats.message_type == "SmsUp"
     assert (first.elapsed, stats.received, stats.rate_per_second, first.token_fetches) == (0.5, 5, 10.0, 1)
     assert stats.oldest_enqueue_ms is not None
     age = stats.oldest_age_seconds
@@ -882,3 +883,25 @@ def test_a_successful_receive_resets_the_count_of_failures_in_a_row(emulator, dr
         emulator.set_faults()
     assert (summary.ok, summary.types["SmsReport"].stop_reason) == (False, "queue_error"), summary
     assert emulator.stats()["BatchReceiveMessage"] == 7
+
+
+def test_a_batch_of_only_dead_letters_is_stored_and_logged_without_a_first_key(emulator, drain_env, tmp_path):
+    from shared.sinks.file import FileSink
+
+    drain_env()
+    bad_id = emulator.enqueue(emulator.queue_name("SmsUp"), "not base64 JSON")
+    runtime = drain_runtime()
+    logger = logging.getLogger("test-dead-only")
+    logger.setLevel(logging.DEBUG)
+    logged: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = logged.append  # type: ignore[method-assign]  # a stdlib handler that keeps records
+    logger.addHandler(handler)
+    drain = Drain(runtime.tokens, runtime.open_queue, FileSink(tmp_path),
+                  DrainOptions(wait_seconds=0, concurrency=1, coalesce_seconds=0), clock=SYSTEM_CLOCK, logger=logger)
+    summary = drain.run(["SmsUp"], Deadline(30.0))
+    stats = summary.types["SmsUp"]
+    assert (summary.ok, stats.stored, stats.dead_lettered, stats.deleted) == (True, 0, 1, 1), summary
+    assert [(r.records, r.dead_letters, r.first_key) for r in logged if r.getMessage() == "stored batch"] == [
+        (0, 1, None)]
+    assert emulator.message_ids(emulator.queue_name("SmsUp")) == [] and bad_id
