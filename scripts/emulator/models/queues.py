@@ -116,8 +116,9 @@ class QueueBackend:
         # Handles and ids come from their own RNG so they never shift the fault sequence.
         self._rng = random.Random(None if seed is None else f"handles-{seed}")
         self._closed = False
-        # (queue, numOfMessages, waitseconds, messages returned) of every valid receive, in order.
-        self.receive_log: list[tuple[str, int, float, int]] = []
+        # (queue, numOfMessages, waitseconds, messages returned) of the latest valid receives, in
+        # order; bounded, since a demo or bench emulator may serve receives for hours.
+        self.receive_log: deque[tuple[str, int, float, int]] = deque(maxlen=100_000)
 
     # -- admin ------------------------------------------------------------------
 
