@@ -47,6 +47,16 @@ def recording_logger(name: str, level: int = logging.NOTSET) -> tuple[logging.Lo
     return logger, logged
 
 
+def file_drain(tmp_path, clock, **options) -> Drain:
+    """A drain over the emulator (the runtime's token cache and queues) into files, one consumer,
+    no long poll unless `options` say otherwise."""
+    from shared.sinks.file import FileSink
+
+    runtime = drain_runtime()
+    return Drain(runtime.tokens, runtime.open_queue, FileSink(tmp_path),
+                 DrainOptions(**{"wait_seconds": 0, "concurrency": 1, **options}), clock=clock)
+
+
 # The ceiling of each sleep between tries, written out: min(cap, base * 2**n).
 ERROR_CEILINGS = [0.2, 0.4, 0.8, 1.6, 2.0]  # six tries, five sleeps
 THROTTLE_CEILINGS = [0.25, 0.5, 1.0, 2.0] + [4.0] * 11  # sixteen tries, fifteen sleeps
@@ -634,15 +644,11 @@ def test_a_throttled_token_api_is_tried_sixteen_times_and_fails_the_type_with_it
                                                                                      tmp_path):
     """Throttling is no failure: the token call is tried as long as THROTTLE_BACKOFF allows (16
     tries), and when it still throttles, the type fails as a token error (not as 'no time')."""
-    from shared.sinks.file import FileSink
-
     drain_env()
     enqueue(emulator, "SmsReport", 3)
     emulator.set_faults(throttle=1.0, throttle_code="Throttling.User", apis=["token"])
     emulator.reset_stats()
-    runtime = drain_runtime()
-    drain = Drain(runtime.tokens, runtime.open_queue, FileSink(tmp_path), DrainOptions(wait_seconds=0, concurrency=1),
-                  clock=_RecordingClock())
+    drain = file_drain(tmp_path, clock=_RecordingClock())
     try:
         summary = drain.run(["SmsReport"], Deadline(60.0))
     finally:
@@ -654,15 +660,11 @@ def test_a_throttled_token_api_is_tried_sixteen_times_and_fails_the_type_with_it
 
 
 def test_a_receive_refused_for_its_token_twice_running_gets_a_fresh_token_each_time(emulator, drain_env, tmp_path):
-    from shared.sinks.file import FileSink
-
     drain_env()
     enqueue(emulator, "SmsReport", 5)
     emulator.expire_tokens_on("BatchReceiveMessage", times=2)
     emulator.reset_stats()
-    runtime = drain_runtime()
-    drain = Drain(runtime.tokens, runtime.open_queue, FileSink(tmp_path), DrainOptions(wait_seconds=0, concurrency=1),
-                  clock=SYSTEM_CLOCK)
+    drain = file_drain(tmp_path, clock=SYSTEM_CLOCK)
     summary = drain.run(["SmsReport"], Deadline(30.0))
     assert summary.ok and summary.types["SmsReport"].stored == 5, summary
     assert emulator.stats()["QueryTokenForMnsQueue"] == 3  # the first, then one after each refusal
@@ -775,15 +777,11 @@ def test_an_unanswered_receive_with_little_time_left_is_given_up_within_the_budg
 def test_a_third_auth_refusal_in_a_row_fails_the_type(emulator, drain_env, tmp_path):
     """Two fresh tokens are tried after a receive refused for its token; refused a third time
     running, the credentials are wrong, not the token's age: the type fails."""
-    from shared.sinks.file import FileSink
-
     drain_env()
     enqueue(emulator, "SmsReport", 5)
     emulator.expire_tokens_on("BatchReceiveMessage", times=3)
     emulator.reset_stats()
-    runtime = drain_runtime()
-    drain = Drain(runtime.tokens, runtime.open_queue, FileSink(tmp_path), DrainOptions(wait_seconds=0, concurrency=1),
-                  clock=SYSTEM_CLOCK)
+    drain = file_drain(tmp_path, clock=SYSTEM_CLOCK)
     summary = drain.run(["SmsReport"], Deadline(30.0))
     stats = summary.types["SmsReport"]
     assert (summary.ok, stats.stop_reason, stats.received) == (False, "queue_error", 0), summary
@@ -818,14 +816,10 @@ def test_each_write_gets_the_deadline_less_half_the_margin_and_is_counted_and_lo
 
 def test_a_queue_that_does_not_exist_fails_the_type_at_the_first_receive(emulator, drain_env, tmp_path):
     """QueueNotExist cannot change by asking again: no back-off, no second try."""
-    from shared.sinks.file import FileSink
-
     drain_env()
     emulator.delete_queue(emulator.queue_name("SmsReport"))
     emulator.reset_stats()
-    runtime = drain_runtime()
-    drain = Drain(runtime.tokens, runtime.open_queue, FileSink(tmp_path), DrainOptions(wait_seconds=0, concurrency=1),
-                  clock=_RecordingClock())
+    drain = file_drain(tmp_path, clock=_RecordingClock())
     summary = drain.run(["SmsReport"], Deadline(30.0))
     stats = summary.types["SmsReport"]
     assert (summary.ok, stats.stop_reason) == (False, "queue_error"), summary
